@@ -124,6 +124,194 @@ def summary_cmd(model: str, input_shape: str | None, num_classes, include_top: b
     click.echo(analysis.format_summary(result))
 
 
+def _parse_exclude(values) -> dict:
+    """--no-aug-for flip=5,7 -> {"flip": [5, 7]}."""
+    result: dict[str, list[int]] = {}
+    for value in values:
+        op, _, classes = value.partition("=")
+        try:
+            result.setdefault(op.strip(), []).extend(int(c) for c in classes.split(",") if c.strip())
+        except ValueError:
+            raise click.BadParameter(
+                f"expected OP=CLASS[,CLASS...] such as flip=5,7; got '{value}'", param_hint="--no-aug-for"
+            ) from None
+    return result
+
+
+@main.command("train")
+@click.option(
+    "--model", default="mobilenet_v1", show_default=True, help="A registered model (kerascnn models)."
+)
+@click.option(
+    "--data",
+    default="fashion_mnist",
+    show_default=True,
+    help="fashion_mnist, mnist, or a folder of class sub-folders (or train/ val/ test/).",
+)
+@click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="adamw", show_default=True)
+@click.option("--lr", type=float, default=None, help="Peak learning rate [sgd 0.05, adam 1e-3, adamw 2e-3].")
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True
+)
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option(
+    "--augment",
+    type=click.Choice(["none", "light", "standard", "strong"]),
+    default="light",
+    show_default=True,
+    help="Augmentation preset; the options below override single ops.",
+)
+@click.option("--shift", type=float, default=None)
+@click.option("--rotation", type=float, default=None, help="Degrees.")
+@click.option("--shear", type=float, default=None)
+@click.option("--zoom", type=float, default=None)
+@click.option(
+    "--flip", type=click.Choice(["none", "horizontal", "vertical", "horizontal_and_vertical"]), default=None
+)
+@click.option("--perspective", type=float, default=None)
+@click.option(
+    "--noise", type=float, default=None, help="Gaussian noise std as a fraction of the value range."
+)
+@click.option("--brightness", type=float, default=None)
+@click.option("--contrast", type=float, default=None)
+@click.option(
+    "--no-aug-for", "no_aug_for", multiple=True, help="OP=CLASSES: skip an op for these class indices."
+)
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--balance", type=click.Choice(["oversample", "weights"]), default=None)
+@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option(
+    "--train-fraction",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Train on this fraction of each class (few-data experiments).",
+)
+@click.option("--input-shape", default=None, help="H,W,C [default: the model's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+    default="float32",
+    show_default=True,
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+    default="auto",
+    show_default=True,
+    help="auto: MirroredStrategy when TensorFlow sees several GPUs.",
+)
+@click.option("--weights", default=None, help="Start from a .keras file or run folder, or 'imagenet'.")
+@click.option("--freeze-backbone", is_flag=True, help="Train only the new head first.")
+@click.option("--fine-tune-epochs", type=int, default=0, show_default=True)
+@click.option("--fine-tune-lr", type=float, default=None)
+@click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
+@click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
+def train_cmd(**opts):
+    """Train MODEL on DATA into a run folder (models, config, history, plots, metrics)."""
+    from kerascnn import data as kdata
+    from kerascnn import models
+    from kerascnn.train import RunError, TrainConfig, train
+
+    overrides = {
+        k: opts.pop(k)
+        for k in (
+            "shift",
+            "rotation",
+            "shear",
+            "zoom",
+            "flip",
+            "perspective",
+            "noise",
+            "brightness",
+            "contrast",
+        )
+    }
+    exclude = _parse_exclude(opts.pop("no_aug_for"))
+    if exclude:
+        overrides["exclude"] = exclude
+    resume = opts.pop("resume")
+    shape = _parse_shape(opts.pop("input_shape"))
+    if shape is not None and len(shape) == 2:
+        raise click.BadParameter("give H,W,C", param_hint="--input-shape")
+    cfg = TrainConfig(
+        **opts, input_shape=shape, augment_overrides={k: v for k, v in overrides.items() if v is not None}
+    )
+    try:
+        train(cfg, resume=resume)
+    except models.UnknownModelError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+    except (kdata.DataError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command("evaluate")
+@click.argument("run_or_model")
+@click.option("--data", default=None, help="Dataset [default: the run's].")
+@click.option(
+    "--tta", type=int, default=1, show_default=True, help="Average the posteriors of N augmented copies."
+)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--json", "json_path", default=None, help="Write the metrics here.")
+@click.option("--confusion", default=None, help="Write the confusion matrix PNG here.")
+def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
+    """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""
+    from kerascnn import data as kdata
+    from kerascnn import evaluate as kevaluate
+    from kerascnn.train import load_config, resolve_model_file
+
+    try:
+        model_file = resolve_model_file(run_or_model)
+    except FileNotFoundError as e:
+        raise click.BadParameter(str(e), param_hint="RUN_OR_MODEL") from None
+    import keras
+
+    model = keras.saving.load_model(model_file, compile=False)
+    mean, std, val_split = (127.5,), (127.5,), 0.1
+    if os.path.isdir(run_or_model):
+        cfg = load_config(run_or_model)
+        data = data or cfg.data
+        mean, std, val_split = cfg.mean, cfg.std, cfg.val_split
+    if data is None:
+        raise click.BadParameter("give --data for a model file", param_hint="--data")
+    _, h, w, c = model.input_shape
+    try:
+        dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split)
+    except kdata.DataError as e:
+        raise click.ClickException(str(e)) from None
+    classes = model.output_shape[-1]
+    if classes != dataset.num_classes:
+        raise click.ClickException(
+            f"{model_file} predicts {classes} classes but --data {data} has {dataset.num_classes} "
+            f"({', '.join(dataset.class_names)})"
+        )
+    split = dataset.eval_split
+    metrics = kevaluate.evaluate(
+        model,
+        split,
+        kdata.Normalization(tuple(mean), tuple(std)),
+        dataset.class_names,
+        batch_size=batch_size,
+        tta=tta,
+    )
+    topk = next(k for k in metrics if k.startswith("top") and k != "top1")
+    click.echo(f"{model_file}: {metrics['samples']} images, tta {tta}")
+    click.echo(f"top-1 {metrics['top1']:.4f}   {topk} {metrics[topk]:.4f}")
+    for name, acc in metrics["per_class_accuracy"].items():
+        click.echo(f"  {name:<24} {'-' if acc is None else f'{acc:.4f}'}")
+    if json_path:
+        kevaluate.write_json(metrics, json_path)
+    if confusion:
+        kevaluate.plot_confusion(metrics["confusion_matrix"], dataset.class_names, confusion)
+
+
 def run():  # pragma: no cover - console entry for `python -m kerascnn.cli`
     sys.exit(main())
 

@@ -1,0 +1,200 @@
+"""Augmentation for the training pipeline: geometric and photometric ops, mixup, class balancing, TTA.
+
+Augmentation runs in the tf.data pipeline (on the CPU, batched, overlapped with training by
+prefetch), never inside the model: the saved inference model has no augmentation layer in it.
+Every op is a standard Keras preprocessing layer applied to float32 pixels in [0, 255], before
+normalisation. Any op can be switched off for listed classes (``exclude={"flip": [5, 7]}``), for
+datasets where orientation is the label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+
+
+@dataclass
+class AugmentConfig:
+    shift: float = 0.0  # fraction of the image size, both axes
+    rotation: float = 0.0  # degrees, +-
+    shear: float = 0.0  # shear factor, both axes
+    zoom: float = 0.0  # fraction, +- (scale)
+    flip: str = "none"
+    perspective: float = 0.0  # corner displacement factor
+    noise: float = 0.0  # std of Gaussian pixel noise, as a fraction of the value range (0.02 = 5/255)
+    brightness: float = 0.0  # fraction of the value range, +-
+    contrast: float = 0.0  # fraction, +-
+    exclude: dict[str, list[int]] = field(default_factory=dict)  # op -> class indices it skips
+
+    OPS = ("shift", "rotation", "shear", "zoom", "flip", "perspective", "noise", "brightness", "contrast")
+
+    def active_ops(self) -> list[str]:
+        return [op for op in self.OPS if (self.flip != "none" if op == "flip" else getattr(self, op) > 0)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS = {
+    "none": AugmentConfig(),
+    "light": AugmentConfig(shift=0.05, flip="horizontal"),
+    "standard": AugmentConfig(
+        shift=0.1, rotation=10, zoom=0.1, flip="horizontal", brightness=0.1, contrast=0.1
+    ),
+    "strong": AugmentConfig(
+        shift=0.125, rotation=15, shear=0.1, zoom=0.15, flip="horizontal", perspective=0.1, noise=0.025,
+        brightness=0.2, contrast=0.2,
+    ),
+}  # fmt: skip
+
+
+def augment_config(preset: str = "standard", **overrides) -> AugmentConfig:
+    """A preset with some ops overridden (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "flip" in overrides and overrides["flip"] not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {', '.join(FLIP_MODES)}, got '{overrides['flip']}'")
+    unknown = set(overrides.get("exclude", {})) - set(AugmentConfig.OPS)
+    if unknown:
+        raise ValueError(
+            f"cannot exclude unknown op(s) {', '.join(sorted(unknown))}; ops: {', '.join(AugmentConfig.OPS)}"
+        )
+    return replace(PRESETS[preset], **overrides)
+
+
+def _layer(op: str, cfg: AugmentConfig, seed: int):
+    from keras import layers
+
+    if op == "shift":
+        return layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed)
+    if op == "rotation":
+        return layers.RandomRotation(cfg.rotation / 360.0, fill_mode="constant", seed=seed)
+    if op == "shear":
+        return layers.RandomShear(cfg.shear, cfg.shear, fill_mode="constant", seed=seed)
+    if op == "zoom":
+        return layers.RandomZoom(cfg.zoom, cfg.zoom, fill_mode="constant", seed=seed)
+    if op == "flip":
+        return layers.RandomFlip(cfg.flip, seed=seed)
+    if op == "perspective":
+        return layers.RandomPerspective(factor=1.0, scale=cfg.perspective, seed=seed)
+    if op == "noise":
+        return layers.GaussianNoise(cfg.noise, seed=seed)
+    if op == "brightness":
+        return layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed)
+    if op == "contrast":
+        return layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed)
+    raise ValueError(op)
+
+
+class Augmenter:
+    """Callable on a batch ``(images float32 [0, 255], labels int)`` -> augmented images.
+
+    For an op with excluded classes, the images of those classes keep their pre-op pixels.
+    """
+
+    def __init__(self, config: AugmentConfig, num_classes: int, seed: int = 0):
+        self.config = config
+        self.ops = [(op, _layer(op, config, seed + i)) for i, op in enumerate(config.active_ops())]
+        self.masks = {}
+        for op, classes in config.exclude.items():
+            bad = [c for c in classes if not 0 <= c < num_classes]
+            if bad:
+                raise ValueError(f"exclude[{op}]: class indices {bad} out of range for {num_classes} classes")
+            mask = np.zeros(num_classes, bool)
+            mask[classes] = True
+            self.masks[op] = mask
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __call__(self, images, labels):
+        import tensorflow as tf
+
+        for op, layer in self.ops:
+            if op == "noise":  # GaussianNoise takes a std in [0, 1]: work in [0, 1] units
+                out = layer(images / 255.0, training=True) * 255.0
+            else:
+                out = layer(images, training=True)
+            if op in self.masks:
+                keep = tf.gather(tf.constant(self.masks[op]), tf.cast(labels, tf.int32))
+                out = tf.where(keep[:, None, None, None], images, out)
+            images = tf.clip_by_value(out, 0.0, 255.0)
+        return images
+
+
+def mixup(images, onehot, alpha: float, seed=None):
+    """Mixup (Zhang et al. 2018) within a batch: x = lam x_i + (1 - lam) x_j, same for the one-hot
+    labels, lam ~ Beta(alpha, alpha) per sample, j a partner of a different class where the batch has
+    one (a pair of the same class is left unmixed)."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    labels = tf.argmax(onehot, axis=-1)
+    perm = tf.random.shuffle(tf.range(n), seed=seed)
+    # Try a few rotations of the shuffled order and take, per sample, the first of another class.
+    partner = perm
+    for shift in range(1, 4):
+        candidate = tf.roll(perm, shift, axis=0)
+        same = tf.equal(tf.gather(labels, partner), labels)
+        partner = tf.where(same, candidate, partner)
+    differs = tf.not_equal(tf.gather(labels, partner), labels)
+    g1 = tf.random.gamma([n], alpha, seed=seed)
+    g2 = tf.random.gamma([n], alpha, seed=None if seed is None else seed + 1)
+    lam = g1 / (g1 + g2)
+    lam = tf.where(differs, lam, tf.ones_like(lam))
+    lam_x = tf.reshape(lam, [-1, 1, 1, 1])
+    mixed_x = lam_x * images + (1.0 - lam_x) * tf.gather(images, partner)
+    lam_y = tf.reshape(lam, [-1, 1])
+    mixed_y = lam_y * onehot + (1.0 - lam_y) * tf.gather(onehot, partner)
+    return mixed_x, mixed_y
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights normalised to mean 1 over the samples ("balanced", as scikit-learn)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+TTA_CONFIG = AugmentConfig(shift=0.05, flip="horizontal")
+
+
+def tta_predict(
+    model,
+    images,
+    n: int,
+    normalize,
+    batch_size: int = 256,
+    config: AugmentConfig | None = None,
+    seed: int = 0,
+):
+    """Test-time augmentation: the mean posterior over the original image and ``n - 1`` augmented copies.
+
+    ``images`` are uint8/float pixels (N, H, W, C); ``normalize`` maps [0, 255] pixels to model input.
+    """
+    import tensorflow as tf
+
+    if n < 1:
+        raise ValueError(f"--tta must be >= 1, got {n}")
+    config = config or TTA_CONFIG
+    augmenter = Augmenter(config, num_classes=1, seed=seed)
+    total = None
+    for copy in range(n):
+        outs = []
+        for start in range(0, len(images), batch_size):
+            x = tf.cast(images[start : start + batch_size], tf.float32)
+            if copy > 0 and augmenter:
+                x = augmenter(x, tf.zeros([tf.shape(x)[0]], tf.int32))
+            outs.append(np.asarray(model(normalize(x), training=False)))
+        probs = np.concatenate(outs)
+        total = probs if total is None else total + probs
+    return total / n

