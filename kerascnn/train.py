@@ -231,11 +231,13 @@ def build_model(cfg: TrainConfig, num_classes: int, channels: int):
     return model, inference
 
 
-def transfer_weights(target, source) -> list[str]:
-    """Copy weights layer by layer, by name, where the shapes agree; return the names copied."""
+def transfer_weights(target, source, skip=()) -> list[str]:
+    """Copy weights layer by layer, by name, where the shapes agree; return the names copied.
+
+    ``skip``: layers to leave as initialised (the classifier head, which belongs to the old task)."""
     copied = []
     for layer in target.layers:
-        if not layer.weights:
+        if not layer.weights or layer.name in skip:
             continue
         try:
             src = source.get_layer(layer.name)
@@ -282,8 +284,13 @@ def load_pretrained(cfg: TrainConfig, shape):
 
 def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: str | None = None):
     """Freeze/unfreeze everything but the head: the layers after the global pooling / flatten and the
-    ``new_layers`` that did not come from the pretrained model. Frozen BatchNormalization layers run in
-    inference mode (Keras 3 semantics of ``trainable=False``)."""
+    ``new_layers`` that did not come from the pretrained model.
+
+    BatchNormalization layers of the backbone stay frozen even when it is unfrozen for fine-tuning, as
+    in the Keras transfer-learning guide: in Keras 3 a frozen BN runs in inference mode, so the
+    pretrained statistics are kept instead of being overwritten by a few small batches."""
+    import keras
+
     head = set(_head_layer_names(model)) | set(new_layers)
     names = [layer.name for layer in model.layers]
     if freeze_until is not None and freeze_until not in names:
@@ -292,10 +299,10 @@ def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: 
     for i, layer in enumerate(model.layers):
         if layer.name in head:
             layer.trainable = True
-        elif trainable:
-            layer.trainable = i >= frozen_prefix
-        else:
+        elif isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+        else:
+            layer.trainable = trainable and i >= frozen_prefix
 
 
 def _head_layer_names(model) -> list[str]:
@@ -447,7 +454,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             model, _ = build_model(cfg, dataset.num_classes, shape[2])
             if cfg.weights:
                 source = load_pretrained(cfg, shape)
-                copied = transfer_weights(model, source)
+                copied = transfer_weights(model, source, skip=set(_head_layer_names(model)))
                 if not copied:
                     raise RunError(
                         f"--weights {cfg.weights}: no layer of '{cfg.model}' matches the source model"
