@@ -189,9 +189,9 @@ def make_optimizer(cfg: TrainConfig, schedule):
 def make_strategy(name: str):
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "multiworker":
+    if name == "multiworker":  # before anything initialises the TensorFlow context
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -369,13 +369,19 @@ def _val_accuracy(logs: dict) -> float | None:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run; returns the run folder."""
     import keras
+    import tensorflow as tf
 
     from . import evaluate as kevaluate
     from . import models
 
     cfg.check()
     entry = models.get_entry(cfg.model)  # unknown model: error before anything is written
+    # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
+    strategy = make_strategy(cfg.strategy)
     run_dir = Path(cfg.output or f"runs/{cfg.model}")
+    if not is_chief():  # in a multi-worker run the other workers keep their files apart from the chief's
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        run_dir = run_dir / f"{task['type']}{task['index']}"
     if resume:
         saved = load_config(run_dir)
         cfg = saved
@@ -384,7 +390,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         )
         if state is None or not (run_dir / "checkpoint.keras").exists():
             raise RunError(f"--resume: '{run_dir}' has no finished epoch to resume from; start it again")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(not p.name.startswith("worker") for p in run_dir.iterdir()):
+        # (other workers' sub-folders may appear first in a multi-worker run)
         raise RunError(
             f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new run folder"
         )
@@ -411,9 +418,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         )
 
     chief = is_chief()
-    if not chief:  # other workers keep their files apart from the chief's
-        task = json.loads(os.environ["TF_CONFIG"])["task"]
-        run_dir = run_dir / f"{task['type']}{task['index']}"
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _make_logger(run_dir)
     if not resume:
@@ -433,7 +437,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
-    strategy = make_strategy(cfg.strategy)
+    log(f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), {cfg.precision}")
     augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
@@ -510,6 +514,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             callbacks.append(
                 keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
             )
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _prebuild_for_multiworker(model, strategy, train_ds)
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -554,6 +560,28 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         f"({metrics['samples']} images)"
     )
     return run_dir
+
+
+def _prebuild_for_multiworker(model, strategy, dataset):
+    """Work around keras-team/keras#20585 (open since Keras 3.0): ``fit`` under
+    MultiWorkerMirroredStrategy fails twice in Keras 3.15.
+
+    1. It builds the model from a cross-worker mean of the first distributed batch, an eager collective
+       reduce that fails ("Attempt to convert a value (PerReplica...)"): build the model, loss, metrics
+       and optimizer from a local batch instead, so that ``fit`` has nothing left to build.
+    2. It reduces the scalar logs across workers with ``strategy.reduce("MEAN", v, axis=0)``, which
+       fails on scalars ("Invalid reduction dimension 0"): reduce the logs over the local replica
+       instead. Gradients are still all-reduced across workers by the strategy, so every worker applies
+       the same update (the test checks the weights end identical); only the printed loss/metrics are
+       each worker's own.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    batch = next(iter(dataset))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
 
 
 def _version() -> str:
