@@ -343,7 +343,9 @@ def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
 
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes > 5:
+    # Top-5 during training only in float32 (tf.math.in_top_k rejects float16/bfloat16 predictions);
+    # the final metrics.json always has it.
+    if num_classes > 5 and keras.mixed_precision.global_policy().compute_dtype == "float32":
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
     if len(model.outputs) > 1:  # GoogLeNet with its auxiliary heads
         from .models.inception import googlenet_loss_weights
@@ -417,27 +419,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             f"the run was started with ({', '.join(state.get('class_names') or [])})"
         )
 
-    chief = is_chief()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = _make_logger(run_dir)
-    if not resume:
-        atomic_write_text(
-            run_dir / "config.json",
-            json.dumps({"train": asdict(cfg), "kerascnn_version": _version()}, indent=2, default=list) + "\n",
-        )
-    log(
-        f"{'resuming' if resume else 'training'} {cfg.model} on {dataset.name}: {len(dataset.train)} train, "
-        f"{len(dataset.val)} val, {len(dataset.test) if dataset.test is not None else 0} test images, "
-        f"{dataset.num_classes} classes, input {shape}"
-    )
-    for path, reason in dataset.skipped:
-        log(f"skipped unreadable image {path}: {reason}")
-    if dataset.skipped:
-        log(f"{len(dataset.skipped)} unreadable image(s) skipped")
-
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
-    log(f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), {cfg.precision}")
     augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
@@ -448,8 +431,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             ("fine_tune", cfg.fine_tune_epochs, cfg.fine_tune_lr or (cfg.lr or cfg.default_lr()) / 10)
         )
 
-    state = state if resume else {"epoch": 0, "best": None, "history": [], "class_names": dataset.class_names}
-    total_epochs = sum(p[1] for p in phases)
+    # The model (and --weights) before the run folder: a model that cannot be built writes nothing.
+    messages = [
+        f"{'resuming' if resume else 'training'} {cfg.model} on {dataset.name}: {len(dataset.train)} train, "
+        f"{len(dataset.val)} val, {len(dataset.test) if dataset.test is not None else 0} test images, "
+        f"{dataset.num_classes} classes, input {shape}",
+        *(f"skipped unreadable image {path}: {reason}" for path, reason in dataset.skipped),
+        *([f"{len(dataset.skipped)} unreadable image(s) skipped"] if dataset.skipped else []),
+        f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), {cfg.precision}",
+    ]
     new_layers: list[str] = []
     with strategy.scope():
         if resume:
@@ -466,12 +456,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 new_layers = [
                     layer.name for layer in model.layers if layer.weights and layer.name not in copied
                 ]
-                log(f"--weights {cfg.weights}: {len(copied)} layers copied, new: {', '.join(new_layers)}")
+                messages.append(
+                    f"--weights {cfg.weights}: {len(copied)} layers copied, new: {', '.join(new_layers)}"
+                )
         inference = model
         if len(model.outputs) > 1:
             from .models.inception import strip_auxiliary_heads
 
             inference = strip_auxiliary_heads(model)
+
+    chief = is_chief()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = _make_logger(run_dir)
+    if not resume:
+        atomic_write_text(
+            run_dir / "config.json",
+            json.dumps({"train": asdict(cfg), "kerascnn_version": _version()}, indent=2, default=list) + "\n",
+        )
+    for message in messages:
+        log(message)
+    state = state if resume else {"epoch": 0, "best": None, "history": [], "class_names": dataset.class_names}
+    total_epochs = sum(p[1] for p in phases)
 
     label_fn = None
     if len(model.outputs) > 1:

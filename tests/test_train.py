@@ -168,3 +168,80 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
     assert len(ckpt.outputs) == 3
     best = keras.saving.load_model(out / "model_best.keras")
     assert len(best.outputs) == 1 and not any(layer.name.startswith("aux") for layer in best.layers)
+
+
+def test_imagenet_weights_offline_names_the_file_and_writes_nothing(tmp_path):
+    from tests.test_data import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=3)
+    out = tmp_path / "out"
+    cfg = TrainConfig(
+        model="mobilenet_v2",
+        data=str(data),
+        input_shape=(96, 96, 3),
+        weights="imagenet",
+        epochs=1,
+        output=str(out),
+    )
+    with pytest.raises(RuntimeError, match=r"could not fetch the MobileNetV2 ImageNet weights file.*\.h5"):
+        train(cfg)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="only the keras.applications backbones"):
+        train(TrainConfig(model="resnet20", data=str(data), weights="imagenet", epochs=1, output=str(out)))
+
+
+def test_transfer_from_run_folder_freezes_then_fine_tunes(run_dir, tmp_path):
+    out = tmp_path / "ft"
+    train(
+        TrainConfig(
+            **SMALL,
+            data="mnist",
+            epochs=1,
+            fine_tune_epochs=1,
+            freeze_backbone=True,
+            weights=str(run_dir),
+            output=str(out),
+        )
+    )
+    log = (out / "run.log").read_text()
+    assert "layers copied, new: f6, predictions" in log
+    assert "phase train: 1 epochs at lr 0.002, 11,014 trainable parameters" in log  # f6 + predictions
+    assert "phase fine_tune: 1 epochs at lr 0.0002, 61,706 trainable parameters" in log
+    source = keras.saving.load_model(run_dir / "model_best.keras")
+    tuned = keras.saving.load_model(out / "model_best.keras")
+    assert not np.array_equal(
+        source.get_layer("c1_conv").get_weights()[0], tuned.get_layer("c1_conv").get_weights()[0]
+    )  # fine-tuned
+
+
+def test_mixed_precision_trains(tmp_path):
+    import subprocess as sp
+
+    out = tmp_path / "bf16"
+    # a separate process: the global dtype policy must not leak into other tests
+    sp.run(
+        [
+            sys.executable,
+            "-m",
+            "kerascnn.cli",
+            "train",
+            "--model",
+            "lenet5",
+            "--input-shape",
+            "28,28,1",
+            "--train-fraction",
+            "0.01",
+            "--epochs",
+            "1",
+            "--precision",
+            "mixed_bfloat16",
+            "--quiet",
+            "--output",
+            str(out),
+        ],
+        check=True,
+        stdout=sp.DEVNULL,
+        stderr=sp.DEVNULL,
+    )
+    assert json.loads((out / "metrics.json").read_text())["top1"] > 0.3
+    assert "mixed_bfloat16" in (out / "run.log").read_text()
