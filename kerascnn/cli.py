@@ -3,6 +3,7 @@ function, and prints; everything here is also reachable from Python under the sa
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -138,10 +139,27 @@ def _parse_exclude(values) -> dict:
     return result
 
 
+def _parse_kwargs(values) -> dict:
+    """--model-kwargs alpha=0.5 --model-kwargs shortcut=B -> {"alpha": 0.5, "shortcut": "B"}."""
+    result = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"expected KEY=VALUE such as alpha=0.5; got '{value}'", param_hint="--model-kwargs"
+            )
+        try:
+            result[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key.strip()] = raw  # a plain string such as shortcut=B
+    return result
+
+
 @main.command("train")
 @click.option(
     "--model", default="mobilenet_v1", show_default=True, help="A registered model (kerascnn models)."
 )
+@click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
 @click.option(
     "--data",
     default="fashion_mnist",
@@ -241,8 +259,12 @@ def train_cmd(**opts):
     shape = _parse_shape(opts.pop("input_shape"))
     if shape is not None and len(shape) == 2:
         raise click.BadParameter("give H,W,C", param_hint="--input-shape")
+    model_options = _parse_kwargs(opts.pop("model_kwargs"))
     cfg = TrainConfig(
-        **opts, input_shape=shape, augment_overrides={k: v for k, v in overrides.items() if v is not None}
+        **opts,
+        input_shape=shape,
+        model_options=model_options,
+        augment_overrides={k: v for k, v in overrides.items() if v is not None},
     )
     try:
         train(cfg, resume=resume)
