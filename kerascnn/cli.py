@@ -178,6 +178,13 @@ def _parse_kwargs(values) -> dict:
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True)
 @click.option(
+    "--bn-momentum",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="BatchNorm moving-average momentum for the run (the architectures' own: pass -1).",
+)
+@click.option(
     "--augment",
     type=click.Choice(["none", "light", "standard", "strong"]),
     default="light",
@@ -260,6 +267,8 @@ def train_cmd(**opts):
     if shape is not None and len(shape) == 2:
         raise click.BadParameter("give H,W,C", param_hint="--input-shape")
     model_options = _parse_kwargs(opts.pop("model_kwargs"))
+    if opts["bn_momentum"] < 0:
+        opts["bn_momentum"] = None
     cfg = TrainConfig(
         **opts,
         input_shape=shape,

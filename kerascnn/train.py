@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     label_smoothing: float = 0.0
+    bn_momentum: float | None = 0.9  # None keeps each architecture's own (MobileNetV2: 0.999)
     augment: str = "light"
     augment_overrides: dict = field(default_factory=dict)
     mixup: float = 0.0
@@ -212,6 +213,15 @@ def is_chief() -> bool:
 # ------------------------------------------------------------------------------------------------
 
 
+def default_input_shape(entry, data: str) -> tuple:
+    """The model's own input, except for the 28x28 grayscale built-ins: 32x32x1 (or the model's
+    minimum size), not an upsampled 224x224x3 copy of every image."""
+    if data in kdata.BUILTINS:
+        side = max(32, entry.min_size)
+        return (side, side, 1)
+    return tuple(entry.input_shape)
+
+
 def build_model(cfg: TrainConfig, num_classes: int, channels: int):
     """The training model (with GoogLeNet's auxiliary heads) and its inference model."""
     from . import models
@@ -280,6 +290,20 @@ def load_pretrained(cfg: TrainConfig, shape):
                 "--weights PATH to a local .keras file"
             ) from e
     return keras.saving.load_model(resolve_model_file(cfg.weights), compile=False)
+
+
+def set_bn_momentum(model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; returns how many.
+
+    keras.applications' MobileNetV2 uses 0.999, which needs thousands of steps before the moving
+    statistics forget their initial values: a short run from scratch then predicts one class in
+    inference mode. 0.9 (PyTorch's 0.1) tracks the statistics within an epoch."""
+    import keras
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
 
 
 def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: str | None = None):
@@ -399,7 +423,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         )
 
     keras.utils.set_random_seed(cfg.seed)
-    shape = tuple(cfg.input_shape or entry.input_shape)
+    shape = tuple(cfg.input_shape or default_input_shape(entry, cfg.data))
+    cfg.input_shape = shape
     dataset = kdata.load_dataset(
         cfg.data,
         shape[:2],
@@ -459,6 +484,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 messages.append(
                     f"--weights {cfg.weights}: {len(copied)} layers copied, new: {', '.join(new_layers)}"
                 )
+            if cfg.bn_momentum is not None:
+                set_bn_momentum(model, cfg.bn_momentum)
         inference = model
         if len(model.outputs) > 1:
             from .models.inception import strip_auxiliary_heads
