@@ -362,6 +362,14 @@ def _make_logger(run_dir: Path):
     return log
 
 
+def compile_options() -> dict:
+    """XLA where it pays: on GPUs. On CPUs XLA-compiled training is about 3x slower (measured on the
+    2-core machine of BENCHMARKS.md), so ``fit`` runs the plain TensorFlow graph there."""
+    import tensorflow as tf
+
+    return {"jit_compile": bool(tf.config.list_logical_devices("GPU"))}
+
+
 def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
     import keras
 
@@ -380,9 +388,10 @@ def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
             loss={name: loss for name in weights},
             loss_weights=weights,
             metrics={"predictions": metrics},
+            **compile_options(),
         )
     else:
-        model.compile(optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer, loss=loss, metrics=metrics, **compile_options())
 
 
 def _val_accuracy(logs: dict) -> float | None:
