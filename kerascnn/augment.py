@@ -71,19 +71,13 @@ def augment_config(preset: str = "standard", **overrides) -> AugmentConfig:
     return replace(PRESETS[preset], **overrides)
 
 
+GEOMETRIC = ("shift", "rotation", "shear", "zoom", "flip")
+
+
 def _layer(op: str, cfg: AugmentConfig, seed: int):
+    """The Keras preprocessing layer of a non-geometric op (geometric ops are fused, see below)."""
     from keras import layers
 
-    if op == "shift":
-        return layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed)
-    if op == "rotation":
-        return layers.RandomRotation(cfg.rotation / 360.0, fill_mode="constant", seed=seed)
-    if op == "shear":
-        return layers.RandomShear(cfg.shear, cfg.shear, fill_mode="constant", seed=seed)
-    if op == "zoom":
-        return layers.RandomZoom(cfg.zoom, cfg.zoom, fill_mode="constant", seed=seed)
-    if op == "flip":
-        return layers.RandomFlip(cfg.flip, seed=seed)
     if op == "perspective":
         return layers.RandomPerspective(factor=1.0, scale=cfg.perspective, seed=seed)
     if op == "noise":
@@ -95,15 +89,65 @@ def _layer(op: str, cfg: AugmentConfig, seed: int):
     raise ValueError(op)
 
 
+def affine_transforms(batch, height, width, cfg: AugmentConfig, skip: dict):
+    """One random affine map per image for all the geometric ops at once (shift, rotation, shear,
+    zoom, flip), as the 8-vectors of ``ImageProjectiveTransformV3`` (output pixel -> input pixel).
+
+    ``skip[op]`` is a boolean (batch,) tensor: True leaves that op out for that image (per-class
+    exclusion). Composing the ops into one matrix costs one resampling instead of one per op.
+    """
+    import math
+
+    import tensorflow as tf
+
+    def uniform(limit, op):
+        value = tf.random.uniform([batch], -limit, limit)
+        return tf.where(skip[op], tf.zeros_like(value), value) if op in skip else value
+
+    zeros, ones = tf.zeros([batch]), tf.ones([batch])
+    theta = uniform(cfg.rotation * math.pi / 180.0, "rotation") if cfg.rotation else zeros
+    shear_x = uniform(cfg.shear, "shear") if cfg.shear else zeros
+    shear_y = uniform(cfg.shear, "shear") if cfg.shear else zeros
+    zoom = 1.0 + (uniform(cfg.zoom, "zoom") if cfg.zoom else zeros)
+    tx = (uniform(cfg.shift, "shift") if cfg.shift else zeros) * width
+    ty = (uniform(cfg.shift, "shift") if cfg.shift else zeros) * height
+    fx, fy = ones, ones
+    if cfg.flip != "none":
+
+        def coin():
+            flip = tf.random.uniform([batch]) < 0.5
+            if "flip" in skip:
+                flip = tf.logical_and(flip, tf.logical_not(skip["flip"]))
+            return tf.where(flip, -ones, ones)
+
+        fx = coin() if "horizontal" in cfg.flip else ones
+        fy = coin() if "vertical" in cfg.flip else ones
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # A = F . Z . Sh . R   (maps output offsets from the centre to input offsets)
+    r = tf.stack([tf.stack([cos, -sin], -1), tf.stack([sin, cos], -1)], -2)
+    sh = tf.stack([tf.stack([ones, shear_x], -1), tf.stack([shear_y, ones], -1)], -2)
+    fz = tf.stack([tf.stack([fx * zoom, zeros], -1), tf.stack([zeros, fy * zoom], -1)], -2)
+    a = fz @ sh @ r
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # p_in = A (p_out - c - t) + c
+    ox, oy = -cx - tx, -cy - ty
+    bx = a[:, 0, 0] * ox + a[:, 0, 1] * oy + cx
+    by = a[:, 1, 0] * ox + a[:, 1, 1] * oy + cy
+    return tf.stack([a[:, 0, 0], a[:, 0, 1], bx, a[:, 1, 0], a[:, 1, 1], by, zeros, zeros], axis=1)
+
+
 class Augmenter:
     """Callable on a batch ``(images float32 [0, 255], labels int)`` -> augmented images.
 
-    For an op with excluded classes, the images of those classes keep their pre-op pixels.
+    The geometric ops are fused into one affine resampling per image; the others are Keras
+    preprocessing layers. For an op with excluded classes, the images of those classes skip it.
     """
 
     def __init__(self, config: AugmentConfig, num_classes: int, seed: int = 0):
         self.config = config
-        self.ops = [(op, _layer(op, config, seed + i)) for i, op in enumerate(config.active_ops())]
+        active = config.active_ops()
+        self.geometric = [op for op in active if op in GEOMETRIC]
+        self.ops = [(op, _layer(op, config, seed + i)) for i, op in enumerate(active) if op not in GEOMETRIC]
         self.masks = {}
         for op, classes in config.exclude.items():
             bad = [c for c in classes if not 0 <= c < num_classes]
@@ -114,19 +158,33 @@ class Augmenter:
             self.masks[op] = mask
 
     def __bool__(self) -> bool:
-        return bool(self.ops)
+        return bool(self.ops or self.geometric)
+
+    def _skip(self, op, labels):
+        import tensorflow as tf
+
+        return tf.gather(tf.constant(self.masks[op]), tf.cast(labels, tf.int32))
 
     def __call__(self, images, labels):
         import tensorflow as tf
 
+        if self.geometric:
+            shape = tf.shape(images)
+            skip = {op: self._skip(op, labels) for op in self.geometric if op in self.masks}
+            transforms = affine_transforms(
+                shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32), self.config, skip
+            )
+            images = tf.raw_ops.ImageProjectiveTransformV3(
+                images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+                interpolation="BILINEAR", fill_mode="CONSTANT",
+            )  # fmt: skip
         for op, layer in self.ops:
             if op == "noise":  # GaussianNoise takes a std in [0, 1]: work in [0, 1] units
                 out = layer(images / 255.0, training=True) * 255.0
             else:
                 out = layer(images, training=True)
             if op in self.masks:
-                keep = tf.gather(tf.constant(self.masks[op]), tf.cast(labels, tf.int32))
-                out = tf.where(keep[:, None, None, None], images, out)
+                out = tf.where(self._skip(op, labels)[:, None, None, None], images, out)
             images = tf.clip_by_value(out, 0.0, 255.0)
         return images
 

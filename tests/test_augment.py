@@ -79,3 +79,27 @@ def test_tta_with_one_copy_is_plain_prediction():
     tta = aug.tta_predict(model, images, 4, norm)
     np.testing.assert_allclose(tta.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(tta, plain)
+
+
+def test_fused_geometry_rotates_about_the_centre_and_skips_exactly():
+    img = np.zeros((33, 33, 1), "float32")
+    img[16, 26] = 255.0  # 10 pixels right of the centre
+    images = tf.constant(np.repeat(img[None], 16, axis=0))
+    out = aug.Augmenter(aug.AugmentConfig(rotation=180), num_classes=2, seed=0)(
+        images, tf.zeros([16], tf.int32)
+    )
+    ys, xs = np.mgrid[0:33, 0:33]
+    for o in out.numpy()[..., 0]:
+        w = o / o.sum()
+        cy, cx = (w * ys).sum(), (w * xs).sum()
+        assert abs(np.hypot(cy - 16, cx - 16) - 10) < 0.75  # a rotation keeps the distance
+    cfg = aug.AugmentConfig(
+        shift=0.2,
+        rotation=30,
+        shear=0.2,
+        zoom=0.2,
+        flip="horizontal",
+        exclude={op: [1] for op in ("shift", "rotation", "shear", "zoom", "flip")},
+    )
+    same = aug.Augmenter(cfg, num_classes=2, seed=0)(images, tf.ones([16], tf.int32))
+    np.testing.assert_array_equal(same.numpy(), images.numpy())  # every op skipped: identity
