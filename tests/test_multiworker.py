@@ -6,10 +6,11 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import keras
 import numpy as np
+
+from tests.test_train import cli_train_args
 
 
 def free_port() -> int:
@@ -21,27 +22,7 @@ def free_port() -> int:
 def test_two_workers_end_with_identical_weights(tmp_path):
     out = tmp_path / "mw"
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    args = [
-        sys.executable,
-        "-m",
-        "kerascnn.cli",
-        "train",
-        "--model",
-        "lenet5",
-        "--input-shape",
-        "28,28,1",
-        "--train-fraction",
-        "0.02",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--strategy",
-        "multiworker",
-        "--quiet",
-        "--output",
-        str(out),
-    ]
+    args = cli_train_args(out, "--strategy", "multiworker")
     procs = []
     for index in range(2):
         env = dict(

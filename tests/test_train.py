@@ -20,6 +20,13 @@ from kerascnn.train import RunError, TrainConfig, train
 SMALL = dict(model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=0.02, quiet=True)
 
 
+def cli_train_args(out, *extra, fraction="0.02", epochs="1"):
+    """`kerascnn train` of a small lenet5 on Fashion-MNIST, as a command line for a subprocess."""
+    return [sys.executable, "-m", "kerascnn.cli", "train", "--model", "lenet5", "--input-shape", "28,28,1",
+            "--train-fraction", fraction, "--epochs", epochs, "--batch-size", "64", "--quiet",
+            "--output", str(out), *extra]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lenet"
@@ -109,25 +116,7 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
 
 def test_resume_after_kill_loses_no_epoch(tmp_path):
     out = tmp_path / "killed"
-    args = [
-        sys.executable,
-        "-m",
-        "kerascnn.cli",
-        "train",
-        "--model",
-        "lenet5",
-        "--input-shape",
-        "28,28,1",
-        "--train-fraction",
-        "0.3",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "64",
-        "--quiet",
-        "--output",
-        str(out),
-    ]
+    args = cli_train_args(out, fraction="0.3", epochs="4")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "state.json"
     deadline = time.time() + 240
@@ -215,33 +204,13 @@ def test_transfer_from_run_folder_freezes_then_fine_tunes(run_dir, tmp_path):
 
 
 def test_mixed_precision_trains(tmp_path):
-    import subprocess as sp
-
     out = tmp_path / "bf16"
     # a separate process: the global dtype policy must not leak into other tests
-    sp.run(
-        [
-            sys.executable,
-            "-m",
-            "kerascnn.cli",
-            "train",
-            "--model",
-            "lenet5",
-            "--input-shape",
-            "28,28,1",
-            "--train-fraction",
-            "0.01",
-            "--epochs",
-            "1",
-            "--precision",
-            "mixed_bfloat16",
-            "--quiet",
-            "--output",
-            str(out),
-        ],
+    subprocess.run(
+        cli_train_args(out, "--precision", "mixed_bfloat16", fraction="0.01"),
         check=True,
-        stdout=sp.DEVNULL,
-        stderr=sp.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     assert json.loads((out / "metrics.json").read_text())["top1"] > 0.3
     assert "mixed_bfloat16" in (out / "run.log").read_text()
