@@ -27,9 +27,10 @@ RECIPES = {
         0.990, 5 * 60,
     ),
     "fashion_mnist": (
-        ["--model", "resnet20", "--data", "fashion_mnist", "--input-shape", "32,32,1", "--epochs", "15",
+        ["--model", "resnet20", "--data", "fashion_mnist", "--input-shape", "28,28,1", "--epochs", "20",
          "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1", "--schedule", "cosine",
-         "--warmup-epochs", "1", "--weight-decay", "5e-4", "--augment", "light", "--val-split", "0.05"],
+         "--warmup-epochs", "1", "--weight-decay", "5e-4", "--label-smoothing", "0.1", "--augment", "light",
+         "--val-split", "0.05"],
         0.940, 30 * 60,
     ),
 }  # fmt: skip

@@ -419,6 +419,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         run_dir = run_dir / f"{task['type']}{task['index']}"
     if resume:
         saved = load_config(run_dir)
+        saved.quiet = cfg.quiet  # how to show progress is the resuming command's choice
         cfg = saved
         state = (
             json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else None
@@ -568,11 +569,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             shuffle=False,  # the pipeline shuffles
         )
         if callback.nan_epoch is not None:
-            raise RunError(
-                f"the loss became NaN in epoch {callback.nan_epoch}; the run stopped. The last good "
-                f"checkpoint (epoch {state['epoch']}) is kept in {run_dir}: lower --lr or use "
-                "--precision float32, then --resume"
+            kept = (
+                f"The models of the last good epoch ({state['epoch']}) are kept in {run_dir}; continue "
+                f"from them in a new run with a lower --lr: --weights {run_dir}"
+                if state["epoch"]
+                else "No epoch had finished, so there is nothing to resume: lower --lr and start again"
             )
+            raise RunError(f"the loss became NaN in epoch {callback.nan_epoch}; the run stopped. {kept}")
         done = int(state["epoch"])
         start_phase_epoch = end_epoch
 

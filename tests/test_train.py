@@ -108,7 +108,7 @@ def test_bad_data_writes_nothing(tmp_path):
 
 def test_nan_loss_stops_with_clear_message(tmp_path):
     out = tmp_path / "nan"
-    with pytest.raises(RunError, match="loss became NaN in epoch 1"):
+    with pytest.raises(RunError, match="loss became NaN in epoch 1.*nothing to resume"):
         train(TrainConfig(**SMALL, epochs=2, optimizer="sgd", lr=1e12, schedule="constant", output=str(out)))
     state_file = out / "state.json"
     assert not state_file.exists() or json.loads(state_file.read_text())["epoch"] == 0
@@ -214,3 +214,40 @@ def test_mixed_precision_trains(tmp_path):
     )
     assert json.loads((out / "metrics.json").read_text())["top1"] > 0.3
     assert "mixed_bfloat16" in (out / "run.log").read_text()
+
+
+@pytest.mark.parametrize("balance, mixup", [("weights", 0.0), ("oversample", 0.4)])
+def test_balancing_and_mixup_train(tmp_path, balance, mixup):
+    out = tmp_path / balance
+    train(TrainConfig(**SMALL, epochs=1, balance=balance, mixup=mixup, output=str(out)))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["top1"] > 0.3
+    assert json.loads((out / "config.json").read_text())["train"]["balance"] == balance
+
+
+def test_cli_model_kwargs_reach_the_builder(tmp_path):
+    out = tmp_path / "r20b"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            "resnet20",
+            "--model-kwargs",
+            "shortcut=B",
+            "--input-shape",
+            "32,32,1",
+            "--train-fraction",
+            "0.005",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    model = keras.saving.load_model(out / "model_best.keras")
+    assert any(layer.name == "stage2_block1_0_conv" for layer in model.layers)  # the B projection
+    bad = CliRunner().invoke(main, ["train", "--model-kwargs", "alpha", "--output", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "expected KEY=VALUE" in bad.output
