@@ -299,20 +299,27 @@ def list_unlabeled_images(folder) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _stratified_pick(labels: np.ndarray, fraction: float, seed: int, leave_one: bool = False) -> np.ndarray:
+    """Sorted indices of a random ``fraction`` of every class (at least one image per class; with
+    ``leave_one``, never every image of a class)."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n = max(1, round(len(idx) * fraction))
+        picked.extend(idx[: min(n, len(idx) - 1) if leave_one else n])
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
 def split_validation(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split | None]:
     """Stratified hold-out: ``fraction`` of every class goes to validation."""
     if not 0 <= fraction < 1:
         raise DataError(f"--val-split must be in [0, 1), got {fraction}")
     if fraction == 0:
         return split, None
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for c in np.unique(split.labels):
-        idx = np.flatnonzero(split.labels == c)
-        rng.shuffle(idx)
-        val_idx.extend(idx[: max(1, round(len(idx) * fraction))] if len(idx) > 1 else [])
     mask = np.zeros(len(split), bool)
-    mask[val_idx] = True
+    mask[_stratified_pick(split.labels, fraction, seed, leave_one=True)] = True
     return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
 
 
@@ -320,13 +327,7 @@ def stratified_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
     """Keep ``fraction`` of each class (at least one image per class): for few-data experiments."""
     if fraction >= 1:
         return split
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in np.unique(split.labels):
-        idx = np.flatnonzero(split.labels == c)
-        rng.shuffle(idx)
-        keep.extend(idx[: max(1, round(len(idx) * fraction))])
-    return split.subset(np.sort(np.asarray(keep)))
+    return split.subset(_stratified_pick(split.labels, fraction, seed))
 
 
 def adapt_images(images: np.ndarray, size, channels: int) -> np.ndarray:
