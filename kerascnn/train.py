@@ -222,23 +222,14 @@ def default_input_shape(entry, data: str) -> tuple:
     return tuple(entry.input_shape)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, channels: int):
-    """The training model (with GoogLeNet's auxiliary heads) and its inference model."""
+def build_model(cfg: TrainConfig, num_classes: int, input_shape):
+    """The training model: GoogLeNet with its auxiliary heads (``train`` strips them for saving)."""
     from . import models
 
-    entry = models.get_entry(cfg.model)
-    shape = cfg.input_shape or entry.input_shape
-    shape = (shape[0], shape[1], channels)
     options = dict(cfg.model_options)
     if cfg.model == "googlenet":
         options.setdefault("aux_logits", True)
-    model = entry.fn(input_shape=shape, num_classes=num_classes, **options)
-    inference = model
-    if len(model.outputs) > 1:
-        from .models.inception import strip_auxiliary_heads
-
-        inference = strip_auxiliary_heads(model)
-    return model, inference
+    return models.get_entry(cfg.model).fn(input_shape=input_shape, num_classes=num_classes, **options)
 
 
 def transfer_weights(target, source, skip=()) -> list[str]:
@@ -414,7 +405,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
     strategy = make_strategy(cfg.strategy)
     run_dir = Path(cfg.output or f"runs/{cfg.model}")
-    if not is_chief():  # in a multi-worker run the other workers keep their files apart from the chief's
+    chief = is_chief()
+    if not chief:  # in a multi-worker run the other workers keep their files apart from the chief's
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         run_dir = run_dir / f"{task['type']}{task['index']}"
     if resume:
@@ -480,7 +472,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if resume:
             model = keras.saving.load_model(run_dir / "checkpoint.keras", compile=True)
         else:
-            model, _ = build_model(cfg, dataset.num_classes, shape[2])
+            model = build_model(cfg, dataset.num_classes, shape)
             if cfg.weights:
                 source = load_pretrained(cfg, shape)
                 copied = transfer_weights(model, source, skip=set(_head_layer_names(model)))
@@ -502,7 +494,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
             inference = strip_auxiliary_heads(model)
 
-    chief = is_chief()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _make_logger(run_dir)
     if not resume:
