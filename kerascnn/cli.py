@@ -343,6 +343,149 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
         kevaluate.plot_confusion(metrics["confusion_matrix"], dataset.class_names, confusion)
 
 
+def _floats(value: str | None, param_hint: str):
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got '{value}'", param_hint=param_hint
+        ) from None
+
+
+@main.command("export")
+@click.argument("run_or_model")
+@click.option("--out", required=True, help="Export folder (created; files in it are replaced atomically).")
+@click.option("--tflite", is_flag=True, help="Write TFLite (float32 unless --quantize says otherwise).")
+@click.option(
+    "--quantize",
+    multiple=True,
+    type=click.Choice(["none", "dynamic", "float16", "int8"]),
+    help="TFLite variant(s), repeatable: none (float32), dynamic, float16, int8 (full integer).",
+)
+@click.option(
+    "--onnx", is_flag=True, help="Write ONNX (float; plus the int8 model when int8 TFLite is made)."
+)
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option(
+    "--calibration-data", default=None, help="Images for int8 calibration [default: the run's data]."
+)
+@click.option("--calibration-steps", type=int, default=200, show_default=True, help="Calibration images.")
+@click.option(
+    "--io-type",
+    type=click.Choice(["float32", "int8", "uint8"]),
+    default="float32",
+    show_default=True,
+    help="Input/output tensor type of full-integer models.",
+)
+@click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning, then int8 TFLite.")
+@click.option("--qat-epochs", type=int, default=1, show_default=True)
+@click.option("--qat-lr", type=float, default=1e-4, show_default=True)
+@click.option("--prune", type=float, default=None, help="Target sparsity in (0, 1) (polynomial schedule).")
+@click.option("--prune-epochs", type=int, default=2, show_default=True)
+@click.option(
+    "--mean", default=None, help="Normalization mean(s) in pixel units [default: the run's, 127.5]."
+)
+@click.option("--std", default=None, help="Normalization std(s) in pixel units [default: the run's, 127.5].")
+@click.option("--labels", default=None, help="labels.txt for a model file outside a run folder.")
+def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, **opts):
+    """Export a run folder or a .keras/.h5 model to TFLite and/or ONNX, with embedded metadata."""
+    from export import metadata as md
+    from export.pipeline import ExportError, ExportOptions, export_model, format_results, resolve_source
+
+    if quantize and not tflite:
+        tflite = True
+    variants = tuple(dict.fromkeys(quantize or (("none",) if tflite else ())))
+    try:
+        label_list = md.read_labels_txt(labels) if labels else None
+        source = resolve_source(run_or_model, _floats(mean, "--mean"), _floats(std, "--std"), label_list)
+        options = ExportOptions(tflite=variants, onnx=onnx, **opts)
+        click.echo(f"exporting {source.model_file} ({source.metadata.model_name}) to {out}")
+        results = export_model(source, out, options, log=click.echo)
+    except (ExportError, md.MetadataError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_results(results))
+    failed = [r.format for r in results if r.status != "ok"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} format(s) failed: {', '.join(failed)} (see above)")
+
+
+@main.command("inspect")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def inspect_cmd(files, as_json):
+    """Print the metadata embedded in exported files (.tflite, .onnx) or beside them (model.json)."""
+    from export import metadata as md
+
+    missing = False
+    for path in files:
+        try:
+            meta = md.read_metadata(path)
+        except (md.MetadataError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+        if meta is None:
+            click.echo(f"{path}: no kerascnn metadata", err=True)
+            missing = True
+            continue
+        click.echo(meta.to_json() if as_json else f"{path}\n{meta.describe()}\n")
+    if missing:
+        sys.exit(1)
+
+
+@main.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--data", required=True, help="Labeled dataset (its test split) or a folder of unlabeled images."
+)
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Allowed top-1 loss in points.")
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=90.0,
+    show_default=True,
+    help="Unlabeled data: least argmax agreement with Keras, in %.",
+)
+@click.option("--limit", type=int, default=None, help="Use this many images (a seeded random subset).")
+@click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
+@click.option("--json", "json_path", default=None, help="Write the table as JSON here.")
+def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path):
+    """Accuracy parity: the Keras model and every exported file on the same images, one table."""
+    from export import metadata as md
+    from export import validate as kvalidate
+
+    try:
+        rows, summary = kvalidate.validate(
+            paths, data, max_drop, min_agreement, limit=limit, threads=threads, log=click.echo
+        )
+    except (kvalidate.ValidateError, md.MetadataError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(kvalidate.format_rows(rows))
+    if json_path:
+        kvalidate.write_json(rows, summary, json_path)
+    if not summary["passed"]:
+        failed = [r.file for r in rows if r.status != "ok"]
+        raise click.ClickException(f"validation failed for {', '.join(failed)}")
+
+
+@main.command("benchmark")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--batch", "batch_size", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
+@click.option("--runs", type=int, default=30, show_default=True, help="Timed calls per measurement (median).")
+def benchmark_cmd(paths, batch_size, threads, runs):
+    """Latency at batch 1 and batch N, and size, of model files (.keras, .tflite, .onnx)."""
+    from export import validate as kvalidate
+
+    try:
+        rows = kvalidate.benchmark(paths, batch_size, threads, runs)
+    except kvalidate.ValidateError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(kvalidate.format_bench(rows, batch_size))
+    if any(r.status != "ok" for r in rows):
+        sys.exit(1)
+
+
 def run():  # pragma: no cover - console entry for `python -m kerascnn.cli`
     sys.exit(main())
 

@@ -113,10 +113,19 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def atomic_write_text(path: Path, text: str):
+def atomic_write_bytes(path: Path, data: bytes):
+    """Write to a hidden temporary name in the same folder, then rename: never a truncated file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str):
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_save_model(model, path: Path):

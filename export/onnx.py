@@ -1,0 +1,45 @@
+"""Keras model -> ONNX (Keras' own ``export(format="onnx")``, which wraps tf2onnx), and an int8 TFLite
+flatbuffer -> quantized ONNX (tf2onnx's TFLite front end, QuantizeLinear/DequantizeLinear pairs)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_OPSET = 17
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+def keras_to_onnx(model, opset: int = DEFAULT_OPSET):
+    """The float ONNX ``ModelProto`` of a Keras model (NHWC input, dynamic batch)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        try:
+            model.export(path, format="onnx", opset_version=opset, verbose=False)
+        except Exception as e:  # noqa: BLE001
+            raise OnnxExportError(f"tf2onnx could not convert '{model.name}': {type(e).__name__}: {e}") from e
+        return onnx.load(path)
+
+
+def tflite_to_onnx(tflite_path, opset: int = DEFAULT_OPSET):
+    """The ONNX ``ModelProto`` of a (quantized) TFLite file, via tf2onnx's TFLite front end."""
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from .metadata import strip_tflite_metadata
+
+    patch_tf2onnx()  # numpy 2 compatibility, as Keras does before calling tf2onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model.tflite"
+        src.write_bytes(strip_tflite_metadata(Path(tflite_path).read_bytes()))
+        try:
+            proto, _ = tf2onnx.convert.from_tflite(str(src), opset=opset)
+        except Exception as e:  # noqa: BLE001
+            raise OnnxExportError(f"tf2onnx could not convert {tflite_path}: {type(e).__name__}: {e}") from e
+    return proto

@@ -1,0 +1,436 @@
+"""``kerascnn export``: one table of formats drives conversion, the sidecars and the printed summary.
+
+A source is a run folder of ``kerascnn train`` (its best model, normalization, class names and
+training data) or a user's ``.keras``/``.h5`` file of standard layers (normalization and labels from
+options). Every file is written atomically; a variant that fails is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metadata as md
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str  # what --quantize / the table calls it
+    kind: str  # tflite | onnx | keras
+    suffix: str  # file name = <model name><suffix>
+    quantization: str
+
+
+# The Ultralytics-style table: conversion, validation and the printed tables all read it.
+FORMATS = (
+    Format("keras", "keras", ".keras", "none"),
+    Format("float32", "tflite", "_float32.tflite", "none"),
+    Format("dynamic", "tflite", "_dynamic.tflite", "dynamic"),
+    Format("float16", "tflite", "_float16.tflite", "float16"),
+    Format("int8", "tflite", "_int8.tflite", "int8"),
+    Format("qat_int8", "tflite", "_qat_int8.tflite", "qat_int8"),
+    Format("onnx", "onnx", ".onnx", "none"),
+    Format("onnx_int8", "onnx", "_int8.onnx", "int8"),
+    Format("onnx_qat_int8", "onnx", "_qat_int8.onnx", "qat_int8"),
+)
+FORMAT_BY_KEY = {f.key: f for f in FORMATS}
+TFLITE_QUANTIZE = {"none": "float32", "dynamic": "dynamic", "float16": "float16", "int8": "int8"}
+
+
+class ExportError(ValueError):
+    """The export cannot start (bad source or options); the message names the file or option."""
+
+
+@dataclass
+class Source:
+    model_file: Path
+    metadata: md.ModelMetadata
+    data: str | None = None  # the training data, for calibration and QAT
+    val_split: float = 0.1
+    seed: int = 0
+    run_dir: Path | None = None
+
+
+def _kerascnn_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kerascnn")
+    except PackageNotFoundError:
+        return ""
+
+
+def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source:
+    """Where the model, its normalization and its labels come from: a run folder, or a model file
+    (with a run folder's config.json beside it, or ``mean``/``std``/``labels`` given by the user)."""
+    from kerascnn.train import load_config, resolve_model_file
+
+    p = Path(path)
+    try:
+        model_file = resolve_model_file(p)
+    except FileNotFoundError as e:
+        raise ExportError(str(e)) from None
+    if model is None:
+        import keras
+
+        try:
+            model = keras.saving.load_model(model_file, compile=False)
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(
+                f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})"
+            ) from None
+    run_dir = model_file.parent if (model_file.parent / "config.json").exists() else None
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
+        raise ExportError(f"{model_file}: expected one image input (N, H, W, C) of fixed size, got {shape}")
+    classes = int(model.output_shape[-1])
+    data, val_split, seed = None, 0.1, 0
+    run_labels = None
+    if run_dir is not None:
+        cfg = load_config(run_dir)
+        mean = mean if mean is not None else cfg.mean
+        std = std if std is not None else cfg.std
+        data, val_split, seed = cfg.data, cfg.val_split, cfg.seed
+        state = run_dir / "state.json"
+        if state.exists():
+            run_labels = json.loads(state.read_text()).get("class_names")
+    if labels is not None:
+        labels = list(labels)
+    elif run_labels:
+        labels = run_labels
+    else:
+        labels = [str(i) for i in range(classes)]
+    if len(labels) != classes:
+        raise ExportError(f"{model_file} predicts {classes} classes but {len(labels)} labels were given")
+    output = "probabilities" if _ends_with_softmax(model) else "logits"
+    meta = md.ModelMetadata(
+        model_name=model.name,
+        labels=labels,
+        input_size=list(shape[1:3]),
+        channels=int(shape[3]),
+        mean=list(mean if mean is not None else (127.5,)),
+        std=list(std if std is not None else (127.5,)),
+        output=output,
+        source=str(model_file),
+        kerascnn_version=_kerascnn_version(),
+    )
+    source = Source(model_file, meta, data, val_split, seed, run_dir)
+    source.model = model
+    return source
+
+
+def _ends_with_softmax(model) -> bool:
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration data
+# ------------------------------------------------------------------------------------------------
+
+
+def calibration_images(meta: md.ModelMetadata, data: str, steps: int, seed: int = 0, val_split=0.1):
+    """``steps`` 0-255 images at the model's size from the training split of ``data`` (a built-in, a
+    class-folder dataset, or a folder of unlabeled images), drawn across classes at random."""
+    from kerascnn import data as kdata
+
+    size, channels = tuple(meta.input_size), meta.channels
+    folder = Path(data)
+    if data not in kdata.BUILTINS and folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()):
+        files = kdata.list_unlabeled_images(folder)
+        if not files:
+            raise ExportError(f"--calibration-data: no image files in {folder}")
+        rng = np.random.default_rng(seed)
+        pick = rng.permutation(len(files))[:steps]
+        return np.stack([kdata.decode_image(files[i], size, channels) for i in pick])
+    dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed)
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(dataset.train))[:steps]
+    return dataset.train.images[np.sort(idx)]
+
+
+# ------------------------------------------------------------------------------------------------
+# The export
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    format: str
+    file: str | None
+    status: str  # ok | failed
+    seconds: float = 0.0
+    size_bytes: int | None = None
+    error: str | None = None
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExportOptions:
+    tflite: tuple = ("none",)  # --quantize values; empty = no TFLite
+    onnx: bool = False
+    opset: int = 17
+    calibration_data: str | None = None
+    calibration_steps: int = 200
+    io_type: str = "float32"
+    qat: bool = False
+    qat_epochs: int = 1
+    qat_lr: float = 1e-4
+    qat_train_fraction: float = 1.0
+    prune: float | None = None
+    prune_epochs: int = 2
+    batch_size: int = 64
+    seed: int = 0
+
+
+def _gzip_size(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def _write_tflite(
+    path: Path, flatbuffer: bytes, meta: md.ModelMetadata, quantization: str
+) -> md.ModelMetadata:
+    from kerascnn.train import atomic_write_bytes
+
+    from .tflite import io_details
+
+    file_meta = md.ModelMetadata(**{**asdict(meta), "format": "tflite", "quantization": quantization})
+    for key, value in io_details(flatbuffer).items():
+        setattr(file_meta, key, value)
+    atomic_write_bytes(path, md.embed_tflite_metadata(flatbuffer, file_meta))
+    return file_meta
+
+
+def _write_onnx(path: Path, proto, meta: md.ModelMetadata) -> md.ModelMetadata:
+    from kerascnn.train import atomic_write_bytes
+
+    md.embed_onnx_metadata(proto, meta)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return meta
+
+
+def export_model(source: Source, out, options: ExportOptions, log=print) -> list[Result]:
+    """Export ``source`` into folder ``out``; returns one Result per requested format (failed ones too)."""
+    from kerascnn.train import atomic_save_model, atomic_write_text
+
+    from . import onnx as konnx
+    from . import tflite as ktflite
+
+    out = Path(out)
+    options = _check_options(source, options)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = source.metadata
+    name = meta.model_name
+    model = source.model
+    results: list[Result] = []
+    files: dict[str, dict] = {}
+
+    def run(fmt: Format, fn):
+        path = out / f"{name}{fmt.suffix}"
+        t0 = time.perf_counter()
+        try:
+            file_meta, notes = fn(path)
+        except Exception as e:  # noqa: BLE001 - one failed variant never stops the others
+            results.append(Result(fmt.key, path.name, "failed", time.perf_counter() - t0, error=_one_line(e)))
+            log(f"  {fmt.key:<14} FAILED: {_one_line(e)}")
+            return None
+        result = Result(fmt.key, path.name, "ok", time.perf_counter() - t0, path.stat().st_size, notes=notes)
+        results.append(result)
+        files[path.name] = {"format": fmt.key, "kind": fmt.kind, "bytes": result.size_bytes, **notes}
+        files[path.name]["metadata"] = _file_fields(file_meta)
+        log(f"  {fmt.key:<14} {path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)")
+        return path
+
+    # 1. Pruning: the pruned model replaces the source for every format below.
+    if options.prune:
+        from . import quantize as kquant
+
+        def do_prune(path):
+            report = kquant.prune_export(
+                str(source.model_file),
+                _training_data(source, options),
+                str(path),
+                sparsity=options.prune,
+                epochs=options.prune_epochs,
+                batch_size=options.batch_size,
+                mean=meta.mean,
+                std=meta.std,
+                seed=options.seed,
+            )
+            return meta, {"pruned": True, **report}
+
+        pruned = run(Format("pruned", "keras", "_pruned.keras", "none"), do_prune)
+        if pruned is None:
+            return results
+        import keras
+
+        model = keras.saving.load_model(pruned, compile=False)
+    else:
+
+        def do_keras(path):
+            atomic_save_model(model, path)
+            return meta, {}
+
+        run(FORMAT_BY_KEY["keras"], do_keras)
+    keras_file = out / f"{name}{'_pruned' if options.prune else ''}.keras"
+
+    calibration = None
+    needs_calibration = "int8" in options.tflite
+    if needs_calibration:
+        calibration = calibration_images(
+            meta,
+            options.calibration_data or source.data,
+            options.calibration_steps,
+            options.seed,
+            source.val_split,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="kerascnn-export-") as tmp:
+        saved_model = None
+        if options.tflite:
+            saved_model = ktflite.write_saved_model(model, Path(tmp) / "saved_model")
+        layer_names = [layer.name for layer in model.layers]
+        for mode in options.tflite:
+            fmt = FORMAT_BY_KEY[TFLITE_QUANTIZE[mode]]
+
+            def do_tflite(path, mode=mode, fmt=fmt):
+                rep = None
+                if mode == "int8":
+                    rep = ktflite.representative_from(calibration, meta.normalize, len(calibration))
+                io_type = options.io_type if mode == "int8" else "float32"
+                flat = ktflite.convert(saved_model, mode, rep, io_type, layer_names)
+                notes = {"quantization": fmt.quantization}
+                if mode == "int8":
+                    notes["calibration_images"] = len(calibration)
+                return _write_tflite(path, flat, meta, fmt.quantization), notes
+
+            run(fmt, do_tflite)
+
+    if options.qat:
+        from . import quantize as kquant
+
+        def do_qat(path):
+            with tempfile.TemporaryDirectory(prefix="kerascnn-qat-") as tmp:
+                raw = Path(tmp) / "qat.tflite"
+                report = kquant.qat_export(
+                    str(keras_file),
+                    _training_data(source, options),
+                    str(raw),
+                    epochs=options.qat_epochs,
+                    lr=options.qat_lr,
+                    batch_size=options.batch_size,
+                    mean=meta.mean,
+                    std=meta.std,
+                    io_type=options.io_type,
+                    preserve_sparsity=bool(options.prune),
+                    train_fraction=options.qat_train_fraction,
+                    seed=options.seed,
+                )
+                flat = raw.read_bytes()
+            return _write_tflite(path, flat, meta, "qat_int8"), {"quantization": "qat_int8", **report}
+
+        run(FORMAT_BY_KEY["qat_int8"], do_qat)
+
+    if options.onnx:
+
+        def do_onnx(path):
+            proto = konnx.keras_to_onnx(model, options.opset)
+            return _write_onnx(path, proto, md.ModelMetadata(**{**asdict(meta), "format": "onnx"})), {
+                "opset": options.opset
+            }
+
+        run(FORMAT_BY_KEY["onnx"], do_onnx)
+        for key in ("int8", "qat_int8"):
+            tfl = out / f"{name}{FORMAT_BY_KEY[key].suffix}"
+            if not any(r.format == key and r.status == "ok" for r in results):
+                continue
+
+            def do_onnx_q(path, tfl=tfl, key=key):
+                tfl_meta = md.read_tflite_metadata(tfl)
+                proto = konnx.tflite_to_onnx(tfl, options.opset)
+                return _write_onnx(path, proto, md.ModelMetadata(**{**asdict(tfl_meta), "format": "onnx"})), {
+                    "opset": options.opset,
+                    "from": tfl.name,
+                }
+
+            run(FORMAT_BY_KEY[f"onnx_{key}"], do_onnx_q)
+
+    for name_, entry in files.items():
+        entry["gzip_bytes"] = _gzip_size(out / name_)
+    atomic_write_text(out / "labels.txt", md.labels_txt(meta.labels))
+    sidecar = {
+        "model": json.loads(meta.to_json()),
+        "files": files,
+        "failed": {r.format: r.error for r in results if r.status != "ok"},
+        "options": asdict(options),
+    }
+    atomic_write_text(out / "model.json", json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n")
+    return results
+
+
+_FILE_FIELDS = (
+    "format",
+    "quantization",
+    "input_dtype",
+    "output_dtype",
+    "input_quantization",
+    "output_quantization",
+)
+
+
+def _file_fields(meta: md.ModelMetadata) -> dict:
+    return {k: getattr(meta, k) for k in _FILE_FIELDS}
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _training_data(source: Source, options: ExportOptions) -> str:
+    data = source.data or options.calibration_data
+    if data is None:
+        raise ExportError("QAT and pruning fine-tune on training data: give --calibration-data DATA")
+    return data
+
+
+def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
+    bad = [q for q in options.tflite if q not in TFLITE_QUANTIZE]
+    if bad:
+        raise ExportError(
+            f"--quantize: unknown mode(s) {', '.join(bad)} (choose from {', '.join(TFLITE_QUANTIZE)})"
+        )
+    if options.io_type != "float32" and "int8" not in options.tflite and not options.qat:
+        raise ExportError("--io-type int8/uint8 applies to full-integer models: add --quantize int8 or --qat")
+    if "int8" in options.tflite and not (options.calibration_data or source.data):
+        raise ExportError(
+            f"--quantize int8 needs calibration images: {source.model_file} is not in a run folder, "
+            "so give --calibration-data DATA (a dataset or a folder of images)"
+        )
+    if options.prune is not None and not 0 < options.prune < 1:
+        raise ExportError(f"--prune must be a sparsity in (0, 1), got {options.prune}")
+    if options.calibration_steps < 1:
+        raise ExportError(f"--calibration-steps must be >= 1, got {options.calibration_steps}")
+    if not (options.tflite or options.onnx or options.qat):
+        raise ExportError("nothing to export: give --tflite, --onnx or --qat")
+    return options
+
+
+def format_results(results: list[Result]) -> str:
+    rows = [("format", "file", "status", "size MB", "seconds", "note")]
+    for r in results:
+        note = r.error or ", ".join(
+            f"{k} {v}" for k, v in r.notes.items() if k in ("sparsity", "calibration_images")
+        )
+        size = f"{r.size_bytes / 1e6:.3f}" if r.size_bytes else "-"
+        rows.append((r.format, r.file or "-", r.status, size, f"{r.seconds:.1f}", note))
+    from .validate import format_table
+
+    return format_table(rows)

@@ -1,0 +1,159 @@
+"""Keras model -> TFLite flatbuffer, builtin ops only (the phone runtime has no Flex delegate).
+
+The path is the one TensorFlow documents for Keras 3: ``keras.export.ExportArchive`` -> SavedModel ->
+``TFLiteConverter.from_saved_model``. (``from_concrete_functions(..., trackable_obj=...)`` converts
+silently to wrong numbers on TF 2.21, so it is never used.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+
+
+class ConversionError(RuntimeError):
+    """The model cannot be converted with builtin ops; the message names the layer(s) and op(s)."""
+
+
+def write_saved_model(model, folder) -> str:
+    """The model's inference function (training=False) as a SavedModel with a ``serve`` endpoint."""
+    import functools
+
+    import keras
+    from keras.src.export.export_utils import get_input_signature
+
+    folder = str(folder)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = get_input_signature(model)
+    if not isinstance(signature, (list, tuple)):
+        signature = [signature]
+    archive.add_endpoint(
+        "serve", functools.partial(model.__call__, training=False), input_signature=signature
+    )
+    archive.write_out(folder, verbose=False)
+    return folder
+
+
+_OP_RE = re.compile(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op")
+
+
+def _explain(error: Exception, layer_names: Iterable[str]) -> str:
+    text = str(error)
+    ops = sorted(set(_OP_RE.findall(text)))
+    # The converter's locations carry the Keras layer path: "model_1/my_layer_1/op/OpName@__inference...".
+    names = set(layer_names)
+    found = set()
+    for path in re.findall(r'"([^"@]+/[^"@]+)@__inference', text):
+        parts = path.split("/")
+        if len(parts) > 2:
+            segment = parts[1]
+            found |= {c for c in (segment, re.sub(r"_\d+$", "", segment)) if c in names}
+    found = sorted(found)
+    if ops:
+        where = f" in layer(s) {', '.join(found)}" if found else ""
+        return (
+            f"op(s) {', '.join(op[3:] for op in ops)}{where} have no TFLite builtin kernel "
+            "(Flex/SELECT_TF_OPS is not used: phones lack it); replace the layer or move the "
+            "computation out of the model"
+        )
+    first = next((line for line in text.splitlines() if "error" in line.lower()), text.splitlines()[0])
+    return f"the TFLite converter failed: {first.strip()}"
+
+
+def convert(
+    saved_model_dir,
+    quantize: str = "none",
+    representative: Callable[[], Iterable] | None = None,
+    io_type: str = "float32",
+    layer_names: Iterable[str] = (),
+) -> bytes:
+    """Convert a SavedModel to a TFLite flatbuffer.
+
+    ``quantize``: none (float32), dynamic (int8 weights, float activations), float16 (float16 weights),
+    int8 (full integer: per-channel int8 weights, int8 activations calibrated on ``representative``,
+    a callable returning an iterable of ``[batch]`` lists). ``io_type`` (int8 only): the input/output
+    tensor type; int8/uint8 lets a phone feed camera bytes after one affine map.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"--quantize: unknown mode '{quantize}' (choose from {', '.join(QUANTIZE_MODES)})")
+    if io_type not in IO_TYPES:
+        raise ValueError(f"--io-type: unknown type '{io_type}' (choose from {', '.join(IO_TYPES)})")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if representative is None:
+            raise ValueError("int8 quantization needs calibration data (--calibration-data)")
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+    try:
+        return bytes(converter.convert())
+    except Exception as e:  # noqa: BLE001 - ConverterError and friends: explain with the layer names
+        raise ConversionError(_explain(e, layer_names)) from e
+
+
+def representative_from(images: np.ndarray, normalize, steps: int) -> Callable[[], Iterable]:
+    """A representative dataset of ``steps`` single images (0-255 pixels), through ``normalize``."""
+    take = images[:steps]
+
+    def gen():
+        for i in range(len(take)):
+            yield [normalize(take[i : i + 1])]
+
+    return gen
+
+
+def io_details(data: bytes) -> dict:
+    """dtype and (scale, zero_point) of the first input and output of a TFLite flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    result = {}
+    for key, details in (
+        ("input", interpreter.get_input_details()[0]),
+        ("output", interpreter.get_output_details()[0]),
+    ):
+        dtype = np.dtype(details["dtype"]).name
+        scale, zero = details["quantization"]
+        result[f"{key}_dtype"] = dtype
+        result[f"{key}_quantization"] = (
+            {"scale": float(scale), "zero_point": int(zero)} if dtype in ("int8", "uint8") else None
+        )
+    return result
+
+
+def builtin_op_names(path_or_bytes) -> list[str]:
+    """The builtin operator names used by a TFLite model (to check no Flex/custom op slipped in)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = (
+        Path(path_or_bytes).read_bytes()
+        if not isinstance(path_or_bytes, (bytes, bytearray))
+        else path_or_bytes
+    )
+    model = schema.Model.GetRootAsModel(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops.append(f"CUSTOM:{code.CustomCode().decode()}")
+        else:
+            ops.append(names.get(builtin, str(builtin)))
+    return sorted(set(ops))

@@ -1,0 +1,297 @@
+"""``kerascnn validate`` (accuracy parity of every exported file against the Keras model) and
+``kerascnn benchmark`` (latency and size per format), printed as one table each.
+
+Each file is run by :mod:`export.runtime` with the preprocessing its *own* metadata describes, and its
+labels are checked against the sidecar ``labels.txt`` and mapped by name onto the data's classes: a
+wrong normalization or a swapped label file shows up as lost accuracy or a failed check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import metadata as md
+from .runtime import FORMATS, RuntimeLoadError, load_predictor
+
+ORDER = {"keras": 0, "tflite": 1, "onnx": 2}
+
+
+class ValidateError(ValueError):
+    pass
+
+
+@dataclass
+class Row:
+    format: str
+    file: str
+    status: str = "ok"
+    size_mb: float | None = None
+    top1: float | None = None
+    drop_pp: float | None = None
+    agreement: float | None = None  # % of images whose argmax equals the Keras model's
+    max_abs_diff: float | None = None  # max |output - Keras output| (probabilities for softmax models)
+    ms_per_image: float | None = None
+    error: str | None = None
+
+
+def collect_files(paths) -> list[Path]:
+    """Model files from export folders and/or files, Keras first, then TFLite, then ONNX."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [
+                f for f in sorted(p.iterdir()) if f.suffix.lower() in FORMATS and not f.name.startswith(".")
+            ]
+            if not found:
+                raise ValidateError(f"{p}: no .keras/.h5/.tflite/.onnx file in this folder")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ValidateError(f"{p} does not exist")
+    unique = list(dict.fromkeys(files))
+    return sorted(unique, key=lambda f: (ORDER[FORMATS[f.suffix.lower()]], f.name))
+
+
+def _variant(path: Path, meta: md.ModelMetadata | None) -> str:
+    kind = FORMATS[path.suffix.lower()]
+    if meta is None or kind == "keras":
+        return kind
+    return f"{kind} {meta.quantization if meta.quantization != 'none' else 'float32'}"
+
+
+@dataclass
+class EvalData:
+    pixels: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray | None  # None: unlabeled
+    class_names: list[str] | None
+    description: str
+
+
+def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, seed: int = 0) -> EvalData:
+    """The test split of ``data`` (val when there is no test split) at the model's size; or, for a
+    folder of images without class folders, those images unlabeled."""
+    from kerascnn import data as kdata
+
+    size, channels = tuple(meta.input_size), meta.channels
+    folder = Path(data)
+    if data not in kdata.BUILTINS and folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()):
+        files = kdata.list_unlabeled_images(folder)
+        if not files:
+            raise ValidateError(f"--data {data}: no image files")
+        pixels = np.stack([kdata.decode_image(f, size, channels) for f in files[: limit or None]])
+        return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}")
+    try:
+        dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed)
+    except kdata.DataError as e:
+        raise ValidateError(str(e)) from None
+    split = dataset.eval_split
+    idx = np.arange(len(split))
+    if limit and limit < len(split):
+        idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
+    name = "test" if dataset.test is not None else "val"
+    return EvalData(
+        split.images[idx], split.labels[idx], dataset.class_names, f"{len(idx)} {name} images of {data}"
+    )
+
+
+def _label_map(file_labels: list[str], class_names: list[str], where: str) -> np.ndarray:
+    """Index of each of the file's labels in the data's classes (by name; by position when the data's
+    classes are unnamed digits)."""
+    if sorted(file_labels) == sorted(class_names):
+        return np.array([class_names.index(label) for label in file_labels])
+    if len(file_labels) == len(class_names) and all(c.isdigit() for c in class_names):
+        return np.arange(len(class_names))
+    raise ValidateError(
+        f"{where}: its labels ({', '.join(file_labels)}) are not the classes of the data "
+        f"({', '.join(class_names)})"
+    )
+
+
+def validate(
+    paths,
+    data: str,
+    max_drop: float = 1.0,
+    min_agreement: float = 90.0,
+    limit: int | None = None,
+    threads: int | None = None,
+    latency_runs: int = 20,
+    log=print,
+) -> tuple[list[Row], dict]:
+    """Run every file on the same images; returns (rows, summary). A row fails when its file cannot be
+    loaded or run, its labels disagree with labels.txt or the data, or it loses more than ``max_drop``
+    points of top-1 against the Keras model (unlabeled data: argmax agreement below ``min_agreement``%)."""
+    files = collect_files(paths)
+    predictors, rows = [], []
+    for f in files:
+        try:
+            pred = load_predictor(f, threads=threads)
+            if pred.metadata is None:
+                raise md.MetadataError(f"{f}: no kerascnn metadata (embedded, or in model.json beside it)")
+            _check_sidecar_labels(f, pred.metadata)
+            predictors.append(pred)
+            rows.append(Row(_variant(f, pred.metadata), f.name, size_mb=f.stat().st_size / 1e6))
+        except (RuntimeLoadError, md.MetadataError, ValidateError) as e:
+            predictors.append(None)
+            rows.append(Row(FORMATS[f.suffix.lower()], f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)))
+    metas = [p.metadata for p in predictors if p is not None]
+    if not metas:
+        return rows, {"data": data, "images": 0, "passed": False}
+    sizes = {(tuple(m.input_size), m.channels) for m in metas}
+    if len(sizes) > 1:
+        raise ValidateError(
+            f"the files have different input sizes {sorted(sizes)}: validate one model at a time"
+        )
+    eval_data = load_eval_data(data, metas[0], limit)
+    log(f"validating {len(files)} file(s) on {eval_data.description}")
+
+    ref_probs = None
+    for pred, row in zip(predictors, rows, strict=True):
+        if pred is None:
+            continue
+        try:
+            probs = pred.predict(eval_data.pixels)
+            if probs.shape != (len(eval_data.pixels), pred.metadata.num_classes):
+                raise ValidateError(f"output shape {probs.shape}, expected (N, {pred.metadata.num_classes})")
+            if eval_data.labels is not None:
+                mapping = _label_map(pred.metadata.labels, eval_data.class_names, row.file)
+                predicted = mapping[probs.argmax(1)]
+                row.top1 = float((predicted == eval_data.labels).mean() * 100)
+                # Outputs in the data's class order, so files with permuted labels compare fairly.
+                aligned = np.zeros_like(probs)
+                aligned[:, mapping] = probs
+                probs = aligned
+            if ref_probs is None and pred.format == "keras":
+                ref_probs, ref_top1 = probs, row.top1
+            if ref_probs is not None:
+                row.agreement = float((probs.argmax(1) == ref_probs.argmax(1)).mean() * 100)
+                row.max_abs_diff = float(np.abs(probs - ref_probs).max())
+                if row.top1 is not None and ref_top1 is not None:
+                    row.drop_pp = ref_top1 - row.top1
+            row.ms_per_image = pred.latency_ms(eval_data.pixels[:1], batch_size=1, runs=latency_runs)
+        except Exception as e:  # noqa: BLE001 - one failing file never stops the table
+            row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
+            continue
+        if row.drop_pp is not None and row.drop_pp > max_drop:
+            row.status, row.error = "FAIL", f"loses {row.drop_pp:.2f} points > --max-drop {max_drop}"
+        elif eval_data.labels is None and row.agreement is not None and row.agreement < min_agreement:
+            row.status, row.error = "FAIL", f"agrees with Keras on {row.agreement:.1f}% < {min_agreement}%"
+    summary = {
+        "data": data,
+        "images": len(eval_data.pixels),
+        "labeled": eval_data.labels is not None,
+        "reference": "keras" if ref_probs is not None else None,
+        "max_drop": max_drop,
+        "passed": all(r.status == "ok" for r in rows),
+    }
+    return rows, summary
+
+
+def _check_sidecar_labels(path: Path, meta: md.ModelMetadata):
+    labels_file = path.parent / "labels.txt"
+    if labels_file.exists():
+        sidecar = md.read_labels_txt(labels_file)
+        if sidecar != meta.labels:
+            raise ValidateError(
+                f"{labels_file} ({', '.join(sidecar)}) disagrees with the labels embedded in {path.name} "
+                f"({', '.join(meta.labels)}): a phone reading labels.txt would name the wrong classes"
+            )
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def format_rows(rows: list[Row]) -> str:
+    table = [("format", "file", "status", "size MB", "top-1 %", "drop pp", "agree %", "max|diff|", "ms/img")]
+    for r in rows:
+        table.append(
+            (
+                r.format,
+                r.file,
+                r.status,
+                _fmt(r.size_mb, ".3f"),
+                _fmt(r.top1, ".2f"),
+                _fmt(r.drop_pp, "+.2f"),
+                _fmt(r.agreement, ".2f"),
+                _fmt(r.max_abs_diff, ".2e"),
+                _fmt(r.ms_per_image, ".2f"),
+            )
+        )
+    text = format_table(table)
+    errors = [f"  {r.file}: {r.error}" for r in rows if r.error]
+    return text + ("\n" + "\n".join(errors) if errors else "")
+
+
+def format_table(rows) -> str:
+    """Rows of cells as aligned text columns under a dashed rule (the first row is the header)."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(rows, summary, path):
+    from kerascnn.train import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps({**summary, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmark
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchRow:
+    format: str
+    file: str
+    status: str = "ok"
+    size_mb: float | None = None
+    ms_batch1: float | None = None
+    ms_batch: float | None = None
+    images_per_s: float | None = None
+    error: str | None = None
+
+
+def benchmark(paths, batch_size: int = 32, threads: int | None = None, runs: int = 30) -> list[BenchRow]:
+    """Latency at batch 1 and at ``batch_size`` (median of ``runs`` calls) and size of each file."""
+    rows = []
+    for f in collect_files(paths):
+        row = BenchRow(FORMATS[f.suffix.lower()], f.name, size_mb=f.stat().st_size / 1e6)
+        try:
+            pred = load_predictor(f, threads=threads)
+            row.format = _variant(f, pred.metadata)
+            if pred.metadata is None:
+                raise md.MetadataError(f"{f}: no kerascnn metadata")
+            h, w = pred.metadata.input_size
+            pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, pred.metadata.channels), np.uint8)
+            row.ms_batch1 = pred.latency_ms(pixels, 1, runs)
+            row.ms_batch = pred.latency_ms(pixels, batch_size, max(3, runs // 3))
+            row.images_per_s = batch_size / row.ms_batch * 1000
+        except Exception as e:  # noqa: BLE001
+            row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
+        rows.append(row)
+    return rows
+
+
+def format_bench(rows: list[BenchRow], batch_size: int) -> str:
+    table = [("format", "file", "status", "size MB", "ms b=1", f"ms b={batch_size}", "img/s")]
+    for r in rows:
+        table.append(
+            (
+                r.format,
+                r.file,
+                r.status,
+                _fmt(r.size_mb, ".3f"),
+                _fmt(r.ms_batch1, ".2f"),
+                _fmt(r.ms_batch, ".2f"),
+                _fmt(r.images_per_s, ".0f"),
+            )
+        )
+    errors = [f"  {r.file}: {r.error}" for r in rows if r.error]
+    return format_table(table) + ("\n" + "\n".join(errors) if errors else "")
