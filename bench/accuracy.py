@@ -27,10 +27,10 @@ RECIPES = {
         0.990, 5 * 60,
     ),
     "fashion_mnist": (
-        ["--model", "resnet20", "--data", "fashion_mnist", "--input-shape", "28,28,1", "--epochs", "20",
-         "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1", "--schedule", "cosine",
-         "--warmup-epochs", "1", "--weight-decay", "5e-4", "--label-smoothing", "0.1", "--augment", "light",
-         "--val-split", "0.05"],
+        ["--model", "wrn", "--model-kwargs", "depth=10", "--model-kwargs", "width=2", "--data", "fashion_mnist",
+         "--input-shape", "28,28,1", "--epochs", "28", "--batch-size", "128", "--optimizer", "sgd", "--lr", "0.1",
+         "--schedule", "cosine", "--warmup-epochs", "1", "--weight-decay", "5e-4", "--label-smoothing", "0.1",
+         "--augment", "light", "--val-split", "0.05"],
         0.940, 30 * 60,
     ),
 }  # fmt: skip

@@ -150,7 +150,8 @@ def embed_tflite_metadata(flatbuffer: bytes, meta: ModelMetadata) -> bytes:
     buf = io.BytesIO()
     buf.write(strip_tflite_metadata(flatbuffer))
     with zipfile.ZipFile(buf, "a", zipfile.ZIP_STORED) as zf:
-        zf.writestr(ZIP_ENTRY, meta.to_json())
+        entry = zipfile.ZipInfo(ZIP_ENTRY, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
+        zf.writestr(entry, meta.to_json(), compress_type=zipfile.ZIP_STORED)
     return buf.getvalue()
 
 
