@@ -203,6 +203,27 @@ def test_transfer_from_run_folder_freezes_then_fine_tunes(run_dir, tmp_path):
     )  # fine-tuned
 
 
+def test_transfer_from_fashion_mnist_beats_scratch_on_1_percent_of_mnist(tmp_path):
+    """Pretrain a small BN network on Fashion-MNIST, transfer it to 1% of MNIST (600 images): it must
+    beat the same network trained from scratch on those 600 images, on all 10,000 MNIST test images.
+    The whole network is fine-tuned (BatchNorm in training mode adapts its statistics to the new
+    domain; a frozen BN keeps Fashion's and loses to scratch)."""
+    net = dict(model="wrn", model_options={"depth": 10, "width": 1}, input_shape=(28, 28, 1), quiet=True)
+    pre = tmp_path / "pretrained"
+    train(
+        TrainConfig(**net, data="fashion_mnist", train_fraction=0.2, epochs=2, batch_size=64, output=str(pre))
+    )
+    few = dict(net, data="mnist", train_fraction=0.01, epochs=8, batch_size=32, augment="none")
+    train(TrainConfig(**few, output=str(tmp_path / "scratch")))
+    train(TrainConfig(**few, weights=str(pre), output=str(tmp_path / "transfer")))
+    scratch, transfer = (
+        json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("scratch", "transfer")
+    )
+    assert scratch["samples"] == transfer["samples"] == 10000
+    assert "layers copied" in (tmp_path / "transfer" / "run.log").read_text()
+    assert transfer["top1"] > scratch["top1"] + 0.01, (transfer["top1"], scratch["top1"])
+
+
 def test_mixed_precision_trains(tmp_path):
     out = tmp_path / "bf16"
     # a separate process: the global dtype policy must not leak into other tests
