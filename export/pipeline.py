@@ -262,7 +262,9 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
                 batch_size=options.batch_size,
                 mean=meta.mean,
                 std=meta.std,
+                val_split=source.val_split,
                 seed=options.seed,
+                log=log,
             )
             return meta, {"pruned": True, **report}
 
@@ -329,9 +331,15 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
                     mean=meta.mean,
                     std=meta.std,
                     io_type=options.io_type,
-                    preserve_sparsity=bool(options.prune),
+                    # Pruning-preserving QAT: the model is already pruned; the worker re-applies the
+                    # (reached) sparsity for one short epoch and fine-tunes with the scheme that keeps zeros.
+                    prune=options.prune,
+                    prune_epochs=1 if options.prune else None,
+                    qat_model_file=str(_qat_model_path(out, name)),
                     train_fraction=options.qat_train_fraction,
+                    val_split=source.val_split,
                     seed=options.seed,
+                    log=log,
                 )
                 flat = raw.read_bytes()
             return _write_tflite(path, flat, meta, "qat_int8"), {"quantization": "qat_int8", **report}
@@ -373,6 +381,14 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     }
     atomic_write_text(out / "model.json", json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n")
     return results
+
+
+def _qat_model_path(out: Path, name: str) -> Path:
+    """The fake-quantized tf_keras model (reloads from .h5 only), kept for further QAT; in a sub-folder
+    so that ``validate`` does not take it for a Keras 3 model."""
+    folder = out / "qat"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{name}_qat.h5"
 
 
 _FILE_FIELDS = (
