@@ -42,6 +42,8 @@ _TFK_BASE_KWARGS = {
     "autocast",
     "implementation",
 }
+# Options Keras 3 renamed: {layer class: {Keras 3 name: tf_keras name}}.
+_RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 # Config entries holding a serialized object (initializer, regularizer, constraint) rather than a value.
 _OBJECT_KINDS = ("initializer", "regularizer", "constraint")
 
@@ -145,6 +147,9 @@ def _layer_config(layer_spec: dict, tfk_cls, k3_cls) -> dict:
     name = layer_spec.get("name") or layer_spec["config"].get("name")
     where = f"layer '{name}' ({layer_spec['class_name']})"
     config = dict(layer_spec["config"])
+    for k3_key, tfk_key in _RENAMED.get(layer_spec["class_name"], {}).items():
+        if k3_key in config:
+            config[tfk_key] = config.pop(k3_key)
     if "dtype" in config:
         config["dtype"] = _policy_name(config["dtype"])
     accepted, base_kwargs = _init_params(tfk_cls)
@@ -157,10 +162,11 @@ def _layer_config(layer_spec: dict, tfk_cls, k3_cls) -> dict:
             default = k3_defaults.get(key, inspect.Parameter.empty)
             if value is None or _same_value(value, default):
                 continue
+            hint = "" if default is inspect.Parameter.empty else f" (default {default!r})"
             raise LegacyConversionError(
                 f"{where}: option {key}={value!r} has no tf_keras equivalent (tf_keras "
                 f"{tfk_cls.__name__} does not take '{key}'), so the legacy model would compute something "
-                f"else; rebuild the layer without it (default {default if default is not inspect.Parameter.empty else 'unknown'!r})"
+                f"else; rebuild the layer without it{hint}"
             )
         if any(key.endswith(kind) for kind in _OBJECT_KINDS):
             value = _tfk_object(key, value, where)
@@ -236,6 +242,8 @@ def _call_kwargs(kwargs: dict, layer, where: str) -> dict:
     accepted = set(inspect.signature(layer.call).parameters)
     out = {}
     for key, value in kwargs.items():
+        if value is None:  # mask=None, training=None: the call's own default
+            continue
         if key in accepted:
             out[key] = value
         elif value is not None and key != "training":
@@ -323,7 +331,8 @@ def to_tf_keras(model, *, check: bool = True, atol: float = 1e-5, check_shape=No
             if layer is None:
                 if spec["class_name"] in ("Functional", "Sequential", "Model"):
                     raise LegacyConversionError(
-                        f"{where}: nested models cannot be rebuilt; flatten the model into one functional graph"
+                        f"{where}: nested models cannot be rebuilt; "
+                        "flatten the model into one functional graph"
                     )
                 tfk_cls = _tfk_layer_class(spec["class_name"], where)
                 layer_config = _layer_config(spec, tfk_cls, _k3_layer_class(spec["class_name"]))
@@ -417,27 +426,44 @@ def _example_inputs(model, shape=None, batch: int = 2, seed: int = 0) -> list[np
     return arrays
 
 
+def _outputs_by_layer(model) -> dict[str, Any]:
+    """{layer name: its output tensor in ``model``} for layers called exactly once in the model's graph
+    (Keras 3 and tf_keras nodes both sit in ``_nodes_by_depth``; ``layer.output`` would be ambiguous
+    for a layer that was also called elsewhere, as after loading a Sequential model)."""
+    calls: dict[str, list] = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            layer = getattr(node, "operation", None) or getattr(node, "layer", None)
+            if layer is None or type(layer).__name__ == "InputLayer":
+                continue
+            outputs = node.outputs
+            calls.setdefault(layer.name, []).append(
+                _first(outputs) if isinstance(outputs, list | tuple) else outputs
+            )
+    return {name: outs[0] for name, outs in calls.items() if len(outs) == 1}
+
+
 def layer_differences(k3_model, tfk_model, *, shape=None, batch: int = 2) -> dict[str, float]:
-    """For every layer with one call in both models: the largest absolute difference between its outputs
+    """For every layer called once in both models: the largest absolute difference between its outputs
     in Keras 3 and tf_keras on one random batch (inference mode), divided by ``max(1, max |output|)``
     so deep activations of large magnitude compare on the same footing as probabilities."""
     import keras
     import tf_keras
 
-    tfk_names = {layer.name for layer in tfk_model.layers}
+    if isinstance(k3_model, keras.Sequential):
+        k3_model = _sequential_as_functional(k3_model)
+    k3_outputs, tfk_outputs = _outputs_by_layer(k3_model), _outputs_by_layer(tfk_model)
     names = [
-        layer.name
-        for layer in k3_model.layers
-        if layer.name in tfk_names
-        and type(layer).__name__ != "InputLayer"
-        and len(getattr(layer, "_inbound_nodes", [])) == 1
+        layer.name for layer in k3_model.layers if layer.name in k3_outputs and layer.name in tfk_outputs
     ]
     inputs = _example_inputs(k3_model, shape, batch)
     feed = inputs if len(inputs) > 1 else inputs[0]
-    k3_probe = keras.Model(k3_model.inputs, [_first(k3_model.get_layer(n).output) for n in names])
-    tfk_probe = tf_keras.Model(tfk_model.inputs, [_first(tfk_model.get_layer(n).output) for n in names])
-    a = k3_probe(feed, training=False)
-    b = tfk_probe(feed, training=False)
+    k3_inputs = k3_model.inputs if len(k3_model.inputs) > 1 else k3_model.inputs[0]
+    tfk_inputs = tfk_model.inputs if len(tfk_model.inputs) > 1 else tfk_model.inputs[0]
+    a = keras.Model(k3_inputs, [k3_outputs[n] for n in names])(feed, training=False)
+    b = tf_keras.Model(tfk_inputs, [tfk_outputs[n] for n in names])(feed, training=False)
+    a = a if isinstance(a, list | tuple) else [a]
+    b = b if isinstance(b, list | tuple) else [b]
     out = {}
     for name, x, y in zip(names, a, b, strict=True):
         x, y = np.asarray(x), np.asarray(y)

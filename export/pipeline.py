@@ -183,7 +183,7 @@ class ExportOptions:
     qat: bool = False
     qat_epochs: int = 1
     qat_lr: float = 1e-4
-    qat_train_fraction: float = 1.0
+    train_fraction: float = 1.0  # of the training data, for the QAT / pruning fine-tune
     prune: float | None = None
     prune_epochs: int = 2
     batch_size: int = 64
@@ -243,7 +243,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             return None
         result = Result(fmt.key, path.name, "ok", time.perf_counter() - t0, path.stat().st_size, notes=notes)
         results.append(result)
-        files[path.name] = {"format": fmt.key, "kind": fmt.kind, "bytes": result.size_bytes, **notes}
+        files[path.name] = {**notes, "format": fmt.key, "kind": fmt.kind, "bytes": result.size_bytes}
         files[path.name]["metadata"] = _file_fields(file_meta)
         log(f"  {fmt.key:<14} {path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)")
         return path
@@ -262,6 +262,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
                 batch_size=options.batch_size,
                 mean=meta.mean,
                 std=meta.std,
+                train_fraction=options.train_fraction,
                 val_split=source.val_split,
                 seed=options.seed,
                 log=log,
@@ -336,7 +337,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
                     prune=options.prune,
                     prune_epochs=1 if options.prune else None,
                     qat_model_file=str(_qat_model_path(out, name)),
-                    train_fraction=options.qat_train_fraction,
+                    train_fraction=options.train_fraction,
                     val_split=source.val_split,
                     seed=options.seed,
                     log=log,
@@ -443,7 +444,9 @@ def format_results(results: list[Result]) -> str:
     rows = [("format", "file", "status", "size MB", "seconds", "note")]
     for r in results:
         note = r.error or ", ".join(
-            f"{k} {v}" for k, v in r.notes.items() if k in ("sparsity", "calibration_images")
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in r.notes.items()
+            if k in ("sparsity", "calibration_images")
         )
         size = f"{r.size_bytes / 1e6:.3f}" if r.size_bytes else "-"
         rows.append((r.format, r.file or "-", r.status, size, f"{r.seconds:.1f}", note))

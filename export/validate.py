@@ -100,11 +100,14 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
 
 
 def _label_map(file_labels: list[str], class_names: list[str], where: str) -> np.ndarray:
-    """Index of each of the file's labels in the data's classes (by name; by position when the data's
-    classes are unnamed digits)."""
+    """Index of each of the file's labels in the data's classes: by name, or by position when either
+    side is unnamed (digit class folders, or a model exported without --labels)."""
     if sorted(file_labels) == sorted(class_names):
         return np.array([class_names.index(label) for label in file_labels])
-    if len(file_labels) == len(class_names) and all(c.isdigit() for c in class_names):
+    unnamed = all(c.isdigit() for c in class_names) or file_labels == [
+        str(i) for i in range(len(file_labels))
+    ]
+    if len(file_labels) == len(class_names) and unnamed:
         return np.arange(len(class_names))
     raise ValidateError(
         f"{where}: its labels ({', '.join(file_labels)}) are not the classes of the data "

@@ -385,6 +385,13 @@ def _floats(value: str | None, param_hint: str):
 @click.option("--prune", type=float, default=None, help="Target sparsity in (0, 1) (polynomial schedule).")
 @click.option("--prune-epochs", type=int, default=2, show_default=True)
 @click.option(
+    "--train-fraction",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Fraction of each class of the training data that QAT / pruning fine-tune on.",
+)
+@click.option(
     "--mean", default=None, help="Normalization mean(s) in pixel units [default: the run's, 127.5]."
 )
 @click.option("--std", default=None, help="Normalization std(s) in pixel units [default: the run's, 127.5].")

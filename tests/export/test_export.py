@@ -342,3 +342,32 @@ def test_metadata_round_trip_and_checks():
         md.ModelMetadata("m", ["a"], [8, 8], 1, mean=[1, 2, 3])
     with pytest.raises(md.MetadataError, match="lacks"):
         md.ModelMetadata.from_dict({"labels": []})
+
+
+def test_qat_and_pruning_through_kerascnn_export(run_dir, tmp_path, test_images):
+    """`kerascnn export RUN --prune S --qat`: the pruned model feeds every format, QAT (pruning-preserving)
+    gives an int8 file with the run's metadata, and validate accepts the folder."""
+    out = tmp_path / "pq"
+    result = CliRunner().invoke(
+        main,
+        ["export", str(run_dir), "--out", str(out), "--tflite", "--prune", "0.5", "--prune-epochs", "1",
+         "--qat", "--qat-epochs", "1", "--train-fraction", "0.02", "--io-type", "uint8", "--quantize", "int8",
+         "--calibration-steps", "50"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"lenet5_pruned.keras", "lenet5_int8.tflite", "lenet5_qat_int8.tflite", "qat"} <= names
+    assert (out / "qat" / "lenet5_qat.h5").exists()
+    sidecar = json.loads((out / "model.json").read_text())
+    assert abs(sidecar["files"]["lenet5_pruned.keras"]["sparsity"] - 0.5) < 0.01
+    meta = md.read_metadata(out / "lenet5_qat_int8.tflite")
+    assert meta.quantization == "qat_int8" and meta.input_dtype == "uint8" and meta.labels[0] == "T-shirt/top"
+    pruned = keras.saving.load_model(out / "lenet5_pruned.keras")
+    kernel = pruned.get_layer("c5_conv").get_weights()[0]
+    assert abs((kernel == 0).mean() - 0.5) < 0.02
+    rows, summary = validate(
+        [out], "fashion_mnist", limit=300, max_drop=5.0, latency_runs=2, log=lambda *_: None
+    )
+    assert summary["passed"], rows
+    qat = next(r for r in rows if r.file == "lenet5_qat_int8.tflite")
+    assert qat.agreement > 85
