@@ -143,7 +143,7 @@ def calibration_images(meta: md.ModelMetadata, data: str, steps: int, seed: int 
 
     size, channels = tuple(meta.input_size), meta.channels
     folder = Path(data)
-    if data not in kdata.BUILTINS and folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()):
+    if kdata.is_unlabeled_folder(data):
         files = kdata.list_unlabeled_images(folder)
         if not files:
             raise ExportError(f"--calibration-data: no image files in {folder}")

@@ -79,7 +79,7 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
 
     size, channels = tuple(meta.input_size), meta.channels
     folder = Path(data)
-    if data not in kdata.BUILTINS and folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()):
+    if kdata.is_unlabeled_folder(data):
         files = kdata.list_unlabeled_images(folder)
         if not files:
             raise ValidateError(f"--data {data}: no image files")

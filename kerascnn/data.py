@@ -289,6 +289,12 @@ def _check_classes(root: Path, class_names: list[str]):
         )
 
 
+def is_unlabeled_folder(data: str) -> bool:
+    """``data`` is a folder of image files without class sub-folders (and not a built-in name)."""
+    folder = Path(data)
+    return data not in BUILTINS and folder.is_dir() and not any(p.is_dir() for p in folder.iterdir())
+
+
 def list_unlabeled_images(folder) -> list[Path]:
     """The image files of a folder (recursively), for data without class folders."""
     return _image_files(Path(folder))
