@@ -199,8 +199,9 @@ def _write_tflite(
 ) -> md.ModelMetadata:
     from kerascnn.train import atomic_write_bytes
 
-    from .tflite import io_details
+    from .tflite import compact, io_details
 
+    flatbuffer = compact(flatbuffer)
     file_meta = md.ModelMetadata(**{**asdict(meta), "format": "tflite", "quantization": quantization})
     for key, value in io_details(flatbuffer).items():
         setattr(file_meta, key, value)

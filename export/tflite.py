@@ -107,6 +107,88 @@ def convert(
         raise ConversionError(_explain(e, layer_names)) from e
 
 
+def compact(flatbuffer: bytes) -> bytes:
+    """The same model, re-serialized with identical quantization vectors stored once.
+
+    Per-channel int8 stores, for every weight and bias tensor, a float scale and an int64 zero point
+    per output channel. The zero points are all 0 and a kernel and its bias have the same channel
+    count, so the converter writes the same vectors hundreds of times (about 6% of an int8 MobileNetV2).
+    FlatBuffers lets tables share a vector: each distinct vector is written once and referenced
+    wherever it occurs. Every tensor, operator, buffer, signature and metadata entry is kept as it
+    is (outputs are bit-identical, tested); buffer data stays 16-byte aligned for mmap and SIMD loads.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    vectors: dict = {}
+    for subgraph in model.subgraphs or ():
+        for tensor in subgraph.tensors or ():
+            if tensor.quantization is not None:
+                tensor.quantization = _SharedQuantization(tensor.quantization, vectors, schema)
+    model.buffers = [_AlignedBuffer(b, schema) for b in model.buffers or ()]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+class _SharedQuantization:
+    """Packs a ``QuantizationParametersT`` reusing already-written vectors with the same content."""
+
+    def __init__(self, params, vectors: dict, schema):
+        self.params, self.vectors, self.schema = params, vectors, schema
+
+    def _vector(self, builder, values, dtype):
+        if values is None:
+            return None
+        array = np.asarray(values, dtype=dtype).reshape(-1)
+        key = (array.dtype.str, array.tobytes())
+        if key not in self.vectors:
+            self.vectors[key] = builder.CreateNumpyVector(array)
+        return self.vectors[key]
+
+    def Pack(self, builder):  # noqa: N802 - the FlatBuffers object-API name
+        q, s = self.params, self.schema
+        fields = (
+            (s.QuantizationParametersAddMin, self._vector(builder, q.min, "<f4")),
+            (s.QuantizationParametersAddMax, self._vector(builder, q.max, "<f4")),
+            (s.QuantizationParametersAddScale, self._vector(builder, q.scale, "<f4")),
+            (s.QuantizationParametersAddZeroPoint, self._vector(builder, q.zeroPoint, "<i8")),
+        )
+        details = q.details.Pack(builder) if q.details is not None else None
+        s.QuantizationParametersStart(builder)
+        for add, offset in fields:
+            if offset is not None:
+                add(builder, offset)
+        s.QuantizationParametersAddDetailsType(builder, q.detailsType)
+        if details is not None:
+            s.QuantizationParametersAddDetails(builder, details)
+        s.QuantizationParametersAddQuantizedDimension(builder, q.quantizedDimension)
+        return s.QuantizationParametersEnd(builder)
+
+
+class _AlignedBuffer:
+    """Packs a ``BufferT`` with its bytes 16-byte aligned, as the converter's ``force_align: 16``."""
+
+    def __init__(self, buffer, schema):
+        self.buffer, self.schema = buffer, schema
+
+    def Pack(self, builder):  # noqa: N802 - the FlatBuffers object-API name
+        b, s = self.buffer, self.schema
+        data = None
+        if b.data is not None and len(b.data):
+            payload = np.asarray(b.data, dtype=np.uint8).tobytes()
+            builder.StartVector(1, len(payload), 16)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data = builder.EndVector()
+        s.BufferStart(builder)
+        if data is not None:
+            s.BufferAddData(builder, data)
+        s.BufferAddOffset(builder, b.offset)
+        s.BufferAddSize(builder, b.size)
+        return s.BufferEnd(builder)
+
+
 def representative_from(images: np.ndarray, normalize, steps: int) -> Callable[[], Iterable]:
     """A representative dataset of ``steps`` single images (0-255 pixels), through ``normalize``."""
     take = images[:steps]
