@@ -1,0 +1,717 @@
+"""Image retrieval in a trained network's latent space: embed, index, search, evaluate.
+
+A trained classifier's penultimate features (the global-pooling output by default) place perceptually
+similar images close together. ``build_index`` embeds a dataset with a model's feature extractor,
+L2-normalizes the vectors and stores them with each image's source and label in one ``.npz`` file.
+``search`` finds the k nearest gallery images of query images (cosine similarity, reported as the
+Euclidean distance between unit vectors, sqrt(2 - 2 cos)). Exact search runs in NumPy; FAISS
+(``pip install kerascnn[faiss]``, an exact inner-product index) takes over for large galleries.
+
+The index records the identity of the model that made it (a hash of its weights, the layer, the
+input size and the normalization), so queries embedded by another model are refused rather than
+silently compared in a different space.
+
+    >>> from kerascnn import retrieval
+    >>> extractor = retrieval.load_extractor("runs/fashion_resnet20")
+    >>> index = retrieval.build_index(extractor, "fashion_mnist", "fashion.npz")
+    >>> results = retrieval.search(index, ["shoe.png", "fashion_mnist:test:0"], k=5)
+    >>> results[0].hits[0].item, results[0].hits[0].distance
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kerascnn import data as kdata
+
+INDEX_FORMAT = 1
+FAISS_THRESHOLD = 100_000  # "auto" uses FAISS (when installed) from this many gallery vectors on
+BACKENDS = ("auto", "numpy", "faiss")
+_BUILTIN_ID = re.compile(r"^(?P<name>[a-z_]+):(?P<split>train|test):(?P<index>\d+)$")
+_POOLING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D")
+
+
+class RetrievalError(ValueError):
+    """The index, model, data or query cannot be used as given; the message names which and why."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Feature extractor
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Extractor:
+    """A model cut at an embedding layer, with the preprocessing it was trained with."""
+
+    model_file: Path
+    model_name: str
+    layer: str
+    input_shape: tuple  # (H, W, C)
+    mean: tuple
+    std: tuple
+    fingerprint: str  # sha256 of the weights (names, shapes, values)
+    feature_model: object = field(repr=False, default=None)
+    _fn: object = field(repr=False, default=None)
+
+    def identity(self) -> dict:
+        """What an index records about the model and compares on every query and append."""
+        return {
+            "model_name": self.model_name,
+            "model_file": str(self.model_file),
+            "fingerprint": self.fingerprint,
+            "layer": self.layer,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @property
+    def dim(self) -> int:
+        return int(self.feature_model.output.shape[-1])  # spatial outputs are averaged over positions
+
+    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 (N, H, W, C) images at the model's input size -> L2-normalized float32 (N, D)."""
+        import tensorflow as tf
+
+        if self._fn is None:
+            model = self.feature_model
+            self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        norm = kdata.Normalization(tuple(self.mean), tuple(self.std))
+        out = []
+        for start in range(0, len(images), batch_size):
+            features = np.asarray(self._fn(tf.constant(norm.numpy(images[start : start + batch_size]))))
+            if features.ndim > 2:  # a spatial layer: average over its positions, as global pooling does
+                features = features.reshape(len(features), -1, features.shape[-1]).mean(axis=1)
+            out.append(features.astype(np.float32))
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.concatenate(out))
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over every weight's path, shape and values: equal for the same model saved twice."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight.numpy()))
+        digest.update(f"{weight.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _default_layer(model):
+    """(layer name, tensor): the last global-pooling output, else the input of the last Dense layer."""
+    for layer in reversed(model.layers):
+        if type(layer).__name__ in _POOLING:
+            return layer.name, layer.output
+    for layer in reversed(model.layers):
+        if type(layer).__name__ == "Dense":
+            tensor = layer.input
+            history = getattr(tensor, "_keras_history", None)
+            name = history[0].name if history else f"input of {layer.name}"
+            return name, tensor
+    raise RetrievalError(
+        f"model '{model.name}' has no global pooling or Dense layer to take embeddings from; "
+        "choose one with --layer NAME (kerascnn summary lists the layers)"
+    )
+
+
+def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, model=None) -> Extractor:
+    """The feature extractor of a run folder (its best model and normalization) or a model file
+    (``mean``/``std`` in pixel units, default 127.5, as in training)."""
+    import keras
+
+    from kerascnn.train import load_config, resolve_model_file
+
+    try:
+        model_file = resolve_model_file(run_or_model)
+    except FileNotFoundError as e:
+        raise RetrievalError(str(e)) from None
+    if model is None:
+        try:
+            model = keras.saving.load_model(model_file, compile=False)
+        except Exception as e:  # noqa: BLE001 - any load failure is reported with the file
+            message = f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})"
+            raise RetrievalError(message) from None
+    if (model_file.parent / "config.json").exists():
+        cfg = load_config(model_file.parent)
+        mean = mean if mean is not None else cfg.mean
+        std = std if std is not None else cfg.std
+    mean = tuple(float(m) for m in (mean if mean is not None else (127.5,)))
+    std = tuple(float(s) for s in (std if std is not None else (127.5,)))
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
+        raise RetrievalError(
+            f"{model_file}: expected one image input (N, H, W, C) of fixed size, not {shape}"
+        )
+    if layer is None:
+        layer, tensor = _default_layer(model)
+    else:
+        try:
+            tensor = model.get_layer(layer).output
+        except ValueError:
+            names = [x.name for x in model.layers]
+            raise RetrievalError(
+                f"--layer: model '{model.name}' has no layer '{layer}' (its last layers: "
+                f"{', '.join(names[-8:])})"
+            ) from None
+    feature_model = keras.Model(model.inputs, tensor, name=f"{model.name}_features")
+    return Extractor(
+        model_file=Path(model_file).resolve(),
+        model_name=model.name,
+        layer=layer,
+        input_shape=tuple(int(s) for s in shape[1:]),
+        mean=mean,
+        std=std,
+        fingerprint=model_fingerprint(model),
+        feature_model=feature_model,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Images: gallery sources and single queries
+# ------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=2)
+def _builtin(name: str):
+    (x_train, y_train), (x_test, y_test) = kdata.load_builtin(name)
+    return {"train": (x_train, y_train.reshape(-1)), "test": (x_test, y_test.reshape(-1))}
+
+
+def load_image(item: str, size, channels: int) -> np.ndarray:
+    """One image by its index id: a file path, or ``NAME:SPLIT:I`` for a built-in dataset's image."""
+    match = _BUILTIN_ID.match(item)
+    if match and match["name"] in kdata.BUILTINS:
+        images = _builtin(match["name"])[match["split"]][0]
+        i = int(match["index"])
+        if i >= len(images):
+            raise RetrievalError(f"{item}: {match['name']} {match['split']} has {len(images)} images")
+        raw = images[i : i + 1]
+        return kdata.adapt_images(raw if raw.ndim == 4 else raw[..., None], tuple(size), channels)[0]
+    if not Path(item).is_file():
+        raise RetrievalError(f"{item}: no such image file")
+    try:
+        return kdata.decode_image(item, tuple(size), channels)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "not an image we can read"
+        raise RetrievalError(f"{item}: cannot decode the image ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class Source:
+    """What to embed: item ids, labels (-1 when unknown), class names, and a batch reader."""
+
+    ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    read: Callable[[Sequence[int]], tuple[np.ndarray, list[int], list[tuple[str, str]]]]
+    # read(positions) -> (uint8 images, the positions that decoded, [(id, reason) skipped])
+
+
+def open_source(data: str, size, channels: int, split: str | None = None) -> Source:
+    """A built-in dataset (``split`` train/test, default train), a folder of class folders (or with
+    train/test sub-folders, picked by ``split``), or a flat folder of unlabeled images."""
+    size = tuple(int(s) for s in size)
+    if data in kdata.BUILTINS:
+        split = split or "train"
+        if split not in ("train", "test"):
+            raise RetrievalError(f"--split: {data} has the splits train and test, not '{split}'")
+        images, labels = _builtin(data)[split]
+        classes = kdata.FASHION_MNIST_CLASSES if data == "fashion_mnist" else kdata.MNIST_CLASSES
+
+        def read_builtin(positions):
+            raw = images[np.asarray(positions, int)]
+            images_at_size = kdata.adapt_images(raw if raw.ndim == 4 else raw[..., None], size, channels)
+            return images_at_size, list(positions), []
+
+        ids = [f"{data}:{split}:{i}" for i in range(len(images))]
+        return Source(ids, labels.astype(np.int32), list(classes), read_builtin)
+    root = Path(data)
+    if not root.is_dir():
+        builtins = ", ".join(kdata.BUILTINS)
+        raise RetrievalError(f"--data '{data}' is neither a folder nor a built-in dataset ({builtins})")
+    if kdata.is_unlabeled_folder(data):
+        if split:
+            raise RetrievalError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
+        files, labels, classes = kdata.list_unlabeled_images(root), [], []
+        labels = [-1] * len(files)
+    else:
+        if (root / "train").is_dir():
+            split = split or "train"
+            root = root / split
+            if not root.is_dir():
+                raise RetrievalError(f"--split {split}: '{data}' has no '{split}' folder")
+        elif split:
+            raise RetrievalError(f"--split {split}: '{data}' has class folders but no train/test folders")
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            found = kdata.list_unlabeled_images(root / name)
+            files += found
+            labels += [label] * len(found)
+    if not files:
+        raise RetrievalError(f"--data '{data}': no image files ({', '.join(kdata.IMAGE_EXTENSIONS)}) found")
+    ids = [str(p.resolve()) for p in files]
+
+    def read_files(positions):
+        decoded = kdata._decode_many([files[i] for i in positions], size, channels)
+        good = [p for p, (arr, _) in zip(positions, decoded, strict=True) if arr is not None]
+        skipped = [(ids[p], err) for p, (arr, err) in zip(positions, decoded, strict=True) if arr is None]
+        arrays = [arr for arr, _ in decoded if arr is not None]
+        empty = np.zeros((0, *size, channels), np.uint8)
+        return (np.stack(arrays) if arrays else empty), good, skipped
+
+    return Source(ids, np.asarray(labels, np.int32), classes, read_files)
+
+
+# ------------------------------------------------------------------------------------------------
+# Index
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    rank: int
+    item: str
+    label: str | None
+    distance: float  # Euclidean between unit vectors: sqrt(2 - 2 cos)
+    similarity: float  # cosine
+
+
+@dataclass
+class QueryResult:
+    query: str
+    hits: list[Hit] | None = None
+    error: str | None = None
+    grid: str | None = None
+
+
+class Index:
+    """L2-normalized vectors with their items (paths or built-in ids), labels and model identity."""
+
+    def __init__(self, vectors, ids, labels, class_names, meta, path=None):
+        self.vectors = np.ascontiguousarray(vectors, np.float32)
+        self.ids = list(ids)
+        self.labels = np.asarray(labels, np.int32)
+        self.class_names = list(class_names)
+        self.meta = dict(meta)
+        self.path = Path(path) if path is not None else None
+        self._backends: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def identity(self) -> dict:
+        return self.meta["model"]
+
+    def label_name(self, label: int) -> str | None:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else None
+
+    @classmethod
+    def load(cls, path) -> Index:
+        path = Path(path)
+        if not path.is_file():
+            raise RetrievalError(f"index '{path}' does not exist (make one with kerascnn index)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != INDEX_FORMAT:
+                    raise RetrievalError(f"{path}: index format {meta.get('format')} is not {INDEX_FORMAT}")
+                ids, class_names = z["ids"].tolist(), z["class_names"].tolist()
+                return cls(z["vectors"], ids, z["labels"], class_names, meta, path)
+        except RetrievalError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+            raise RetrievalError(f"{path}: not a kerascnn index ({type(e).__name__}: {e})") from None
+
+    def save(self, path=None) -> Path:
+        """Write atomically (a hidden temporary file, then rename): an old index is never half-replaced."""
+        from kerascnn.train import atomic_write_bytes
+
+        path = Path(path or self.path)
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            vectors=self.vectors,
+            ids=np.asarray(self.ids, dtype=str),
+            labels=self.labels,
+            class_names=np.asarray(self.class_names, dtype=str),
+            meta=np.asarray(json.dumps(self.meta)),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buffer.getvalue())
+        self.path = path
+        return path
+
+    def check_model(self, extractor: Extractor) -> None:
+        """Refuse a query or append embedded by a different model, layer, input size or normalization."""
+        mine, theirs = self.identity, extractor.identity()
+        for key, what in (
+            ("fingerprint", "weights"),
+            ("layer", "embedding layer"),
+            ("input_shape", "input size"),
+            ("mean", "normalization mean"),
+            ("std", "normalization std"),
+        ):
+            if mine[key] != theirs[key]:
+                raise RetrievalError(
+                    f"index {self.path or ''} was built with model '{mine['model_name']}' "
+                    f"({mine['model_file']}, layer {mine['layer']}, input {_shape(mine['input_shape'])}, "
+                    f"weights {mine['fingerprint'][:12]}); the query model '{theirs['model_name']}' "
+                    f"({theirs['model_file']}) differs in its {what} ({_short(mine[key])} != "
+                    f"{_short(theirs[key])}): query with the index's model, or rebuild the index"
+                )
+
+    def backend(self, name: str = "auto"):
+        if name not in BACKENDS:
+            raise RetrievalError(f"--backend: unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
+        if name == "auto":
+            name = "faiss" if len(self) >= FAISS_THRESHOLD and faiss_available() else "numpy"
+        if name not in self._backends:
+            self._backends[name] = (FaissSearch if name == "faiss" else ExactSearch)(self.vectors)
+        return self._backends[name]
+
+    def search_vectors(self, queries: np.ndarray, k: int = 5, backend: str = "auto"):
+        """(similarities, positions), each (Q, min(k, N)), best first."""
+        if k < 1:
+            raise RetrievalError(f"-k must be at least 1 (got {k})")
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        if queries.shape[1] != self.vectors.shape[1]:
+            dims = queries.shape[1], self.vectors.shape[1]
+            raise RetrievalError(f"query vectors have {dims[0]} dimensions, the index {dims[1]}")
+        return self.backend(backend).search(queries, min(k, len(self)))
+
+    def hits(self, similarities, positions) -> list[Hit]:
+        return [
+            Hit(
+                rank=r + 1,
+                item=self.ids[p],
+                label=self.label_name(int(self.labels[p])),
+                distance=float(np.sqrt(max(0.0, 2.0 - 2.0 * float(s)))),
+                similarity=float(s),
+            )
+            for r, (s, p) in enumerate(zip(similarities, positions, strict=True))
+        ]
+
+
+def _shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _short(value) -> str:
+    return value[:12] if isinstance(value, str) and len(value) == 64 else str(value)
+
+
+class ExactSearch:
+    """Exact top-k by inner product in NumPy (one matrix product, then a partial sort)."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = vectors
+
+    def search(self, queries: np.ndarray, k: int):
+        scores = queries @ self.vectors.T  # (Q, N)
+        if k < scores.shape[1]:
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # by score, ties by position (as FAISS)
+        return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FaissSearch:
+    """FAISS ``IndexFlatIP``: exact inner-product search with FAISS' blocked, multi-threaded kernels."""
+
+    def __init__(self, vectors: np.ndarray):
+        try:
+            import faiss
+        except ImportError:
+            raise RetrievalError("--backend faiss needs faiss-cpu: pip install 'kerascnn[faiss]'") from None
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors, np.float32))
+
+    def search(self, queries: np.ndarray, k: int):
+        scores, positions = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+        return scores, positions
+
+
+def _batches(n: int, size: int) -> Iterator[list[int]]:
+    for start in range(0, n, size):
+        yield list(range(start, min(n, start + size)))
+
+
+def build_index(
+    extractor: Extractor,
+    data: str,
+    out,
+    split: str | None = None,
+    batch_size: int = 256,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Index, dict]:
+    """Embed ``data`` into the index file ``out``: a new one, or appended to an existing one (made by
+    the same model; images already in it are not embedded again). Returns the index and a report
+    (added, already indexed, skipped files with reasons)."""
+    out = Path(out)
+    old = None
+    if out.exists() and not overwrite:
+        old = Index.load(out)
+        old.check_model(extractor)
+    size, channels = extractor.input_shape[:2], extractor.input_shape[2]
+    source = open_source(data, size, channels, split)
+    known = set(old.ids) if old is not None else set()
+    todo = [i for i, item in enumerate(source.ids) if item not in known]
+    class_names = list(old.class_names) if old is not None else []
+    remap = []
+    for name in source.class_names:  # merge the class names; labels index into the merged list
+        if name not in class_names:
+            class_names.append(name)
+        remap.append(class_names.index(name))
+    remap = np.asarray(remap + [-1], np.int32)  # label -1 (unknown) stays -1
+    vectors, ids, labels, skipped = [], [], [], []
+    done = 0
+    for positions in _batches(len(todo), batch_size):
+        images, good, bad = source.read([todo[p] for p in positions])
+        skipped += bad
+        if len(images):
+            vectors.append(extractor.embed(images, batch_size))
+            ids += [source.ids[g] for g in good]
+            labels.append(remap[source.labels[good]])
+        done += len(positions)
+        if progress:
+            progress(done, len(todo))
+    if not ids and old is None:
+        raise RetrievalError(f"--data '{data}': none of its {len(source.ids)} images could be read")
+    new_vectors = np.concatenate(vectors) if vectors else np.zeros((0, extractor.dim), np.float32)
+    new_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    if old is None:
+        meta = {"format": INDEX_FORMAT, "model": extractor.identity(), "sources": []}
+        index = Index(new_vectors, ids, new_labels, class_names, meta, out)
+    else:
+        index = Index(
+            np.concatenate([old.vectors, new_vectors]),
+            old.ids + ids,
+            np.concatenate([old.labels, new_labels]),
+            class_names,
+            old.meta,
+            out,
+        )
+    index.meta["sources"].append({"data": data, "split": split, "added": len(ids)})
+    index.save(out)
+    report = {"added": len(ids), "already_indexed": len(source.ids) - len(todo), "skipped": skipped,
+              "total": len(index)}  # fmt: skip
+    return index, report
+
+
+def search(
+    index: Index | str | Path,
+    queries: Sequence[str],
+    k: int = 5,
+    extractor: Extractor | None = None,
+    backend: str = "auto",
+    grid_dir=None,
+) -> list[QueryResult]:
+    """The ``k`` nearest gallery images of each query (a file path or ``NAME:SPLIT:I``). A query that
+    cannot be read gets an ``error`` and the others still run. ``extractor`` defaults to the index's
+    own model file; another model is refused. ``grid_dir``: write a PNG grid per query there."""
+    if not isinstance(index, Index):
+        index = Index.load(index)
+    if extractor is None:
+        model_file = index.identity["model_file"]
+        if not Path(model_file).is_file():
+            raise RetrievalError(
+                f"index {index.path}: its model {model_file} no longer exists; pass the model (--model)"
+            )
+        ident = index.identity
+        extractor = load_extractor(model_file, layer=ident["layer"], mean=ident["mean"], std=ident["std"])
+    index.check_model(extractor)
+    size, channels = extractor.input_shape[:2], extractor.input_shape[2]
+    results = [QueryResult(q) for q in queries]
+    images = []
+    for result in results:
+        try:
+            images.append(load_image(result.query, size, channels))
+        except RetrievalError as e:
+            result.error = str(e)
+    good = [r for r in results if r.error is None]
+    if good:
+        vectors = extractor.embed(np.stack(images))
+        similarities, positions = index.search_vectors(vectors, k, backend)
+        for result, sims, pos in zip(good, similarities, positions, strict=True):
+            result.hits = index.hits(sims, pos)
+    if grid_dir is not None:
+        for i, result in enumerate(results):
+            if result.hits is not None:
+                name = re.sub(r"[^\w.-]+", "_", Path(result.query).stem)[:60]
+                result.grid = str(write_grid(result, Path(grid_dir) / f"{i:03d}_{name}.png", size, channels))
+    return results
+
+
+def write_grid(result: QueryResult, path: Path, size, channels: int, tile: int = 112) -> Path:
+    """One row: the query, then its neighbours, each captioned (rank, distance, label)."""
+    from PIL import Image, ImageDraw
+
+    from kerascnn.train import atomic_write_bytes
+
+    def thumb(item):
+        try:
+            arr = load_image(item, size, channels)
+            im = Image.fromarray(arr[..., 0] if channels == 1 else arr).convert("RGB")
+        except RetrievalError:
+            im = Image.new("RGB", (tile, tile), (200, 200, 200))
+        scale = tile / max(im.size)
+        width, height = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+        return im.resize((width, height), Image.Resampling.NEAREST)
+
+    caption = 30
+    cells = [(result.query, ["query", Path(result.query).name[-16:]])]
+    cells += [(h.item, [f"#{h.rank} d={h.distance:.3f}", (h.label or "")[:16]]) for h in result.hits]
+    grid = Image.new("RGB", (len(cells) * (tile + 4) + 4, tile + caption + 8), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (item, lines) in enumerate(cells):
+        x = 4 + i * (tile + 4)
+        grid.paste(thumb(item), (x, 4))
+        for j, line in enumerate(lines):
+            draw.text((x + 2, tile + 6 + 12 * j), line, fill="black")
+        if i == 0:
+            draw.rectangle([x - 2, 2, x + tile + 1, tile + 5], outline=(220, 40, 40), width=2)
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation: precision@k and mAP, latent space against raw pixels
+# ------------------------------------------------------------------------------------------------
+
+
+def retrieval_metrics(
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk: int = 128,
+) -> dict:
+    """precision@k (the fraction of the k nearest that share the query's label) and mAP (mean over
+    queries of the average precision over the whole ranked gallery), ranking by inner product."""
+    gallery = np.asarray(gallery, np.float32)
+    n = len(gallery)
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    hits_at = dict.fromkeys(ks, 0.0)
+    ap_sum = 0.0
+    for start in range(0, len(queries), chunk):
+        q, ql = queries[start : start + chunk], query_labels[start : start + chunk]
+        order = np.argsort(-(q @ gallery.T), axis=1, kind="stable")
+        relevant = gallery_labels[order] == ql[:, None]
+        for k in ks:
+            hits_at[k] += relevant[:, :k].mean(axis=1).sum()
+        precision = np.cumsum(relevant, axis=1) / ranks
+        ap_sum += ((precision * relevant).sum(axis=1) / np.maximum(relevant.sum(axis=1), 1)).sum()
+    count = max(len(queries), 1)
+    return {**{f"P@{k}": hits_at[k] / count for k in ks}, "mAP": ap_sum / count}
+
+
+def pixel_vectors(images: np.ndarray, max_side: int = 64) -> np.ndarray:
+    """The raw-pixel baseline: pixels scaled to [0, 1], flattened and L2-normalized (images larger
+    than ``max_side`` are first shrunk to it, to keep the baseline's memory bounded)."""
+    h, w = images.shape[1:3]
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        images = kdata.adapt_images(images, small, images.shape[3])
+    return l2_normalize(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+def evaluate(
+    extractor: Extractor,
+    data: str,
+    index: Index | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    max_queries: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict:
+    """The test split of ``data`` as queries against its train split as gallery, in the latent space
+    and in raw pixels. Gallery vectors are taken from ``index`` when it holds them (no re-embedding)."""
+    size, channels = extractor.input_shape[:2], extractor.input_shape[2]
+    try:
+        gallery = open_source(data, size, channels, "train")
+        test = open_source(data, size, channels, "test")
+    except RetrievalError as e:
+        raise RetrievalError(f"--eval needs labeled train and test splits: {e}") from None
+    if (gallery.labels < 0).any():
+        raise RetrievalError(f"--eval: '{data}' is unlabeled; precision needs labels")
+    picks = np.arange(len(test.ids))
+    if max_queries is not None and max_queries < len(picks):
+        picks = np.sort(np.random.default_rng(seed).choice(picks, max_queries, replace=False))
+    q_images, q_good, _ = test.read(list(picks))
+    g_images, g_good, _ = gallery.read(list(range(len(gallery.ids))))
+    q_labels = _map_labels(test, gallery.class_names)[q_good]
+    g_labels = gallery.labels[g_good]
+    rows = None
+    if index is not None:
+        where = {item: i for i, item in enumerate(index.ids)}
+        rows = [where.get(gallery.ids[g]) for g in g_good]
+    if rows is not None and None not in rows:
+        g_latent = index.vectors[rows]
+    else:
+        g_latent = extractor.embed(g_images, batch_size)
+    q_latent = extractor.embed(q_images, batch_size)
+    return {
+        "data": data,
+        "queries": len(q_good),
+        "gallery": len(g_good),
+        "layer": extractor.layer,
+        "dim": int(q_latent.shape[1]),
+        "latent": retrieval_metrics(g_latent, g_labels, q_latent, q_labels, ks),
+        "pixels": retrieval_metrics(pixel_vectors(g_images), g_labels, pixel_vectors(q_images), q_labels, ks),
+    }
+
+
+def _map_labels(source: Source, class_names: list[str]) -> np.ndarray:
+    # a class the gallery lacks maps to -2, which matches no gallery label; unknown (-1) stays -1
+    mapping = [class_names.index(c) if c in class_names else -2 for c in source.class_names]
+    mapping = np.asarray(mapping + [-1])
+    return mapping[source.labels]
+
+
+def format_evaluation(report: dict) -> str:
+    keys = list(report["latent"])
+    lines = [
+        f"retrieval on {report['data']}: {report['queries']} test queries, {report['gallery']} train images "
+        f"as gallery; latent = layer {report['layer']} ({report['dim']}-d), cosine",
+        f"{'':<12}" + "".join(f"{k:>9}" for k in keys),
+    ]
+    for name in ("latent", "pixels"):
+        lines.append(f"{name:<12}" + "".join(f"{report[name][k]:>9.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def results_json(results: list[QueryResult]) -> list[dict]:
+    return [asdict(r) for r in results]
