@@ -441,6 +441,44 @@ def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
     return options
 
 
+ANDROID_PREFERENCE = ("qat_int8", "int8", "float16", "dynamic", "float32")  # the first one exported goes in
+ANDROID_ASSETS = Path("app/src/main/assets")
+
+
+def check_android_project(android_dir) -> Path:
+    project = Path(android_dir)
+    if not (project / "settings.gradle.kts").is_file() or not (project / "app").is_dir():
+        raise ExportError(f"--android: '{project}' is no Android project (settings.gradle.kts, app/)")
+    return project
+
+
+def install_android_assets(out, results: list[Result], android_dir, log=print) -> dict[str, Path]:
+    """Copy one exported ``.tflite`` into an Android project's assets as ``model.tflite``, with
+    ``labels.txt`` and ``model.json`` (that file's own metadata, the JSON embedded in it). The app reads
+    the embedded metadata first and the sidecars when it is missing. Prefers QAT int8, then int8."""
+    from kerascnn.train import atomic_write_bytes, atomic_write_text
+
+    project = check_android_project(android_dir)
+    done = {r.format: r for r in results if r.status == "ok"}
+    chosen = next((done[key] for key in ANDROID_PREFERENCE if key in done), None)
+    if chosen is None:
+        raise ExportError("--android: no .tflite file was exported (add --tflite or --quantize)")
+    source = Path(out) / chosen.file
+    meta = md.read_metadata(source)
+    assets = project / ANDROID_ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    written = {
+        "model.tflite": assets / "model.tflite",
+        "labels.txt": assets / "labels.txt",
+        "model.json": assets / "model.json",
+    }
+    atomic_write_bytes(written["model.tflite"], source.read_bytes())
+    atomic_write_text(written["labels.txt"], md.labels_txt(meta.labels))
+    atomic_write_text(written["model.json"], meta.to_json() + "\n")
+    log(f"android: {chosen.file} -> {written['model.tflite']} (+ labels.txt, model.json)")
+    return written
+
+
 def format_results(results: list[Result]) -> str:
     rows = [("format", "file", "status", "size MB", "seconds", "note")]
     for r in results:

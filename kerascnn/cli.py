@@ -397,10 +397,23 @@ def _floats(value: str | None, param_hint: str):
 )
 @click.option("--std", default=None, help="Normalization std(s) in pixel units [default: the run's, 127.5].")
 @click.option("--labels", default=None, help="labels.txt for a model file outside a run folder.")
-def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, **opts):
+@click.option(
+    "--android",
+    default=None,
+    help="Android project (mobile_demo/android): copy the int8 (else float) .tflite into its assets.",
+)
+def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, android, **opts):
     """Export a run folder or a .keras/.h5 model to TFLite and/or ONNX, with embedded metadata."""
     from export import metadata as md
-    from export.pipeline import ExportError, ExportOptions, export_model, format_results, resolve_source
+    from export.pipeline import (
+        ExportError,
+        ExportOptions,
+        check_android_project,
+        export_model,
+        format_results,
+        install_android_assets,
+        resolve_source,
+    )
 
     if quantize and not tflite:
         tflite = True
@@ -410,10 +423,16 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, **o
         source = resolve_source(run_or_model, _floats(mean, "--mean"), _floats(std, "--std"), label_list)
         options = ExportOptions(tflite=variants, onnx=onnx, **opts)
         click.echo(f"exporting {source.model_file} ({source.metadata.model_name}) to {out}")
+        if android:
+            check_android_project(android)
+            if not variants:
+                raise ExportError("--android needs a .tflite export (add --tflite or --quantize)")
         results = export_model(source, out, options, log=click.echo)
+        click.echo(format_results(results))
+        if android:
+            install_android_assets(out, results, android, log=click.echo)
     except (ExportError, md.MetadataError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(format_results(results))
     failed = [r.format for r in results if r.status != "ok"]
     if failed:
         raise click.ClickException(f"{len(failed)} format(s) failed: {', '.join(failed)} (see above)")
