@@ -69,22 +69,14 @@ def _kerascnn_version() -> str:
 def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source:
     """Where the model, its normalization and its labels come from: a run folder, or a model file
     (with a run folder's config.json beside it, or ``mean``/``std``/``labels`` given by the user)."""
-    from kerascnn.train import load_config, resolve_model_file
+    from kerascnn.train import load_config, load_keras_model, resolve_model_file
 
     p = Path(path)
     try:
         model_file = resolve_model_file(p)
-    except FileNotFoundError as e:
+        model = load_keras_model(model_file) if model is None else model
+    except (FileNotFoundError, ValueError) as e:
         raise ExportError(str(e)) from None
-    if model is None:
-        import keras
-
-        try:
-            model = keras.saving.load_model(model_file, compile=False)
-        except Exception as e:  # noqa: BLE001
-            raise ExportError(
-                f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})"
-            ) from None
     run_dir = model_file.parent if (model_file.parent / "config.json").exists() else None
     shape = model.input_shape
     if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:

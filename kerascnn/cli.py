@@ -297,15 +297,13 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""
     from kerascnn import data as kdata
     from kerascnn import evaluate as kevaluate
-    from kerascnn.train import load_config, resolve_model_file
+    from kerascnn.train import load_config, load_keras_model, resolve_model_file
 
     try:
         model_file = resolve_model_file(run_or_model)
-    except FileNotFoundError as e:
+        model = load_keras_model(model_file)
+    except (FileNotFoundError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="RUN_OR_MODEL") from None
-    import keras
-
-    model = keras.saving.load_model(model_file, compile=False)
     mean, std, val_split = (127.5,), (127.5,), 0.1
     if os.path.isdir(run_or_model):
         cfg = load_config(run_or_model)

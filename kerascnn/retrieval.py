@@ -135,18 +135,13 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
     (``mean``/``std`` in pixel units, default 127.5, as in training)."""
     import keras
 
-    from kerascnn.train import load_config, resolve_model_file
+    from kerascnn.train import load_config, load_keras_model, resolve_model_file
 
     try:
         model_file = resolve_model_file(run_or_model)
-    except FileNotFoundError as e:
+        model = load_keras_model(model_file) if model is None else model
+    except (FileNotFoundError, ValueError) as e:
         raise RetrievalError(str(e)) from None
-    if model is None:
-        try:
-            model = keras.saving.load_model(model_file, compile=False)
-        except Exception as e:  # noqa: BLE001 - any load failure is reported with the file
-            message = f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})"
-            raise RetrievalError(message) from None
     if (model_file.parent / "config.json").exists():
         cfg = load_config(model_file.parent)
         mean = mean if mean is not None else cfg.mean

@@ -146,6 +146,16 @@ def load_config(run_dir) -> TrainConfig:
     return cfg
 
 
+def load_keras_model(model_file):
+    """Load a ``.keras``/``.h5`` file for inference; any failure is a ``ValueError`` naming the file."""
+    import keras
+
+    try:
+        return keras.saving.load_model(model_file, compile=False)
+    except Exception as e:  # noqa: BLE001 - a corrupt, foreign or custom-layer file: say which and why
+        raise ValueError(f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})") from None
+
+
 def resolve_model_file(path) -> Path:
     """A ``.keras``/``.h5`` file, or a run folder (its best model)."""
     p = Path(path)

@@ -411,3 +411,25 @@ def test_qat_and_pruning_through_kerascnn_export(run_dir, tmp_path, test_images)
     assert summary["passed"], rows
     qat = next(r for r in rows if r.file == "lenet5_qat_int8.tflite")
     assert qat.agreement > 85
+
+
+def test_android_flag_installs_the_int8_model_labels_and_metadata(run_dir, tmp_path):
+    project = tmp_path / "android"
+    (project / "app").mkdir(parents=True)
+    (project / "settings.gradle.kts").write_text('include(":app")\n')
+    out = tmp_path / "out"
+    args = ["export", str(run_dir), "--out", str(out), "--calibration-steps", "50", "--android", str(project)]
+    result = CliRunner().invoke(main, [*args, "--quantize", "none", "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assets = project / "app" / "src" / "main" / "assets"
+    assert (assets / "model.tflite").read_bytes() == (out / "lenet5_int8.tflite").read_bytes()
+    embedded = md.read_metadata(assets / "model.tflite")
+    assert json.loads((assets / "model.json").read_text()) == asdict(embedded)
+    labels = json.loads((out / "model.json").read_text())["model"]["labels"]
+    assert md.read_labels_txt(assets / "labels.txt") == embedded.labels == labels
+    assert embedded.quantization == "int8"
+    # not an Android project, or nothing to install: refused before anything is exported
+    for bad in (["--android", str(tmp_path)], ["--android", str(project), "--onnx"]):
+        result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "none"), *bad])
+        assert result.exit_code != 0 and "--android" in result.output
+        assert not (tmp_path / "none").exists()
