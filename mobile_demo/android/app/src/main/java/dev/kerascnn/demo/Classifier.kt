@@ -1,0 +1,199 @@
+package dev.kerascnn.demo
+
+import android.content.Context
+import android.graphics.Bitmap
+import android.os.SystemClock
+import dev.kerascnn.core.MetadataException
+import dev.kerascnn.core.MetadataResolver
+import dev.kerascnn.core.ModelMetadata
+import dev.kerascnn.core.Postprocess
+import dev.kerascnn.core.Preprocess
+import dev.kerascnn.core.QuantParams
+import dev.kerascnn.core.Recognition
+import org.tensorflow.lite.DataType
+import org.tensorflow.lite.Interpreter
+import org.tensorflow.lite.gpu.CompatibilityList
+import org.tensorflow.lite.gpu.GpuDelegate
+import java.io.Closeable
+import java.io.FileInputStream
+import java.io.FileNotFoundException
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import java.nio.MappedByteBuffer
+import java.nio.channels.FileChannel
+
+/**
+ * The LiteRT [Interpreter] for the asset `model.tflite` plus the core module's preprocessing and
+ * postprocessing. Not thread-safe: create, use and close it on one thread (MainActivity's executor).
+ */
+class Classifier private constructor(
+    private val interpreter: Interpreter,
+    private val gpuDelegate: GpuDelegate?,
+    val metadata: ModelMetadata,
+    /** Where the metadata came from: embedded in model.tflite, or the sidecar assets. */
+    val metadataOrigin: String,
+    val accelerator: Accelerator,
+    val threads: Int,
+    /** Set when the GPU was asked for but the device (or the delegate, for this model) cannot run it. */
+    val gpuUnavailable: Boolean,
+    /** The output tensor as the interpreter reports it (dtype and quantization). */
+    private val outputMetadata: ModelMetadata
+) : Closeable {
+
+    enum class Accelerator { CPU_XNNPACK, GPU }
+
+    class Result(
+        val top: List<Recognition>,
+        val inferenceMs: Double,
+        val preprocessMs: Double
+    )
+
+    /** The top-[k] classes for a bitmap (any size; resized as `kerascnn validate` does). */
+    fun classify(bitmap: Bitmap, k: Int = 3): Result {
+        val width = bitmap.width
+        val height = bitmap.height
+        val pixels = IntArray(width * height)
+        bitmap.getPixels(pixels, 0, width, 0, 0, width, height)
+
+        val t0 = SystemClock.elapsedRealtimeNanos()
+        val input = Preprocess.prepare(pixels, width, height, metadata).toDirectBuffer()
+        val output = ByteBuffer.allocateDirect(interpreter.getOutputTensor(0).numBytes())
+            .order(ByteOrder.nativeOrder())
+        val t1 = SystemClock.elapsedRealtimeNanos()
+        interpreter.run(input, output)
+        val t2 = SystemClock.elapsedRealtimeNanos()
+
+        output.rewind()
+        val raw = ByteArray(output.remaining())
+        output.get(raw)
+        // Postprocess reads float32 little-endian, the byte order of every Android ABI.
+        val scores = Postprocess.scores(raw, outputMetadata)
+        return Result(Postprocess.topK(scores, metadata.labels, k), (t2 - t1) / 1e6, (t1 - t0) / 1e6)
+    }
+
+    override fun close() {
+        interpreter.close()
+        gpuDelegate?.close()
+    }
+
+    companion object {
+        const val MODEL_ASSET = "model.tflite"
+        const val METADATA_ASSET = "model.json"
+        const val LABELS_ASSET = "labels.txt"
+
+        fun create(context: Context, accelerator: Accelerator, threads: Int): Classifier {
+            val model = mapAsset(context, MODEL_ASSET)
+            val resolved = MetadataResolver.resolve(
+                model,
+                readAssetText(context, METADATA_ASSET),
+                readAssetText(context, LABELS_ASSET)
+            )
+            val metadata = resolved.metadata
+
+            val options = Interpreter.Options().setNumThreads(threads)
+            var gpu: GpuDelegate? = null
+            var gpuUnavailable = false
+            if (accelerator == Accelerator.GPU) {
+                val compatibility = CompatibilityList()
+                try {
+                    if (compatibility.isDelegateSupportedOnThisDevice) {
+                        gpu = GpuDelegate(compatibility.bestOptionsForThisDevice)
+                        options.addDelegate(gpu)
+                    } else {
+                        gpuUnavailable = true
+                    }
+                } finally {
+                    compatibility.close()
+                }
+            }
+            if (gpu == null) options.setUseXNNPACK(true)
+
+            val interpreter = try {
+                Interpreter(model, options)
+            } catch (e: Exception) {
+                val failedGpu = gpu ?: throw e
+                // The GPU delegate rejected this model (an op or a type it cannot run): use the CPU.
+                failedGpu.close()
+                gpu = null
+                gpuUnavailable = true
+                Interpreter(model, Interpreter.Options().setNumThreads(threads).setUseXNNPACK(true))
+            }
+            try {
+                val outputMetadata = checkTensors(interpreter, metadata)
+                return Classifier(
+                    interpreter, gpu, metadata, resolved.origin,
+                    if (gpu != null) Accelerator.GPU else Accelerator.CPU_XNNPACK,
+                    threads, gpuUnavailable, outputMetadata
+                )
+            } catch (e: Exception) {
+                interpreter.close()
+                gpu?.close()
+                throw e
+            }
+        }
+
+        private fun dtypeName(type: DataType): String = when (type) {
+            DataType.FLOAT32 -> "float32"
+            DataType.INT8 -> "int8"
+            DataType.UINT8 -> "uint8"
+            else -> type.toString()
+        }
+
+        /**
+         * The model's tensors must be what its metadata says: input [1, H, W, C] of input_dtype. The
+         * output's dtype and quantization are taken from the tensor itself (the metadata agrees for
+         * kerascnn exports).
+         */
+        private fun checkTensors(interpreter: Interpreter, metadata: ModelMetadata): ModelMetadata {
+            val input = interpreter.getInputTensor(0)
+            val expectedShape = intArrayOf(1, metadata.inputHeight, metadata.inputWidth, metadata.channels)
+            if (!input.shape().contentEquals(expectedShape)) {
+                throw MetadataException(
+                    "model.tflite's input is ${input.shape().contentToString()}, its metadata says " +
+                        expectedShape.contentToString()
+                )
+            }
+            val inputType = dtypeName(input.dataType())
+            if (inputType != metadata.inputDtype) {
+                throw MetadataException("model.tflite's input is $inputType, its metadata says ${metadata.inputDtype}")
+            }
+            val output = interpreter.getOutputTensor(0)
+            val outputType = dtypeName(output.dataType())
+            if (outputType != "float32" && outputType != "int8" && outputType != "uint8") {
+                throw MetadataException("unsupported output tensor type $outputType")
+            }
+            val quant = if (outputType == "float32") {
+                null
+            } else {
+                val q = output.quantizationParams()
+                QuantParams(q.scale.toDouble(), q.zeroPoint)
+            }
+            return metadata.copy(outputDtype = outputType, outputQuantization = quant)
+        }
+
+        /** The asset memory-mapped (it is stored uncompressed: noCompress "tflite"). */
+        private fun mapAsset(context: Context, name: String): MappedByteBuffer {
+            val descriptor = try {
+                context.assets.openFd(name)
+            } catch (e: FileNotFoundException) {
+                throw MetadataException(
+                    "no $name in the app's assets: install one with " +
+                        "kerascnn export RUN --quantize int8 --android mobile_demo/android",
+                    e
+                )
+            }
+            // The mapping stays valid after the descriptor and the channel are closed.
+            return descriptor.use { fd ->
+                FileInputStream(fd.fileDescriptor).use { stream ->
+                    stream.channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+                }
+            }
+        }
+
+        private fun readAssetText(context: Context, name: String): String? = try {
+            context.assets.open(name).use { String(it.readBytes(), Charsets.UTF_8) }
+        } catch (e: FileNotFoundException) {
+            null
+        }
+    }
+}
