@@ -1,0 +1,99 @@
+// The static parts of the PWA (no browser): the web manifest and its icons, the service worker's
+// precache list, the TFLite shape patch the page applies before LiteRT.js compiles a model, and the
+// static server (headers, content types, no path traversal).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import vm from "node:vm";
+
+import { readTfliteMetadata } from "../app/lib/metadata.js";
+import { decodePng } from "../app/lib/png.js";
+import { staticShapes, tfliteIO } from "../app/lib/tflite.js";
+import { staticServer } from "../scripts/server.mjs";
+import { APP, MODELS, requireFile } from "./helpers.mjs";
+
+const bytes = (path) => new Uint8Array(readFileSync(path));
+
+test("web manifest: name, standalone display, start_url, 192 and 512 PNG icons of those sizes", async () => {
+  const manifest = JSON.parse(readFileSync(join(APP, "manifest.webmanifest"), "utf8"));
+  assert.ok(manifest.name && manifest.short_name);
+  assert.equal(manifest.display, "standalone");
+  assert.equal(manifest.start_url, "./");
+  const sizes = new Set();
+  for (const icon of manifest.icons) {
+    const png = await decodePng(bytes(join(APP, icon.src)));
+    assert.equal(`${png.width}x${png.height}`, icon.sizes, icon.src);
+    assert.equal(icon.type, "image/png");
+    sizes.add(icon.sizes);
+  }
+  assert.ok(sizes.has("192x192") && sizes.has("512x512"));
+});
+
+test("the service worker precaches the app shell, vendor/ and models/ (precache-manifest.js)", () => {
+  requireFile(join(APP, "precache-manifest.js"), "npm ci (or node scripts/prepare.mjs)");
+  const sandbox = { self: {} };
+  vm.runInNewContext(readFileSync(join(APP, "precache-manifest.js"), "utf8"), sandbox);
+  const { version, urls } = sandbox.self.PRECACHE;
+  assert.match(version, /^[0-9a-f]{16}$/);
+  for (const url of ["./", "index.html", "app.js", "style.css", "manifest.webmanifest", "lib/preprocess.js", "icons/icon-192.png",
+    "vendor/litertjs/core.js", "vendor/litertjs/wasm/litert_wasm_internal.wasm", "vendor/litertjs/wasm/litert_wasm_compat_internal.wasm",
+    "vendor/ort/ort.wasm.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "models/model.json", "models/labels.txt",
+    "models/mobilenet_v2_float32.tflite", "models/mobilenet_v2_int8.tflite", "models/mobilenet_v2.onnx"]) {
+    assert.ok(urls.includes(url), `${url} is not precached`);
+  }
+  assert.ok(!urls.some((u) => /^(https?:)?\/\//.test(u)), "precache list names another origin");
+});
+
+test("the page loads no script, style or module from another origin", () => {
+  const files = ["index.html", "app.js", "sw.js", "lib/runtimes.js", "lib/decode.js", "vendor/litertjs/core.js", "vendor/litertjs/wasm-utils.js"];
+  for (const f of files) {
+    const text = readFileSync(join(APP, f), "utf8");
+    assert.doesNotMatch(text, /(src|href)=["']https?:|import\s*\(?\s*["']https?:|cdn\.jsdelivr|unpkg\.com/, f);
+    assert.doesNotMatch(text, /from\s+["'](?![./])[^"']+["']/, `${f} has a bare module import`);
+  }
+});
+
+for (const name of ["mobilenet_v2_float32.tflite", "mobilenet_v2_int8.tflite"]) {
+  test(`${name}: the static-shape patch fixes the dynamic batch to 1 and changes nothing else`, () => {
+    const original = bytes(join(MODELS, name));
+    const io = tfliteIO(original);
+    assert.deepEqual(io.inputs[0].shape, [1, 32, 32, 3]);
+    const { bytes: patched, patched: count } = staticShapes(original);
+    assert.ok(count >= 2);
+    const fixed = tfliteIO(patched);
+    for (const t of [...fixed.inputs, ...fixed.outputs]) assert.deepEqual(t.signature, t.shape);
+    assert.deepEqual(bytes(join(MODELS, name)), original, "the input bytes were modified");
+    let changed = 0;
+    for (let i = 0; i < original.length; i++) if (original[i] !== patched[i]) changed++;
+    assert.ok(changed <= count * 4, `${changed} bytes changed for ${count} int32 entries`);
+    assert.deepEqual(readTfliteMetadata(patched), readTfliteMetadata(original));
+  });
+}
+
+let server;
+let base;
+before(async () => {
+  server = staticServer(APP);
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  base = `http://127.0.0.1:${server.address().port}`;
+});
+after(() => new Promise((resolve) => server.close(resolve)));
+
+test("static server: cross-origin isolation headers, content types, no path traversal", async () => {
+  const page = await fetch(`${base}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /text\/html/);
+  assert.equal(page.headers.get("cross-origin-opener-policy"), "same-origin");
+  assert.equal(page.headers.get("cross-origin-embedder-policy"), "require-corp");
+  assert.equal((await fetch(`${base}/manifest.webmanifest`)).headers.get("content-type"), "application/manifest+json; charset=utf-8");
+  assert.equal((await fetch(`${base}/app.js`)).headers.get("content-type"), "text/javascript; charset=utf-8");
+  const wasm = await fetch(`${base}/vendor/litertjs/wasm/litert_wasm_internal.wasm`, { method: "HEAD" });
+  assert.equal(wasm.headers.get("content-type"), "application/wasm");
+  for (const path of ["/../package.json", "/%2e%2e/package.json", "/..%2fpackage.json"]) {
+    const res = await fetch(`${base}${path}`);
+    assert.ok([403, 404].includes(res.status), `${path}: ${res.status}`);
+    await res.arrayBuffer();
+  }
+  assert.equal((await fetch(`${base}/nope.txt`)).status, 404);
+});
