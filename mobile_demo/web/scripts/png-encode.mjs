@@ -2,16 +2,7 @@
 // scanline filter type, so the tests can exercise the page's PNG decoder; also draws the app icons.
 import { deflateSync } from "node:zlib";
 
-const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
-const ADAM7 = [
-  [0, 0, 8, 8],
-  [4, 0, 8, 8],
-  [0, 4, 4, 8],
-  [2, 0, 4, 4],
-  [0, 2, 2, 4],
-  [1, 0, 2, 2],
-  [0, 1, 1, 2],
-];
+import { ADAM7, CHANNELS } from "../app/lib/png.js";
 
 const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
   let c = n;

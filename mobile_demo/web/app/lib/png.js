@@ -12,8 +12,8 @@
 export class PngError extends Error {}
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
-const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
-const ADAM7 = [
+export const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 }; // samples per pixel of each colour type
+export const ADAM7 = [
   [0, 0, 8, 8],
   [4, 0, 8, 8],
   [0, 4, 4, 8],
