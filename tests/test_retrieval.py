@@ -14,6 +14,10 @@ from kerascnn.cli import main
 from kerascnn.data import load_builtin
 from kerascnn.train import TrainConfig, train
 
+# One worker runs this module (.ci/test uses --dist loadgroup): its trained model is built once, not
+# once per pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("retrieval")
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
