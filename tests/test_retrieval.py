@@ -14,37 +14,43 @@ from kerascnn.cli import main
 from kerascnn.data import load_builtin
 from kerascnn.train import TrainConfig, train
 
-# One worker runs this module (.ci/test uses --dist loadgroup): its trained model is built once, not
-# once per pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("retrieval")
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+@pytest.fixture(scope="session")
+def run_dir(shared_dir):
     """LeNet-5 on all of Fashion-MNIST for 12 epochs (~1 min): 89.5% top-1. A shorter training gives
-    a latent space that is not yet better than pixels at precision@1 (pixel 1-NN is ~85% here)."""
-    out = tmp_path_factory.mktemp("runs") / "lenet"
+    a latent space that is not yet better than pixels at precision@1 (pixel 1-NN is ~85% here).
+    Trained once per test run, shared by the xdist workers."""
+    with shared_dir("retrieval-lenet") as (folder, built):
+        if not built:
+            _train_lenet(folder / "lenet")
+    return folder / "lenet"
+
+
+def _train_lenet(out):
     train(
         TrainConfig(
             model="lenet5", input_shape=(28, 28, 1), batch_size=128, epochs=12, lr=3e-3, quiet=True,
             output=str(out), augment="none",
         )
     )  # fmt: skip
-    return out
 
 
-@pytest.fixture(scope="module")
-def fashion_index(run_dir, tmp_path_factory):
-    """The whole Fashion-MNIST train split indexed, and the evaluation of --eval on 2000 test queries."""
-    folder = tmp_path_factory.mktemp("index")
-    path, report = folder / "fashion.npz", folder / "eval.json"
-    result = CliRunner().invoke(
-        main,
-        ["index", str(run_dir), "--data", "fashion_mnist", "--out", str(path), "--eval",
-         "--eval-queries", "2000", "--json", str(report)],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return path, json.loads(report.read_text()), result.output
+@pytest.fixture(scope="session")
+def fashion_index(run_dir, shared_dir):
+    """The whole Fashion-MNIST train split indexed, and the evaluation of --eval on 2000 test queries
+    (built once per test run, shared by the xdist workers)."""
+    with shared_dir("retrieval-index") as (folder, built):
+        path, report, output = folder / "fashion.npz", folder / "eval.json", folder / "output.txt"
+        if not built:
+            folder.mkdir(parents=True, exist_ok=True)
+            result = CliRunner().invoke(
+                main,
+                ["index", str(run_dir), "--data", "fashion_mnist", "--out", str(path), "--eval",
+                 "--eval-queries", "2000", "--json", str(report)],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            output.write_text(result.output)
+    return path, json.loads(report.read_text()), output.read_text()
 
 
 @pytest.fixture(scope="module")
