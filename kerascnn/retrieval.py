@@ -184,8 +184,13 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
 
 @lru_cache(maxsize=2)
 def _builtin(name: str):
+    """A built-in dataset's splits as (uint8 images (N, H, W, C), labels)."""
     (x_train, y_train), (x_test, y_test) = kdata.load_builtin(name)
-    return {"train": (x_train, y_train.reshape(-1)), "test": (x_test, y_test.reshape(-1))}
+
+    def nhwc(x):
+        return x if x.ndim == 4 else x[..., None]
+
+    return {"train": (nhwc(x_train), y_train.reshape(-1)), "test": (nhwc(x_test), y_test.reshape(-1))}
 
 
 def load_image(item: str, size, channels: int) -> np.ndarray:
@@ -196,8 +201,7 @@ def load_image(item: str, size, channels: int) -> np.ndarray:
         i = int(match["index"])
         if i >= len(images):
             raise RetrievalError(f"{item}: {match['name']} {match['split']} has {len(images)} images")
-        raw = images[i : i + 1]
-        return kdata.adapt_images(raw if raw.ndim == 4 else raw[..., None], tuple(size), channels)[0]
+        return kdata.adapt_images(images[i : i + 1], tuple(size), channels)[0]
     if not Path(item).is_file():
         raise RetrievalError(f"{item}: no such image file")
     try:
@@ -229,9 +233,8 @@ def open_source(data: str, size, channels: int, split: str | None = None) -> Sou
         classes = kdata.FASHION_MNIST_CLASSES if data == "fashion_mnist" else kdata.MNIST_CLASSES
 
         def read_builtin(positions):
-            raw = images[np.asarray(positions, int)]
-            images_at_size = kdata.adapt_images(raw if raw.ndim == 4 else raw[..., None], size, channels)
-            return images_at_size, list(positions), []
+            picked = kdata.adapt_images(images[np.asarray(positions, int)], size, channels)
+            return picked, list(positions), []
 
         ids = [f"{data}:{split}:{i}" for i in range(len(images))]
         return Source(ids, labels.astype(np.int32), list(classes), read_builtin)
@@ -252,7 +255,7 @@ def open_source(data: str, size, channels: int, split: str | None = None) -> Sou
                 raise RetrievalError(f"--split {split}: '{data}' has no '{split}' folder")
         elif split:
             raise RetrievalError(f"--split {split}: '{data}' has class folders but no train/test folders")
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        classes = kdata._class_folders(root)
         files, labels = [], []
         for label, name in enumerate(classes):
             found = kdata.list_unlabeled_images(root / name)

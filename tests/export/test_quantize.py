@@ -202,27 +202,6 @@ def weight_tensors(ops, tensors, kinds=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_C
     return [tensors[int(op["inputs"][1])] for op in ops if op["op_name"] in kinds]
 
 
-def run_tflite(path, images_float: np.ndarray) -> np.ndarray:
-    """Float probabilities from the TFLite file, quantizing the input and dequantizing the output."""
-    interpreter = Interpreter(model_path=str(path))
-    inp = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inp["index"], [len(images_float), *inp["shape"][1:]])
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    x = images_float
-    if inp["dtype"] != np.float32:
-        scale, zero = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale + zero), info.min, info.max)
-    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interpreter.invoke()
-    y = interpreter.get_tensor(out["index"])
-    if out["dtype"] != np.float32:
-        scale, zero = out["quantization"]
-        y = (y.astype(np.float32) - zero) * scale
-    return y.astype(np.float32)
-
-
 def normalized(images: np.ndarray) -> np.ndarray:
     return ((images.astype(np.float32) - 127.5) / 127.5).astype(np.float32)
 
@@ -430,7 +409,7 @@ def test_qat_int8_tflite(family, qat_runs):
                    for op in ops if op["op_name"] == "CONV_2D")  # fmt: skip
 
     qat = np.asarray(report["probe_qat"], np.float32)
-    lite = run_tflite(path, normalized(probes[family]))
+    lite = quantize.run_tflite(path, normalized(probes[family]))
     assert lite.shape == qat.shape == (PROBE, CLASSES)
     agreement = np.mean(lite.argmax(-1) == qat.argmax(-1))
     assert agreement >= 0.9, (agreement, report["train_accuracy"])
@@ -472,10 +451,8 @@ def test_pruning_preserving_qat_keeps_zeros_in_int8(qat_runs):
     conv = [np.asarray(layer.kernel) for layer in pruned.layers if isinstance(layer, keras.layers.Conv2D)]
     assert abs(sum(int(np.count_nonzero(k == 0)) for k in conv) / sum(k.size for k in conv) - 0.6) < 0.01
     qat = np.asarray(report["probe_qat"], np.float32)
-    assert (
-        np.mean(run_tflite(report["out"], normalized(probes["prune_qat"])).argmax(-1) == qat.argmax(-1))
-        >= 0.9
-    )
+    lite = quantize.run_tflite(report["out"], normalized(probes["prune_qat"]))
+    assert np.mean(lite.argmax(-1) == qat.argmax(-1)) >= 0.9
 
 
 def test_batch_keeps_going_after_a_failed_job(qat_runs):
