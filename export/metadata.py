@@ -49,6 +49,7 @@ class ModelMetadata:
     input_quantization: dict | None = None  # {"scale": s, "zero_point": z} for int8/uint8 tensors
     output_quantization: dict | None = None
     source: str = ""
+    model_version: str = ""  # sha256 of the source model's weights (first 16 hex digits)
     kerascnn_version: str = ""
     schema: str = SCHEMA
 
@@ -115,58 +116,329 @@ def _fmt(values) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# TFLite: an uncompressed zip appended to the flatbuffer
+# TFLite: the standard TFLite Metadata, and its associated files in an uncompressed zip
 # ------------------------------------------------------------------------------------------------
+
+LABELS_ENTRY = "labels.txt"
+MAX_ENTRY_BYTES = 64 << 20  # an associated file larger than this is refused, not read into memory
+
+
+def standard_metadata(meta: ModelMetadata) -> dict:
+    """The TFLite Metadata of an exported image classifier, as MediaPipe Model Maker's image classifier
+    writer lays it out: model name/description/version/author; the input image's color space, its
+    normalization (mean/std per channel in pixel units: the schema gives a quantized model the same
+    normalization as its float model, its tensor's own scale and zero point do the rest) and value
+    range; the output's labels as a ``TENSOR_AXIS_LABELS`` file. kerascnn's JSON is one more file."""
+    from . import tflite_metadata as tm
+
+    h, w = meta.input_size
+    gray = meta.channels == 1
+    image = {
+        "name": "image",
+        "description": (
+            f"Input image, {w}x{h} {'grayscale' if gray else 'RGB'}, pixels normalized as "
+            f"(pixel - mean) / std per channel"
+            + (f", then quantized to {meta.input_dtype}" if meta.input_quantization else "")
+            + "."
+        ),
+        "content": {
+            "content_properties": (
+                "ImageProperties",
+                {
+                    "color_space": tm.COLOR_SPACE["GRAYSCALE" if gray else "RGB"],
+                    "default_size": {"width": w, "height": h},
+                },
+            )
+        },
+        "process_units": [{"options": ("NormalizationOptions", {"mean": meta.mean, "std": meta.std})}],
+        "stats": _tensor_range(meta.input_dtype, meta.input_quantization, meta.mean, meta.std),
+    }
+    probabilities = meta.output == "probabilities"
+    scores = {
+        "name": "probability" if probabilities else "logits",
+        "description": (
+            "Probability of each label" if probabilities else "Logit (unnormalized score) of each label"
+        )
+        + (f", quantized to {meta.output_dtype}." if meta.output_quantization else "."),
+        "content": {"content_properties": ("FeatureProperties", {})},
+        "associated_files": [
+            {
+                "name": LABELS_ENTRY,
+                "description": "Labels for categories that the model can recognize.",
+                "type": tm.ASSOCIATED_FILE_TYPE["TENSOR_AXIS_LABELS"],
+            }
+        ],
+    }
+    output_range = _tensor_range(meta.output_dtype, meta.output_quantization) if not probabilities else None
+    if probabilities:
+        output_range = _tensor_range(meta.output_dtype, meta.output_quantization, [0.0], [1.0], 0.0, 1.0)
+    if output_range:
+        scores["stats"] = output_range
+    quant = {"none": "float32"}.get(meta.quantization, meta.quantization)
+    return {
+        "name": meta.model_name,
+        "description": (
+            f"Image classifier of {meta.num_classes} classes for {w}x{h} "
+            f"{'grayscale' if gray else 'RGB'} images ({quant})."
+        ),
+        "version": meta.model_version or "1",
+        "author": "kerascnn" + (f" {meta.kerascnn_version}" if meta.kerascnn_version else ""),
+        "subgraph_metadata": [{"input_tensor_metadata": [image], "output_tensor_metadata": [scores]}],
+        "associated_files": [
+            {
+                "name": ZIP_ENTRY,
+                "description": "kerascnn metadata (JSON): layout, channel order, normalization, "
+                "quantization, source model and kerascnn version.",
+                "type": tm.ASSOCIATED_FILE_TYPE["UNKNOWN"],
+            }
+        ],
+        "min_parser_version": tm.MIN_PARSER_VERSION,
+    }
+
+
+def _tensor_range(dtype, quantization, mean=None, std=None, low=0.0, high=255.0) -> dict | None:
+    """Stats (per-channel min/max in the tensor's own units) of values ``low..high`` normalized by
+    mean/std and, for int8/uint8 tensors, quantized."""
+    import numpy as np
+
+    if mean is None:
+        if dtype == "uint8":
+            return {"min": [0.0], "max": [255.0]}
+        if dtype == "int8":
+            return {"min": [-128.0], "max": [127.0]}
+        return None
+    lo = (low - np.float32(mean)) / np.float32(std)
+    hi = (high - np.float32(mean)) / np.float32(std)
+    if quantization:
+        info = np.iinfo(np.dtype(dtype))
+        scale, zero = quantization["scale"], quantization["zero_point"]
+        lo = np.clip(np.round(lo / np.float32(scale)) + zero, info.min, info.max)
+        hi = np.clip(np.round(hi / np.float32(scale)) + zero, info.min, info.max)
+    return {"min": [float(v) for v in lo], "max": [float(v) for v in hi]}
+
+
+def _appended_zip(data: bytes) -> tuple[int, zipfile.ZipFile] | None:
+    """(offset of the first local header, the archive) of a zip appended to ``data``, or None. Works for
+    archives written with offsets relative to their start and with absolute offsets (Python's zipfile
+    writes the latter when it appends, as the TFLite Metadata populator does)."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return None
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    infos = zf.infolist()
+    start = min((info.header_offset for info in infos), default=-1)
+    if start <= 0 or data[start : start + 4] != b"PK\x03\x04":
+        zf.close()
+        return None
+    return start, zf
 
 
 def _zip_start(data: bytes) -> int | None:
     """Offset where an appended zip archive starts (its first local header), or None."""
-    eocd = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
-    if eocd < 0 or eocd + 22 > len(data):
+    found = _appended_zip(data)
+    if found is None:
         return None
-    cd_size = int.from_bytes(data[eocd + 12 : eocd + 16], "little")
-    cd_offset = int.from_bytes(data[eocd + 16 : eocd + 20], "little")
-    start = eocd - cd_size - cd_offset  # > 0 when the archive was appended to other data
-    if start < 0 or data[start : start + 4] != b"PK\x03\x04":
-        # Python's zipfile writes absolute offsets when it appends: then the first header is at cd_offset.
-        first = data.rfind(b"PK\x03\x04", 0, eocd - cd_size + 1)
-        return first if first >= 0 else None
-    return start
+    found[1].close()
+    return found[0]
 
 
 def strip_tflite_metadata(data: bytes) -> bytes:
-    """The flatbuffer alone: ``data`` without an appended metadata archive."""
+    """The flatbuffer alone: ``data`` without its appended archive of associated files."""
     start = _zip_start(data)
-    if start is None:
-        return data
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        if ZIP_ENTRY not in zf.namelist():
-            return data
-    return data[:start]
+    return data if start is None else data[:start]
+
+
+def associated_files(data: bytes, where: str = "model") -> dict[str, bytes]:
+    """The files packed after a ``.tflite`` flatbuffer (name -> bytes); empty when there are none."""
+    found = _appended_zip(data)
+    if found is None:
+        return {}
+    _, zf = found
+    files = {}
+    with zf:
+        for info in zf.infolist():
+            if info.file_size > MAX_ENTRY_BYTES:
+                raise MetadataError(
+                    f"{where}: the packed file {info.filename} is {info.file_size} bytes "
+                    f"(more than {MAX_ENTRY_BYTES >> 20} MB); refusing to read it"
+                )
+            try:
+                files[info.filename] = zf.read(info)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+                raise MetadataError(
+                    f"{where}: the packed file {info.filename} cannot be read ({e})"
+                ) from None
+    return files
 
 
 def embed_tflite_metadata(flatbuffer: bytes, meta: ModelMetadata) -> bytes:
-    """The TFLite flatbuffer with ``meta`` appended as ``metadata.json`` in a stored (uncompressed) zip."""
+    """The TFLite model with ``meta`` as standard TFLite Metadata (the ``TFLITE_METADATA`` buffer) and its
+    associated files, ``labels.txt`` and kerascnn's ``metadata.json``, in one stored (uncompressed) zip
+    appended to the flatbuffer. Earlier metadata and files are replaced, never stacked; the model is
+    re-serialized with its quantization vectors shared (:func:`export.tflite.compact`). Reproducible:
+    the same model and metadata give the same bytes."""
+    from . import tflite_metadata as tm
+    from .tflite import compact
+
+    flat = compact(strip_tflite_metadata(flatbuffer), {tm.METADATA_NAME: tm.encode(standard_metadata(meta))})
     buf = io.BytesIO()
-    buf.write(strip_tflite_metadata(flatbuffer))
+    buf.write(flat)
     with zipfile.ZipFile(buf, "a", zipfile.ZIP_STORED) as zf:
-        entry = zipfile.ZipInfo(ZIP_ENTRY, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
-        zf.writestr(entry, meta.to_json(), compress_type=zipfile.ZIP_STORED)
+        for name, text in ((LABELS_ENTRY, labels_txt(meta.labels)), (ZIP_ENTRY, meta.to_json())):
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
+            zf.writestr(entry, text.encode("utf-8"), compress_type=zipfile.ZIP_STORED)
     return buf.getvalue()
 
 
-def read_tflite_metadata(path) -> ModelMetadata | None:
-    data = Path(path).read_bytes()
-    if _zip_start(data) is None:
+def read_standard_metadata(path_or_bytes) -> dict | None:
+    """The standard TFLite Metadata of a ``.tflite`` as a dict (:mod:`export.tflite_metadata`), or None."""
+    from . import tflite_metadata as tm
+
+    data = _read_bytes(path_or_bytes)
+    where = str(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray)) else "model"
+    try:
+        buffer = tm.model_metadata_buffer(strip_tflite_metadata(data))
+    except Exception as e:  # noqa: BLE001 - any flatbuffer error: not a readable TFLite model
+        raise MetadataError(f"{where}: not a readable TFLite flatbuffer ({type(e).__name__}: {e})") from None
+    if buffer is None:
         return None
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            if ZIP_ENTRY not in zf.namelist():
-                return None
-            raw = json.loads(zf.read(ZIP_ENTRY))
-    except (zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise MetadataError(f"{path}: the embedded {ZIP_ENTRY} cannot be read ({e})") from None
-    return ModelMetadata.from_dict(raw, str(path))
+        return tm.decode(buffer)
+    except tm.SchemaError as e:
+        raise MetadataError(f"{where}: {e}") from None
+
+
+def describe_standard(standard: dict, files: dict) -> str:
+    """The standard TFLite Metadata in a few lines, as MediaPipe Tasks and ML Kit read it."""
+    lines = [
+        f"TFLite Metadata {standard.get('name', '?')} v{standard.get('version', '?')} by "
+        f"{standard.get('author', '?')} (min parser {standard.get('min_parser_version', '?')})"
+    ]
+    from .tflite_metadata import COLOR_SPACE
+
+    colors = {v: k for k, v in COLOR_SPACE.items()}
+    for subgraph in standard.get("subgraph_metadata", []):
+        for side, key in (("input", "input_tensor_metadata"), ("output", "output_tensor_metadata")):
+            for tensor in subgraph.get(key, []):
+                parts = [f"  {side:<6} {tensor.get('name', '?')}:"]
+                content = tensor.get("content", {}).get("content_properties")
+                if content and content[0] == "ImageProperties":
+                    size = content[1].get("default_size", {})
+                    parts.append(
+                        f"image {colors.get(content[1].get('color_space', 0), '?')}"
+                        + (f" {size.get('width')}x{size.get('height')}" if size else "")
+                    )
+                for unit in tensor.get("process_units", []):
+                    kind, options = unit.get("options", ("?", {}))
+                    if kind == "NormalizationOptions":
+                        mean, std = _fmt(options.get("mean", [])), _fmt(options.get("std", []))
+                        parts.append(f"normalize (x - {mean}) / {std}")
+                    else:
+                        parts.append(kind)
+                stats = tensor.get("stats")
+                if stats:
+                    parts.append(f"range [{_fmt(stats.get('min', []))}, {_fmt(stats.get('max', []))}]")
+                for f in tensor.get("associated_files", []):
+                    count = len(read_labels_text(files[f["name"]])) if f["name"] in files else 0
+                    missing = "" if f["name"] in files else " MISSING"
+                    parts.append(
+                        f"{f['name']} ({count} labels{missing})" if f.get("type") == 2 else f["name"]
+                    )
+                lines.append(" ".join(parts))
+    packed = ", ".join(f"{name} ({len(data)} B)" for name, data in files.items())
+    lines.append(f"  packed {packed or 'nothing'}")
+    return "\n".join(lines)
+
+
+def standard_metadata_json(value, key: str = ""):
+    """The decoded standard metadata in the JSON form of the schema's own displayer (flatc's): a union
+    as ``<name>_type`` (member name) and ``<name>``, enums by name."""
+    from .tflite_metadata import ASSOCIATED_FILE_TYPE, COLOR_SPACE
+
+    enums = {"color_space": COLOR_SPACE, "type": ASSOCIATED_FILE_TYPE}
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, tuple):
+                out[f"{k}_type"], out[k] = v[0], standard_metadata_json(v[1], k)
+            elif k in enums and isinstance(v, int):
+                out[k] = next((name for name, number in enums[k].items() if number == v), v)
+            else:
+                out[k] = standard_metadata_json(v, k)
+        return out
+    if isinstance(value, list):
+        return [standard_metadata_json(v, key) for v in value]
+    return value
+
+
+def read_labels_text(data: bytes) -> list[str]:
+    return [line.rstrip("\r") for line in data.decode("utf-8").split("\n") if line.strip()]
+
+
+def _read_bytes(path_or_bytes) -> bytes:
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return bytes(path_or_bytes)
+    return Path(path_or_bytes).read_bytes()
+
+
+def read_tflite_metadata(path) -> ModelMetadata | None:
+    """kerascnn's metadata of a ``.tflite``: its packed ``metadata.json``; for a file made elsewhere
+    (MediaPipe Model Maker, tflite_support) with only the standard metadata, built from that."""
+    data = Path(path).read_bytes()
+    files = associated_files(data, str(path))
+    if ZIP_ENTRY in files:
+        try:
+            raw = json.loads(files[ZIP_ENTRY])
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MetadataError(f"{path}: the embedded {ZIP_ENTRY} cannot be read ({e})") from None
+        if not isinstance(raw, dict):
+            raise MetadataError(f"{path}: the embedded {ZIP_ENTRY} is not a JSON object")
+        return ModelMetadata.from_dict(raw, str(path))
+    standard = read_standard_metadata(data)
+    if standard is None:
+        return None
+    return from_standard_metadata(standard, files, data, str(path))
+
+
+def from_standard_metadata(standard: dict, files: dict, flatbuffer: bytes, where: str) -> ModelMetadata:
+    """kerascnn's view of a model that carries only the standard metadata (normalization, labels)."""
+    from .tflite import io_details
+
+    try:
+        subgraph = standard["subgraph_metadata"][0]
+        image, scores = subgraph["input_tensor_metadata"][0], subgraph["output_tensor_metadata"][0]
+    except (KeyError, IndexError):
+        raise MetadataError(f"{where}: its TFLite Metadata describes no input and output tensor") from None
+    norm = next(
+        (
+            u["options"][1]
+            for u in image.get("process_units", [])
+            if u.get("options", ("",))[0] == "NormalizationOptions"
+        ),
+        {},
+    )
+    label_file = next((f["name"] for f in scores.get("associated_files", []) if f.get("type") == 2), None)
+    if label_file is None or label_file not in files:
+        raise MetadataError(f"{where}: its TFLite Metadata has no labels file (TENSOR_AXIS_LABELS)")
+    labels = read_labels_text(files[label_file])
+    details = io_details(strip_tflite_metadata(flatbuffer))
+    shape = details.pop("input_shape")
+    meta = ModelMetadata(
+        model_name=standard.get("name") or Path(where).stem,
+        labels=labels,
+        input_size=[int(shape[1]), int(shape[2])],
+        channels=int(shape[3]),
+        mean=norm.get("mean") or [0.0],
+        std=norm.get("std") or [1.0],
+        output="logits" if "logit" in scores.get("name", "").lower() else "probabilities",
+        format="tflite",
+        source=where,
+    )
+    for key, value in details.items():
+        setattr(meta, key, value)
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------

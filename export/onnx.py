@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from kerascnn.quiet import native_quiet
+
 DEFAULT_OPSET = 17
 
 
@@ -21,7 +23,8 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         try:
-            model.export(path, format="onnx", opset_version=opset, verbose=False)
+            with native_quiet():
+                model.export(path, format="onnx", opset_version=opset, verbose=False)
         except Exception as e:  # noqa: BLE001
             raise OnnxExportError(f"tf2onnx could not convert '{model.name}': {type(e).__name__}: {e}") from e
         return onnx.load(path)
@@ -39,7 +42,8 @@ def tflite_to_onnx(tflite_path, opset: int = DEFAULT_OPSET):
         src = Path(tmp) / "model.tflite"
         src.write_bytes(strip_tflite_metadata(Path(tflite_path).read_bytes()))
         try:
-            proto, _ = tf2onnx.convert.from_tflite(str(src), opset=opset)
+            with native_quiet():
+                proto, _ = tf2onnx.convert.from_tflite(str(src), opset=opset)
         except Exception as e:  # noqa: BLE001
             raise OnnxExportError(f"tf2onnx could not convert {tflite_path}: {type(e).__name__}: {e}") from e
     return proto

@@ -101,6 +101,8 @@ def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source
     if len(labels) != classes:
         raise ExportError(f"{model_file} predicts {classes} classes but {len(labels)} labels were given")
     output = "probabilities" if _ends_with_softmax(model) else "logits"
+    from kerascnn.retrieval import model_fingerprint
+
     meta = md.ModelMetadata(
         model_name=model.name,
         labels=labels,
@@ -110,11 +112,35 @@ def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source
         std=list(std if std is not None else (127.5,)),
         output=output,
         source=str(model_file),
+        model_version=model_fingerprint(model)[:16],
         kerascnn_version=_kerascnn_version(),
     )
     source = Source(model_file, meta, data, val_split, seed, run_dir)
     source.model = model
     return source
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of Pillow's convert("L")
+
+
+def rgb_input_model(model):
+    """A 1-channel model that takes RGB images: a fixed 1x1 convolution with the luma weights of Pillow's
+    ``convert("L")`` in front of the same layers (shared, not copied). The weights sum to 1, so it commutes
+    with the normalization: ``sum_c w_c (p_c - mean) / std = (luma - mean) / std``. Phone cameras give RGB
+    frames, and MediaPipe Tasks classifies RGB images only."""
+    import keras
+
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or shape[-1] != 1:
+        raise ExportError(f"--rgb-input applies to models of 1-channel input; {model.name} takes {shape}")
+    image = keras.Input(shape=(*shape[1:3], 3), name="rgb_image")
+    to_gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="rgb_to_gray")
+    gray = to_gray(image)
+    to_gray.set_weights([np.array(LUMA, np.float32).reshape(1, 1, 3, 1)])
+    # The model's layers, applied in order to the gray tensor: one flat functional model (keras' own
+    # clone_model would make a new Input; calling the model would nest it, which QAT cannot rebuild).
+    outputs = model._run_through_graph([gray], operation_fn=lambda layer: layer)
+    return keras.Model(image, outputs, name=model.name)
 
 
 def _ends_with_softmax(model) -> bool:
@@ -172,6 +198,7 @@ class ExportOptions:
     calibration_data: str | None = None
     calibration_steps: int = 200
     io_type: str = "float32"
+    rgb_input: bool = False  # a 1-channel model takes RGB images in every exported file
     qat: bool = False
     qat_epochs: int = 1
     qat_lr: float = 1e-4
@@ -191,11 +218,12 @@ def _write_tflite(
 ) -> md.ModelMetadata:
     from kerascnn.train import atomic_write_bytes
 
-    from .tflite import compact, io_details
+    from .tflite import io_details
 
-    flatbuffer = compact(flatbuffer)
     file_meta = md.ModelMetadata(**{**asdict(meta), "format": "tflite", "quantization": quantization})
-    for key, value in io_details(flatbuffer).items():
+    details = io_details(flatbuffer)
+    details.pop("input_shape")
+    for key, value in details.items():
         setattr(file_meta, key, value)
     atomic_write_bytes(path, md.embed_tflite_metadata(flatbuffer, file_meta))
     return file_meta
@@ -218,10 +246,13 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
 
     out = Path(out)
     options = _check_options(source, options)
-    out.mkdir(parents=True, exist_ok=True)
     meta = source.metadata
-    name = meta.model_name
     model = source.model
+    if options.rgb_input:
+        model = rgb_input_model(model)
+        meta = md.ModelMetadata(**{**asdict(meta), "channels": 3, "channel_order": "RGB"})
+    out.mkdir(parents=True, exist_ok=True)
+    name = meta.model_name
     results: list[Result] = []
     files: dict[str, dict] = {}
 
@@ -423,6 +454,11 @@ def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
         raise ExportError(
             f"--quantize int8 needs calibration images: {source.model_file} is not in a run folder, "
             "so give --calibration-data DATA (a dataset or a folder of images)"
+        )
+    if options.rgb_input and options.prune:
+        raise ExportError(
+            "--rgb-input with --prune: pruning would prune the RGB-to-gray weights too; export with "
+            "--prune first, then export the pruned .keras with --rgb-input"
         )
     if options.prune is not None and not 0 < options.prune < 1:
         raise ExportError(f"--prune must be a sparsity in (0, 1), got {options.prune}")

@@ -119,9 +119,12 @@ class TFLitePredictor(Predictor):
         super().__init__(path, metadata, threads)
         from ai_edge_litert.interpreter import Interpreter
 
+        from kerascnn.quiet import native_quiet
+
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with native_quiet():
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise RuntimeLoadError(f"{self.path}: LiteRT cannot load it ({type(e).__name__}: {e})") from e
         self.input = self.interpreter.get_input_details()[0]
@@ -159,6 +162,124 @@ class OnnxPredictor(Predictor):
 
     def run(self, x):
         return self.session.run(None, {self.input_name: x})[0]
+
+
+class MediaPipeUnavailable(RuntimeLoadError):
+    """The optional ``mediapipe`` package is not installed."""
+
+
+MEDIAPIPE_INSTALL = (
+    "pip install --no-deps mediapipe==1.2.2 && pip install opencv-contrib-python sounddevice "
+    "(what .ci/setup does; --no-deps: mediapipe pins absl-py~=2.3, tensorflow-model-optimization ~=1.2)"
+)
+
+# What MediaPipe Tasks' ImageClassifier cannot run, by the start of its own message, and what to do.
+MEDIAPIPE_LIMITS = (
+    (
+        "Only RGB color space",
+        "MediaPipe Tasks classifies RGB images only; export a grayscale model with --rgb-input",
+    ),
+    (
+        "The input tensor should have dimensions",
+        "MediaPipe Tasks classifies RGB images only; export a grayscale model with --rgb-input",
+    ),
+    ("Type mismatch for input tensor", "MediaPipe Tasks takes uint8 or float32 input: use --io-type uint8"),
+    (
+        "Per-channel image normalization",
+        "MediaPipe Tasks takes one mean/std for all channels; export with --fold-normalization",
+    ),
+)
+
+
+def mediapipe_limit(message: str) -> str | None:
+    """The advice for a MediaPipe refusal that is a documented limit of its ImageClassifier, else None."""
+    return next((advice for start, advice in MEDIAPIPE_LIMITS if start in message), None)
+
+
+class MediaPipePredictor(Predictor):
+    """The ``.tflite`` file alone (no labels.txt, no model.json) through MediaPipe Tasks' ImageClassifier,
+    the C++ core of the Android/iOS/web tasks: it reads the normalization and labels from the file's
+    standard TFLite Metadata and resizes the frames itself. ``predict`` takes frames of any size
+    (H, W, 1|3) and returns every class's score in class-index order; ``names`` are its category names."""
+
+    format = "mediapipe"
+
+    def __init__(self, path, metadata=None, threads=None):
+        super().__init__(path, metadata, threads)
+        from kerascnn.quiet import native_quiet
+
+        try:
+            with native_quiet():
+                import mediapipe as mp
+                from mediapipe.tasks.python import vision
+                from mediapipe.tasks.python.core.base_options import BaseOptions
+        except ImportError as e:
+            raise MediaPipeUnavailable(
+                f"MediaPipe Tasks is not installed ({e}): {MEDIAPIPE_INSTALL}"
+            ) from None
+        self._mp = mp
+        options = vision.ImageClassifierOptions(
+            base_options=BaseOptions(model_asset_buffer=self.path.read_bytes()), max_results=-1
+        )
+        try:
+            with native_quiet():
+                self.classifier = vision.ImageClassifier.create_from_options(options)
+        except Exception as e:  # noqa: BLE001 - MediaPipe raises ValueError/RuntimeError/FileNotFoundError
+            raise RuntimeLoadError(f"{self.path}: MediaPipe Tasks refuses it: {e}") from e
+        self.names: list[str] | None = None
+
+    def prepare(self, pixels):  # MediaPipe preprocesses itself: frames go in as they are
+        return pixels
+
+    def classify(self, frame: np.ndarray) -> np.ndarray:
+        """One uint8 frame (H, W, C) -> scores (num_classes,) in class-index order."""
+        frame = np.asarray(frame, np.uint8)
+        if frame.ndim == 2:
+            frame = frame[..., None]
+        if frame.shape[-1] == 1:  # a camera gives RGB: a gray picture is three equal channels
+            frame = np.repeat(frame, 3, axis=-1)
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
+        categories = self.classifier.classify(image).classifications[0].categories
+        scores = np.zeros(len(categories), np.float32)
+        names = [""] * len(categories)
+        for c in categories:
+            if 0 <= c.index < len(categories):
+                scores[c.index] = c.score
+                names[c.index] = c.category_name or ""
+        if self.names is None:
+            self.names = names
+        return scores
+
+    def run(self, x):
+        return np.stack([self.classify(frame) for frame in x])
+
+    def finish(self, out):
+        return np.asarray(out, np.float32)
+
+    def latency_ms(self, frames, batch_size: int = 1, runs: int = 30, warmup: int = 3) -> float:
+        """Median wall time of classifying ``batch_size`` frames one by one (MediaPipe's own resizing and
+        normalization included: that is the call an app makes)."""
+        frame = np.asarray(frames[0], np.uint8)
+        for _ in range(warmup):
+            self.classify(frame)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            for _ in range(batch_size):
+                self.classify(frame)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times) * 1000)
+
+    def close(self):
+        classifier, self.classifier = getattr(self, "classifier", None), None
+        if classifier is not None:
+            classifier.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
 
 
 _PREDICTORS = {"keras": KerasPredictor, "tflite": TFLitePredictor, "onnx": OnnxPredictor}

@@ -37,7 +37,10 @@ def write_saved_model(model, folder) -> str:
     archive.add_endpoint(
         "serve", functools.partial(model.__call__, training=False), input_signature=signature
     )
-    archive.write_out(folder, verbose=False)
+    from kerascnn.quiet import native_quiet
+
+    with native_quiet():
+        archive.write_out(folder, verbose=False)
     return folder
 
 
@@ -101,14 +104,18 @@ def convert(
         if io_type != "float32":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
+    from kerascnn.quiet import native_quiet
+
     try:
-        return bytes(converter.convert())
+        with native_quiet():
+            return bytes(converter.convert())
     except Exception as e:  # noqa: BLE001 - ConverterError and friends: explain with the layer names
         raise ConversionError(_explain(e, layer_names)) from e
 
 
-def compact(flatbuffer: bytes) -> bytes:
-    """The same model, re-serialized with identical quantization vectors stored once.
+def compact(flatbuffer: bytes, metadata: dict[str, bytes] | None = None) -> bytes:
+    """The same model, re-serialized with identical quantization vectors stored once; ``metadata`` sets
+    (or replaces) ``Model.metadata`` entries, each name -> the bytes of its buffer (``TFLITE_METADATA``).
 
     Per-channel int8 stores, for every weight and bias tensor, a float scale and an int64 zero point
     per output channel. The zero points are all 0 and a kernel and its bias have the same channel
@@ -126,8 +133,29 @@ def compact(flatbuffer: bytes) -> bytes:
         for tensor in subgraph.tensors or ():
             if tensor.quantization is not None:
                 tensor.quantization = _SharedQuantization(tensor.quantization, vectors, schema)
+    for name, data in (metadata or {}).items():
+        _set_metadata(model, name, data, schema)
     model.buffers = [_AlignedBuffer(b, schema) for b in model.buffers or ()]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _set_metadata(model, name: str, data: bytes, schema):
+    """Point the ``Model.metadata`` entry ``name`` at a buffer holding ``data`` (as the TFLite Metadata
+    populator does: an existing entry's buffer is replaced, a new entry gets a new last buffer)."""
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers = list(model.buffers or [])
+    model.metadata = list(model.metadata or [])
+    for entry in model.metadata:
+        entry_name = entry.name.decode("utf-8") if isinstance(entry.name, bytes) else entry.name
+        if entry_name == name:
+            model.buffers[entry.buffer] = buffer
+            return
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers)
+    model.buffers.append(buffer)
+    model.metadata.append(entry)
 
 
 class _SharedQuantization:
@@ -201,10 +229,14 @@ def representative_from(images: np.ndarray, normalize, steps: int) -> Callable[[
 
 
 def io_details(data: bytes) -> dict:
-    """dtype and (scale, zero_point) of the first input and output of a TFLite flatbuffer."""
+    """dtype and (scale, zero_point) of the first input and output of a TFLite flatbuffer, and the
+    input's shape."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=data)
+    from kerascnn.quiet import native_quiet
+
+    with native_quiet():
+        interpreter = Interpreter(model_content=data)
     result = {}
     for key, details in (
         ("input", interpreter.get_input_details()[0]),
@@ -216,6 +248,7 @@ def io_details(data: bytes) -> dict:
         result[f"{key}_quantization"] = (
             {"scale": float(scale), "zero_point": int(zero)} if dtype in ("int8", "uint8") else None
         )
+    result["input_shape"] = [int(v) for v in interpreter.get_input_details()[0]["shape"]]
     return result
 
 

@@ -61,15 +61,37 @@ def _variant(path: Path, meta: md.ModelMetadata | None) -> str:
     kind = FORMATS[path.suffix.lower()]
     if meta is None or kind == "keras":
         return kind
-    return f"{kind} {meta.quantization if meta.quantization != 'none' else 'float32'}"
+    variant = f"{kind} {meta.quantization if meta.quantization != 'none' else 'float32'}"
+    if meta.input_dtype != "float32":
+        variant += f" ({meta.input_dtype} io)"
+    return variant
 
 
 @dataclass
 class EvalData:
-    pixels: np.ndarray  # uint8 (N, H, W, C)
+    pixels: np.ndarray  # uint8 (N, H, W, C), decoded and resized by kerascnn to the model's input
     labels: np.ndarray | None  # None: unlabeled
     class_names: list[str] | None
     description: str
+    frames: object = None  # the same images as a camera gives them: RGB at their own size (a sequence)
+
+
+class FileFrames:
+    """The images of ``paths`` as RGB uint8 (H, W, 3) at their own size, decoded when asked for."""
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        if isinstance(index, slice):
+            return FileFrames(self.paths[index])
+        with Image.open(self.paths[index]) as im:
+            return np.asarray(im.convert("RGB"), np.uint8)
 
 
 def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, seed: int = 0) -> EvalData:
@@ -83,8 +105,9 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
         files = kdata.list_unlabeled_images(folder)
         if not files:
             raise ValidateError(f"--data {data}: no image files")
-        pixels = np.stack([kdata.decode_image(f, size, channels) for f in files[: limit or None]])
-        return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}")
+        files = files[: limit or None]
+        pixels = np.stack([kdata.decode_image(f, size, channels) for f in files])
+        return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}", FileFrames(files))
     try:
         dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed)
     except kdata.DataError as e:
@@ -94,8 +117,17 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
     if limit and limit < len(split):
         idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
     name = "test" if dataset.test is not None else "val"
+    if split.paths is not None:
+        frames = FileFrames([split.paths[i] for i in idx])
+    else:  # a built-in: its test images at their own size (the test split is never resampled)
+        native = kdata.load_builtin(data)[1][0]
+        frames = native[idx][..., None] if native.ndim == 3 else native[idx]
     return EvalData(
-        split.images[idx], split.labels[idx], dataset.class_names, f"{len(idx)} {name} images of {data}"
+        split.images[idx],
+        split.labels[idx],
+        dataset.class_names,
+        f"{len(idx)} {name} images of {data}",
+        frames,
     )
 
 
@@ -123,27 +155,39 @@ def validate(
     limit: int | None = None,
     threads: int | None = None,
     latency_runs: int = 20,
+    mediapipe: bool = True,
     log=print,
 ) -> tuple[list[Row], dict]:
     """Run every file on the same images; returns (rows, summary). A row fails when its file cannot be
     loaded or run, its labels disagree with labels.txt or the data, or it loses more than ``max_drop``
-    points of top-1 against the Keras model (unlabeled data: argmax agreement below ``min_agreement``%)."""
+    points of top-1 against the Keras model (unlabeled data: argmax agreement below ``min_agreement``%).
+
+    With ``mediapipe``, every ``.tflite`` gets a second row: the file alone through MediaPipe Tasks'
+    ImageClassifier (the runtime of the Android/iOS/web apps), fed the images as a camera gives them
+    (RGB, at their own size); its category names must equal the file's labels. A file MediaPipe cannot
+    run by design (grayscale or int8 input) gets status ``n/a`` with what to do, and does not fail."""
     files = collect_files(paths)
-    predictors, rows = [], []
+    entries: list[tuple[Row, object]] = []  # (row, predictor or None)
+    mediapipe_note = None
     for f in files:
         try:
             pred = load_predictor(f, threads=threads)
             if pred.metadata is None:
                 raise md.MetadataError(f"{f}: no kerascnn metadata (embedded, or in model.json beside it)")
             _check_sidecar_labels(f, pred.metadata)
-            predictors.append(pred)
-            rows.append(Row(_variant(f, pred.metadata), f.name, size_mb=f.stat().st_size / 1e6))
+            entries.append((Row(_variant(f, pred.metadata), f.name, size_mb=f.stat().st_size / 1e6), pred))
         except (RuntimeLoadError, md.MetadataError, ValidateError) as e:
-            predictors.append(None)
-            rows.append(Row(FORMATS[f.suffix.lower()], f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)))
-    metas = [p.metadata for p in predictors if p is not None]
+            pred = None
+            entries.append(
+                (Row(FORMATS[f.suffix.lower()], f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)), None)
+            )
+        if mediapipe and FORMATS[f.suffix.lower()] == "tflite" and mediapipe_note is None:
+            row, mp_pred, mediapipe_note = _mediapipe_entry(f, pred)
+            if row is not None:
+                entries.append((row, mp_pred))
+    metas = [p.metadata for _, p in entries if p is not None and p.format != "mediapipe"]
     if not metas:
-        return rows, {"data": data, "images": 0, "passed": False}
+        return [r for r, _ in entries], {"data": data, "images": 0, "passed": False}
     sizes = {(tuple(m.input_size), m.channels) for m in metas}
     if len(sizes) > 1:
         raise ValidateError(
@@ -152,16 +196,22 @@ def validate(
     eval_data = load_eval_data(data, metas[0], limit)
     log(f"validating {len(files)} file(s) on {eval_data.description}")
 
-    ref_probs = None
-    for pred, row in zip(predictors, rows, strict=True):
+    ref_probs = ref_top1 = None
+    for row, pred in entries:
         if pred is None:
             continue
         try:
-            probs = pred.predict(eval_data.pixels)
-            if probs.shape != (len(eval_data.pixels), pred.metadata.num_classes):
-                raise ValidateError(f"output shape {probs.shape}, expected (N, {pred.metadata.num_classes})")
+            if pred.format == "mediapipe":
+                probs = pred.predict(eval_data.frames)
+                _check_mediapipe_names(pred)
+                file_labels = pred.names
+            else:
+                probs = pred.predict(eval_data.pixels)
+                file_labels = pred.metadata.labels
+            if probs.shape != (len(eval_data.pixels), len(file_labels)):
+                raise ValidateError(f"output shape {probs.shape}, expected (N, {len(file_labels)})")
             if eval_data.labels is not None:
-                mapping = _label_map(pred.metadata.labels, eval_data.class_names, row.file)
+                mapping = _label_map(file_labels, eval_data.class_names, row.file)
                 predicted = mapping[probs.argmax(1)]
                 row.top1 = float((predicted == eval_data.labels).mean() * 100)
                 # Outputs in the data's class order, so files with permuted labels compare fairly.
@@ -175,23 +225,78 @@ def validate(
                 row.max_abs_diff = float(np.abs(probs - ref_probs).max())
                 if row.top1 is not None and ref_top1 is not None:
                     row.drop_pp = ref_top1 - row.top1
-            row.ms_per_image = pred.latency_ms(eval_data.pixels[:1], batch_size=1, runs=latency_runs)
+            sample = eval_data.frames[:1] if pred.format == "mediapipe" else eval_data.pixels[:1]
+            row.ms_per_image = pred.latency_ms(sample, batch_size=1, runs=latency_runs)
         except Exception as e:  # noqa: BLE001 - one failing file never stops the table
             row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
             continue
+        finally:
+            if pred.format == "mediapipe":
+                pred.close()
         if row.drop_pp is not None and row.drop_pp > max_drop:
             row.status, row.error = "FAIL", f"loses {row.drop_pp:.2f} points > --max-drop {max_drop}"
         elif eval_data.labels is None and row.agreement is not None and row.agreement < min_agreement:
             row.status, row.error = "FAIL", f"agrees with Keras on {row.agreement:.1f}% < {min_agreement}%"
+    rows = [r for r, _ in entries]
     summary = {
         "data": data,
         "images": len(eval_data.pixels),
         "labeled": eval_data.labels is not None,
         "reference": "keras" if ref_probs is not None else None,
         "max_drop": max_drop,
-        "passed": all(r.status == "ok" for r in rows),
+        "mediapipe": mediapipe_note or ("on" if mediapipe else "off"),
+        "passed": all(r.status in ("ok", NOT_APPLICABLE) for r in rows),
     }
     return rows, summary
+
+
+NOT_APPLICABLE = "n/a"
+
+
+def _mediapipe_entry(path: Path, pred) -> tuple[Row | None, object, str | None]:
+    """(row, predictor, note) for the MediaPipe Tasks run of a ``.tflite``; the note (and no row) when
+    MediaPipe is not installed."""
+    from .runtime import MediaPipePredictor, MediaPipeUnavailable, mediapipe_limit
+
+    variant = _variant(path, pred.metadata if pred is not None else None).replace("tflite", "mediapipe", 1)
+    row = Row(variant, path.name, size_mb=path.stat().st_size / 1e6)
+    try:
+        mp_pred = MediaPipePredictor(path, pred.metadata if pred is not None else None)
+    except MediaPipeUnavailable as e:
+        return None, None, f"no MediaPipe Tasks rows: {e}"
+    except RuntimeLoadError as e:
+        advice = mediapipe_limit(str(e))
+        row.status = NOT_APPLICABLE if advice else "FAIL"
+        row.error = f"{e}" + (f" ({advice})" if advice else "")
+        return row, None, None
+    if pred is None:
+        row.status, row.error = "FAIL", "its LiteRT row failed (see above)"
+        mp_pred.close()
+        return row, None, None
+    return row, mp_pred, None
+
+
+def _check_mediapipe_names(pred):
+    """MediaPipe names the classes from the labels file of the standard metadata: they must be the labels
+    kerascnn's metadata gives, in the same order, or a phone app shows the wrong names."""
+    names, labels = pred.names or [], pred.metadata.labels
+    if not any(names):
+        raise ValidateError(
+            "MediaPipe Tasks returned categories without names: the file's TFLite Metadata has no labels "
+            "file (TENSOR_AXIS_LABELS); re-export it with kerascnn"
+        )
+    if names != labels:
+        wrong = (
+            next(i for i, (a, b) in enumerate(zip(names, labels, strict=False)) if a != b)
+            if len(names) == len(labels)
+            else None
+        )
+        detail = (
+            f"class {wrong} is '{names[wrong]}' for MediaPipe, '{labels[wrong]}' in the file's labels"
+            if wrong is not None
+            else f"{len(names)} names for {len(labels)} labels"
+        )
+        raise ValidateError(f"MediaPipe's category names are not the file's labels: {detail}")
 
 
 def _check_sidecar_labels(path: Path, meta: md.ModelMetadata):
@@ -261,11 +366,16 @@ class BenchRow:
     error: str | None = None
 
 
-def benchmark(paths, batch_size: int = 32, threads: int | None = None, runs: int = 30) -> list[BenchRow]:
-    """Latency at batch 1 and at ``batch_size`` (median of ``runs`` calls) and size of each file."""
-    rows = []
+def benchmark(
+    paths, batch_size: int = 32, threads: int | None = None, runs: int = 30, mediapipe: bool = True
+) -> tuple[list[BenchRow], str | None]:
+    """Latency at batch 1 and at ``batch_size`` (median of ``runs`` calls) and size of each file; with
+    ``mediapipe``, a MediaPipe Tasks row after each ``.tflite`` (one ``classify`` call per image, its
+    preprocessing included). Returns (rows, a note when MediaPipe is not installed)."""
+    rows, note = [], None
     for f in collect_files(paths):
         row = BenchRow(FORMATS[f.suffix.lower()], f.name, size_mb=f.stat().st_size / 1e6)
+        pred, pixels = None, None
         try:
             pred = load_predictor(f, threads=threads)
             row.format = _variant(f, pred.metadata)
@@ -273,13 +383,32 @@ def benchmark(paths, batch_size: int = 32, threads: int | None = None, runs: int
                 raise md.MetadataError(f"{f}: no kerascnn metadata")
             h, w = pred.metadata.input_size
             pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, pred.metadata.channels), np.uint8)
-            row.ms_batch1 = pred.latency_ms(pixels, 1, runs)
-            row.ms_batch = pred.latency_ms(pixels, batch_size, max(3, runs // 3))
-            row.images_per_s = batch_size / row.ms_batch * 1000
+            _time(row, pred, pixels, batch_size, runs)
         except Exception as e:  # noqa: BLE001
             row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
         rows.append(row)
-    return rows
+        if mediapipe and note is None and FORMATS[f.suffix.lower()] == "tflite":
+            mp_row, mp_pred, note = _mediapipe_entry(f, pred)
+            if mp_row is None:
+                continue
+            bench_row = BenchRow(
+                mp_row.format, mp_row.file, mp_row.status, mp_row.size_mb, error=mp_row.error
+            )
+            if mp_pred is not None:
+                try:
+                    _time(bench_row, mp_pred, pixels, batch_size, runs)
+                except Exception as e:  # noqa: BLE001
+                    bench_row.status, bench_row.error = "FAIL", f"{type(e).__name__}: {e}"
+                finally:
+                    mp_pred.close()
+            rows.append(bench_row)
+    return rows, note
+
+
+def _time(row: BenchRow, pred, pixels, batch_size: int, runs: int):
+    row.ms_batch1 = pred.latency_ms(pixels, 1, runs)
+    row.ms_batch = pred.latency_ms(pixels, batch_size, max(3, runs // 3))
+    row.images_per_s = batch_size / row.ms_batch * 1000
 
 
 def format_bench(rows: list[BenchRow], batch_size: int) -> str:

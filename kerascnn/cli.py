@@ -58,8 +58,21 @@ def _load_or_build(model: str, input_shape, num_classes, include_top: bool, pool
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kerascnn")
-def main():
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show the libraries' own logs and warnings (TensorFlow, the TFLite converter, LiteRT, "
+    "MediaPipe); also KERASCNN_VERBOSE=1.",
+)
+def main(verbose: bool):
     """kerascnn: classic CNNs in Keras 3, from idea to phone."""
+    from kerascnn import quiet
+
+    if verbose:
+        quiet.set_verbose(True)
+    quiet.quiet_python_libraries()
+    if not {"-h", "--help"} & set(sys.argv):
+        quiet.import_tensorflow()
 
 
 @main.command("models")
@@ -378,6 +391,12 @@ def _floats(value: str | None, param_hint: str):
     show_default=True,
     help="Input/output tensor type of full-integer models.",
 )
+@click.option(
+    "--rgb-input",
+    is_flag=True,
+    help="1-channel models: every exported file takes RGB images (luma inside the model), as phone "
+    "cameras and MediaPipe Tasks give them.",
+)
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning, then int8 TFLite.")
 @click.option("--qat-epochs", type=int, default=1, show_default=True)
 @click.option("--qat-lr", type=float, default=1e-4, show_default=True)
@@ -453,7 +472,25 @@ def inspect_cmd(files, as_json):
             click.echo(f"{path}: no kerascnn metadata", err=True)
             missing = True
             continue
-        click.echo(meta.to_json() if as_json else f"{path}\n{meta.describe()}\n")
+        standard = None
+        if str(path).lower().endswith(".tflite"):
+            try:
+                standard = md.read_standard_metadata(path)
+                files = md.associated_files(Path(path).read_bytes(), str(path))
+            except (md.MetadataError, OSError) as e:
+                raise click.ClickException(str(e)) from None
+        if as_json:
+            raw = json.loads(meta.to_json())
+            if standard is not None:
+                raw["tflite_metadata"] = md.standard_metadata_json(standard)
+            click.echo(json.dumps(raw, indent=1, ensure_ascii=False))
+            continue
+        click.echo(f"{path}\n{meta.describe()}")
+        if standard is not None:
+            click.echo(md.describe_standard(standard, files))
+        elif str(path).lower().endswith(".tflite"):
+            click.echo("TFLite Metadata: none (MediaPipe Tasks and ML Kit cannot preprocess this file)")
+        click.echo()
     if missing:
         sys.exit(1)
 
@@ -474,18 +511,33 @@ def inspect_cmd(files, as_json):
 @click.option("--limit", type=int, default=None, help="Use this many images (a seeded random subset).")
 @click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
 @click.option("--json", "json_path", default=None, help="Write the table as JSON here.")
-def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path):
+@click.option(
+    "--mediapipe/--no-mediapipe",
+    default=True,
+    show_default=True,
+    help="Also run each .tflite alone through MediaPipe Tasks' ImageClassifier (as phone apps do).",
+)
+def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path, mediapipe):
     """Accuracy parity: the Keras model and every exported file on the same images, one table."""
     from export import metadata as md
     from export import validate as kvalidate
 
     try:
         rows, summary = kvalidate.validate(
-            paths, data, max_drop, min_agreement, limit=limit, threads=threads, log=click.echo
+            paths,
+            data,
+            max_drop,
+            min_agreement,
+            limit=limit,
+            threads=threads,
+            mediapipe=mediapipe,
+            log=click.echo,
         )
     except (kvalidate.ValidateError, md.MetadataError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(kvalidate.format_rows(rows))
+    if summary.get("mediapipe", "").startswith("no MediaPipe"):
+        click.echo(summary["mediapipe"], err=True)
     if json_path:
         kvalidate.write_json(rows, summary, json_path)
     if not summary["passed"]:
@@ -498,16 +550,24 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
 @click.option("--batch", "batch_size", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed calls per measurement (median).")
-def benchmark_cmd(paths, batch_size, threads, runs):
+@click.option(
+    "--mediapipe/--no-mediapipe",
+    default=True,
+    show_default=True,
+    help="Also time each .tflite through MediaPipe Tasks' ImageClassifier (preprocessing included).",
+)
+def benchmark_cmd(paths, batch_size, threads, runs, mediapipe):
     """Latency at batch 1 and batch N, and size, of model files (.keras, .tflite, .onnx)."""
     from export import validate as kvalidate
 
     try:
-        rows = kvalidate.benchmark(paths, batch_size, threads, runs)
+        rows, note = kvalidate.benchmark(paths, batch_size, threads, runs, mediapipe=mediapipe)
     except kvalidate.ValidateError as e:
         raise click.ClickException(str(e)) from None
     click.echo(kvalidate.format_bench(rows, batch_size))
-    if any(r.status != "ok" for r in rows):
+    if note:
+        click.echo(note, err=True)
+    if any(r.status not in ("ok", kvalidate.NOT_APPLICABLE) for r in rows):
         sys.exit(1)
 
 

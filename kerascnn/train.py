@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -575,7 +576,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             initial_epoch=max(done, start_phase_epoch),
             class_weight=class_weight,
             callbacks=callbacks,
-            verbose=2 if cfg.quiet else 1,
+            # progress bars only on a terminal: piped, Keras' bar would write ANSI sequences
+            verbose=2 if cfg.quiet or not sys.stdout.isatty() else 1,
             shuffle=False,  # the pipeline shuffles
         )
         if callback.nan_epoch is not None:

@@ -198,8 +198,13 @@ def test_validate_table_passes_and_writes_json(exported, tmp_path):
     for header in ("format", "status", "size MB", "top-1 %", "drop pp", "agree %", "max|diff|", "ms/img"):
         assert header in result.output
     table = json.loads(report.read_text())
-    assert table["passed"] and table["images"] == 400 and len(table["rows"]) == 7
-    rows = {r["file"]: r for r in table["rows"]}
+    # 7 files, and a MediaPipe Tasks row per .tflite: not applicable to a grayscale model (RGB only)
+    assert table["passed"] and table["images"] == 400 and len(table["rows"]) == 7 + 4
+    mediapipe = [r for r in table["rows"] if r["format"].startswith("mediapipe")]
+    assert len(mediapipe) == 4 and all(
+        r["status"] == "n/a" and "--rgb-input" in r["error"] for r in mediapipe
+    )
+    rows = {r["file"]: r for r in table["rows"] if not r["format"].startswith("mediapipe")}
     keras_top1 = rows["lenet5.keras"]["top1"]
     assert keras_top1 > 60
     assert rows["lenet5_float32.tflite"]["top1"] == keras_top1

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.metadata import ModelMetadata, read_metadata
+from export.metadata import (
+    ModelMetadata,
+    associated_files,
+    read_metadata,
+    read_standard_metadata,
+    standard_metadata_json,
+)
 from export.runtime import dequantize, quantize
 from kerascnn.data import decode_image
 
@@ -154,16 +160,23 @@ def _generate() -> dict[str, bytes]:
                     "width": image.width, "height": image.height, "config": config_name,
                     "tensor": key, "dtype": str(x.dtype), "shape": list(x.shape),
                 })  # fmt: skip
-    models = {}
+    models, standard = {}, {}
     for path in sorted(MODELS.glob("*.tflite")):
         meta = read_metadata(path)
         models[path.name] = json.loads(meta.to_json())
+        standard[path.name] = {
+            "metadata": standard_metadata_json(read_standard_metadata(path)),
+            "packed_files": sorted(associated_files(path.read_bytes())),
+        }
     manifest = {
         "about": "Golden fixtures written by tests/mobile/test_golden_fixtures.py; see its docstring.",
         "configs": CONFIGS,
         "preprocess": cases,
         "postprocess": _postprocess_cases(),
         "tflite_metadata": models,
+        # the standard TFLite Metadata (TFLITE_METADATA buffer) of the same files, in the JSON form of
+        # the schema's displayer, and the names of the files packed in their appended zip
+        "standard_metadata": standard,
     }
     files["manifest.json"] = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode()
     return files
