@@ -357,14 +357,17 @@ def standard_metadata_json(value, key: str = ""):
     as ``<name>_type`` (member name) and ``<name>``, enums by name."""
     from .tflite_metadata import ASSOCIATED_FILE_TYPE, COLOR_SPACE
 
-    enums = {"color_space": COLOR_SPACE, "type": ASSOCIATED_FILE_TYPE}
+    # enum fields by (table key, field): an associated file's "type", an image's "color_space"
+    enums = {("content_properties", "color_space"): COLOR_SPACE}
+    for files in ("associated_files", "vocab_file", "sentencePiece_model"):
+        enums[files, "type"] = ASSOCIATED_FILE_TYPE
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if isinstance(v, tuple):
                 out[f"{k}_type"], out[k] = v[0], standard_metadata_json(v[1], k)
-            elif k in enums and isinstance(v, int):
-                out[k] = next((name for name, number in enums[k].items() if number == v), v)
+            elif (key, k) in enums and isinstance(v, int):
+                out[k] = next((name for name, number in enums[key, k].items() if number == v), v)
             else:
                 out[k] = standard_metadata_json(v, k)
         return out
@@ -425,6 +428,19 @@ def from_standard_metadata(standard: dict, files: dict, flatbuffer: bytes, where
     labels = read_labels_text(files[label_file])
     details = io_details(strip_tflite_metadata(flatbuffer))
     shape = details.pop("input_shape")
+    if len(shape) != 4:
+        raise MetadataError(f"{where}: input of shape {shape}, expected one image (1, H, W, C)")
+    content = image.get("content", {}).get("content_properties", ("", {}))
+    color = content[1].get("color_space") if content[0] == "ImageProperties" else None
+    from .tflite_metadata import COLOR_SPACE
+
+    if color in (COLOR_SPACE["RGB"], COLOR_SPACE["GRAYSCALE"]) and (color == COLOR_SPACE["RGB"]) != (
+        shape[3] == 3
+    ):
+        raise MetadataError(
+            f"{where}: its TFLite Metadata says {'RGB' if color == COLOR_SPACE['RGB'] else 'GRAYSCALE'} "
+            f"but the input tensor has {shape[3]} channel(s)"
+        )
     meta = ModelMetadata(
         model_name=standard.get("name") or Path(where).stem,
         labels=labels,

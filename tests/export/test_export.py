@@ -407,6 +407,17 @@ def test_qat_and_pruning_through_kerascnn_export(run_dir, tmp_path, test_images)
     assert abs(sidecar["files"]["lenet5_pruned.keras"]["sparsity"] - 0.5) < 0.01
     meta = md.read_metadata(out / "lenet5_qat_int8.tflite")
     assert meta.quantization == "qat_int8" and meta.input_dtype == "uint8" and meta.labels[0] == "T-shirt/top"
+    for name in ("lenet5_qat_int8.tflite", "lenet5_int8.tflite"):  # QAT, and int8 of the pruned model
+        standard = md.read_standard_metadata(out / name)
+        image = standard["subgraph_metadata"][0]["input_tensor_metadata"][0]
+        assert image["process_units"][0]["options"] == (
+            "NormalizationOptions",
+            {"mean": [127.5], "std": [127.5]},
+        )
+        assert 0 <= image["stats"]["min"][0] <= 1 and 254 <= image["stats"]["max"][0] <= 255  # uint8 units
+        assert (
+            md.read_labels_text(md.associated_files((out / name).read_bytes())["labels.txt"]) == meta.labels
+        )
     pruned = keras.saving.load_model(out / "lenet5_pruned.keras")
     kernel = pruned.get_layer("c5_conv").get_weights()[0]
     assert abs((kernel == 0).mean() - 0.5) < 0.02

@@ -2,10 +2,14 @@
 // top-3 classes with their scores and the inference time. The preprocessing reproduces
 // `kerascnn validate` bit for bit (lib/preprocess.js); the model runs in LiteRT.js or onnxruntime-web.
 //
+// Metadata (lib/metadata.js): a .tflite's standard TFLite Metadata gives the labels, normalization and
+// color space (kerascnn's packed metadata.json, when there, must agree); an .onnx's metadata_props; else
+// the listed file's entry in models/model.json.
+//
 // For tests and curious users the last result is exposed as window.lastResult (and as JSON in
 // #result[data-result]); document.body.dataset.state is loading | ready | busy | done | error.
 import { decodeImageFile } from "./lib/decode.js";
-import { checkMetadata, parseLabels, readOnnxMetadata, readTfliteMetadata, sidecarMetadata } from "./lib/metadata.js";
+import { checkMetadata, parseLabels, readOnnxMetadata, sidecarMetadata, tfliteModelMetadata } from "./lib/metadata.js";
 import { postprocess } from "./lib/postprocess.js";
 import { prepareInput } from "./lib/preprocess.js";
 import { capabilities, loadModel } from "./lib/runtimes.js";
@@ -16,7 +20,7 @@ const state = {
   labels: null,
   files: [], // [{name, kind, info}]
   own: null, // {name, bytes} of a model file the user opened
-  model: null, // {name, kind, meta, metaSource, runner}
+  model: null, // {name, kind, meta, metaSource, standard, runner}
   image: null, // {name, rgba, width, height, decoder, url}
   seq: 0,
   loading: Promise.resolve(),
@@ -96,14 +100,10 @@ async function selectModel(value) {
       const name = own ? state.own.name : value;
       const kind = kindOf(name);
       const bytes = own ? state.own.bytes : await fetchBytes(`models/${encodeURIComponent(name)}`);
-      let raw = kind === "tflite" ? readTfliteMetadata(bytes) : kind === "onnx" ? readOnnxMetadata(bytes) : null;
-      let metaSource = "embedded in the file";
-      if (!raw && !own) {
-        raw = sidecarMetadata(state.sidecar, name);
-        metaSource = "models/model.json";
-      }
-      if (!raw) throw new Error(`${name} has no kerascnn metadata (export it with \`kerascnn export\`)`);
-      if (!raw.labels && state.labels) raw = { ...raw, labels: state.labels };
+      const found = embeddedMetadata(name, kind, bytes) ?? (own ? null : listedMetadata(name));
+      if (!found) throw new Error(noMetadataMessage(name, kind));
+      let raw = found.raw;
+      if (!raw.labels && state.labels && !own) raw = { ...raw, labels: state.labels };
       const meta = checkMetadata(raw, name);
       const opts = settings();
       if (opts.accelerator !== "wasm" && kind !== "tflite") opts.accelerator = "wasm";
@@ -113,7 +113,7 @@ async function selectModel(value) {
       const n = H * W * meta.channels;
       const zeros = meta.input_dtype === "float32" ? new Float32Array(n) : meta.input_dtype === "int8" ? new Int8Array(n) : new Uint8Array(n);
       await runner.run(zeros, [1, H, W, meta.channels]);
-      state.model = { name, kind, meta, metaSource, runner, bytes: bytes.length };
+      state.model = { name, kind, meta, metaSource: found.source, standard: found.standard, runner, bytes: bytes.length };
       renderModelInfo();
       if (state.image) await classify(); // the shown photo, with the new model
       else setState("ready");
@@ -127,14 +127,43 @@ async function selectModel(value) {
   return state.loading;
 }
 
+/** {raw, source, standard} from the model file itself, or null when it carries no metadata. */
+function embeddedMetadata(name, kind, bytes) {
+  if (kind === "tflite") return tfliteModelMetadata(bytes, name);
+  const raw = kind === "onnx" ? readOnnxMetadata(bytes) : null;
+  return raw ? { raw, source: "embedded in the file (metadata_props)", standard: null } : null;
+}
+
+/** The listed file's entry in models/model.json (a file exported without embedded metadata). */
+function listedMetadata(name) {
+  const raw = sidecarMetadata(state.sidecar, name);
+  return raw ? { raw, source: "models/model.json", standard: null } : null;
+}
+
+function noMetadataMessage(name, kind) {
+  if (kind === "tflite") {
+    return (
+      `${name} has no metadata: neither the standard TFLite Metadata (a TFLITE_METADATA entry with the labels file, ` +
+      `as kerascnn export, MediaPipe Model Maker and tflite_support write it) nor kerascnn's packed metadata.json. ` +
+      `The page needs its labels, normalization and color space: export it with \`kerascnn export\`, or add TFLite Metadata with a metadata writer.`
+    );
+  }
+  return `${name} has no kerascnn metadata (export it with \`kerascnn export\`)`;
+}
+
 function renderModelInfo() {
-  const { meta, metaSource, runner, bytes } = state.model;
+  const { meta, metaSource, standard, runner, bytes } = state.model;
   const [H, W] = meta.input_size;
   const norm = (v) => (v.length === 1 ? String(v[0]) : `[${v.join(", ")}]`);
   const q = meta.input_quantization ? `, then ÷${meta.input_quantization.scale} + ${meta.input_quantization.zero_point}` : "";
+  // The name and version the standard TFLite Metadata gives (what MediaPipe and Android Studio show).
+  const title = standard
+    ? `${standard.name ?? meta.model_name}${standard.version ? ` version ${standard.version}` : ""}${standard.author ? ` by ${standard.author}` : ""}`
+    : meta.model_name;
+  const color = standard && standard.input.colorSpace !== "UNKNOWN" ? standard.input.colorSpace : meta.channel_order;
   $("model-info").textContent =
-    `${meta.model_name}: ${meta.labels.length} classes, input ${H}×${W}×${meta.channels} ${meta.channel_order} ${meta.input_dtype}, ` +
-    `(pixel − ${norm(meta.mean)}) / ${norm(meta.std)}${q}; ${meta.output}; metadata ${metaSource}; ${fmtMB(bytes)}; ${runner.runtime}.`;
+    `${title}: ${meta.labels.length} classes, input ${H}×${W}×${meta.channels} ${color} ${meta.input_dtype}, ` +
+    `(pixel − ${norm(meta.mean)}) / ${norm(meta.std)}${q}; ${meta.output}; metadata: ${metaSource}; ${fmtMB(bytes)}; ${runner.runtime}.`;
   $("modelview").width = W;
   $("modelview").height = H;
   $("modelview-caption").textContent = `model input ${W}×${H}`;

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Makes app/ a self-contained static site (run by `npm ci` via postinstall, and before `npm test`):
 //  - app/vendor/: the runtime files from node_modules (LiteRT.js @litertjs/core + its WASM builds,
-//    onnxruntime-web's WASM-only build), so the page loads nothing from another origin;
+//    onnxruntime-web's WASM-only build, the flatbuffers runtime), so the page loads nothing from
+//    another origin;
 //  - app/models/: the exported model folder (default: ../models = mobile_demo/models, the demo model;
 //    `node scripts/prepare.mjs --models DIR` to use your own `kerascnn export` output);
 //  - app/precache-manifest.js: the list of files the service worker precaches, and a version hash
@@ -63,6 +64,20 @@ for (const name of ["ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]
   copy(join(NM, "onnxruntime-web/dist", name), join(ort, name));
 }
 
+// --- vendor: flatbuffers (the official runtime; app/lib/flatbuf.js reads TFLite and its Metadata) ---
+// Its ES module build, minus flexbuffers: plain modules that import only each other.
+const fb = join(vendor, "flatbuffers");
+const FB_FILES = ["flatbuffers.js", "builder.js", "byte-buffer.js", "constants.js", "encoding.js", "utils.js"];
+for (const name of FB_FILES) {
+  copy(join(NM, "flatbuffers/mjs", name), join(fb, name), (text) => {
+    for (const [, spec] of text.matchAll(/(?:^|\s)(?:import|export)\s[^;]*?from\s+["']([^"']+)["']/g)) {
+      if (!FB_FILES.includes(spec.replace(/^\.\//, ""))) fail(`flatbuffers/mjs/${name} imports ${spec} now; update prepare.mjs`);
+    }
+    return stripSourceMap(text);
+  });
+}
+copy(join(NM, "flatbuffers/LICENSE"), join(fb, "LICENSE.txt"));
+
 // --- models ----------------------------------------------------------------------------------
 const models = join(APP, "models");
 rmSync(models, { recursive: true, force: true });
@@ -97,4 +112,4 @@ writeFileSync(
   `// Written by scripts/prepare.mjs: the files the service worker precaches (${(bytes / 1e6).toFixed(1)} MB).\n` +
     `self.PRECACHE = ${JSON.stringify({ version, urls }, null, 1)};\n`,
 );
-console.log(`prepare: app/vendor (LiteRT.js, onnxruntime-web), app/models (${copied.join(", ")} from ${relative(WEB, MODELS) || "."}), precache ${urls.length} files, ${(bytes / 1e6).toFixed(1)} MB, version ${version}`);
+console.log(`prepare: app/vendor (LiteRT.js, onnxruntime-web, flatbuffers), app/models (${copied.join(", ")} from ${relative(WEB, MODELS) || "."}), precache ${urls.length} files, ${(bytes / 1e6).toFixed(1)} MB, version ${version}`);

@@ -1,8 +1,8 @@
 // The static parts of the PWA (no browser): the web manifest and its icons, the service worker's
-// precache list, the TFLite shape patch the page applies before LiteRT.js compiles a model, and the
-// static server (headers, content types, no path traversal).
+// precache list, the vendored runtimes, the TFLite shape patch the page applies before LiteRT.js
+// compiles a model, and the static server (headers, content types, no path traversal).
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import vm from "node:vm";
@@ -10,8 +10,9 @@ import vm from "node:vm";
 import { readTfliteMetadata } from "../app/lib/metadata.js";
 import { decodePng } from "../app/lib/png.js";
 import { staticShapes, tfliteIO } from "../app/lib/tflite.js";
+import { readStandardMetadata } from "../app/lib/tflite_metadata.js";
 import { staticServer } from "../scripts/server.mjs";
-import { APP, MODELS, requireFile } from "./helpers.mjs";
+import { APP, MODELS, WEB, requireFile } from "./helpers.mjs";
 
 const bytes = (path) => new Uint8Array(readFileSync(path));
 
@@ -38,7 +39,9 @@ test("the service worker precaches the app shell, vendor/ and models/ (precache-
   assert.match(version, /^[0-9a-f]{16}$/);
   for (const url of ["./", "index.html", "app.js", "style.css", "manifest.webmanifest", "lib/preprocess.js", "icons/icon-192.png",
     "vendor/litertjs/core.js", "vendor/litertjs/wasm/litert_wasm_internal.wasm", "vendor/litertjs/wasm/litert_wasm_compat_internal.wasm",
-    "vendor/ort/ort.wasm.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "models/model.json", "models/labels.txt",
+    "vendor/ort/ort.wasm.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "vendor/flatbuffers/flatbuffers.js",
+    "vendor/flatbuffers/byte-buffer.js", "lib/flatbuf.js", "lib/zip.js", "lib/tflite.js", "lib/tflite_metadata.js", "lib/metadata.js",
+    "models/model.json", "models/labels.txt",
     "models/mobilenet_v2_float32.tflite", "models/mobilenet_v2_int8.tflite", "models/mobilenet_v2.onnx"]) {
     assert.ok(urls.includes(url), `${url} is not precached`);
   }
@@ -46,11 +49,31 @@ test("the service worker precaches the app shell, vendor/ and models/ (precache-
 });
 
 test("the page loads no script, style or module from another origin", () => {
-  const files = ["index.html", "app.js", "sw.js", "lib/runtimes.js", "lib/decode.js", "vendor/litertjs/core.js", "vendor/litertjs/wasm-utils.js"];
+  const files = ["index.html", "app.js", "sw.js", ...readdirSync(join(APP, "lib")).map((f) => `lib/${f}`), "vendor/litertjs/core.js", "vendor/litertjs/wasm-utils.js",
+    ...readdirSync(join(APP, "vendor", "flatbuffers")).filter((f) => f.endsWith(".js")).map((f) => `vendor/flatbuffers/${f}`)];
   for (const f of files) {
     const text = readFileSync(join(APP, f), "utf8");
     assert.doesNotMatch(text, /(src|href)=["']https?:|import\s*\(?\s*["']https?:|cdn\.jsdelivr|unpkg\.com/, f);
     assert.doesNotMatch(text, /from\s+["'](?![./])[^"']+["']/, `${f} has a bare module import`);
+  }
+});
+
+test("flatbuffers: the pinned npm package, vendored unchanged (ES modules importing only each other)", () => {
+  const pinned = JSON.parse(readFileSync(join(WEB, "package.json"), "utf8")).dependencies.flatbuffers;
+  const lock = JSON.parse(readFileSync(join(WEB, "package-lock.json"), "utf8"));
+  assert.match(pinned, /^\d+\.\d+\.\d+$/, "flatbuffers must be pinned to an exact version");
+  assert.equal(lock.packages[""].dependencies.flatbuffers, pinned);
+  assert.equal(lock.packages["node_modules/flatbuffers"].version, pinned);
+  const installed = JSON.parse(readFileSync(join(WEB, "node_modules", "flatbuffers", "package.json"), "utf8")).version;
+  assert.equal(installed, pinned, "node_modules is out of date: npm ci");
+  const vendored = readdirSync(join(APP, "vendor", "flatbuffers")).filter((f) => f.endsWith(".js"));
+  assert.ok(vendored.includes("flatbuffers.js") && vendored.includes("byte-buffer.js"));
+  for (const f of vendored) {
+    const strip = (t) => t.replace(/\n\/\/# sourceMappingURL=\S+\s*$/, "\n");
+    assert.equal(readFileSync(join(APP, "vendor", "flatbuffers", f), "utf8"), strip(readFileSync(join(WEB, "node_modules", "flatbuffers", "mjs", f), "utf8")), f);
+    for (const [, spec] of readFileSync(join(APP, "vendor", "flatbuffers", f), "utf8").matchAll(/from\s+["']([^"']+)["']/g)) {
+      assert.ok(vendored.includes(spec.replace(/^\.\//, "")), `${f} imports ${spec}, which is not vendored`);
+    }
   }
 });
 
@@ -68,6 +91,7 @@ for (const name of ["mobilenet_v2_float32.tflite", "mobilenet_v2_int8.tflite"]) 
     for (let i = 0; i < original.length; i++) if (original[i] !== patched[i]) changed++;
     assert.ok(changed <= count * 4, `${changed} bytes changed for ${count} int32 entries`);
     assert.deepEqual(readTfliteMetadata(patched), readTfliteMetadata(original));
+    assert.deepEqual(readStandardMetadata(patched).metadata, readStandardMetadata(original).metadata);
   });
 }
 

@@ -2,17 +2,22 @@
 //  - page top-1 and scores == Python's LiteRT interpreter on the same exported .tflite and image
 //    (float32 model: every |difference| <= 1e-5; int8 model: exactly equal), and ONNX via
 //    onnxruntime-web == Python onnxruntime (|difference| <= 1e-5);
+//  - the page takes labels, normalization and color space from the standard TFLite Metadata: a copy of
+//    the demo model without kerascnn's metadata.json (as MediaPipe Model Maker writes it) gives the same
+//    results and labels; a .tflite without any metadata, or with disagreeing metadata, a clear error;
 //  - after the service worker has taken control, the page works again offline (reload + classify);
 //  - no request leaves the page's origin;
 //  - a screenshot of the phone-sized page with a result: test-results/phone.png.
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
+import { parseLabels, zipStart } from "../app/lib/metadata.js";
+import { packedFiles } from "../app/lib/zip.js";
 import { staticServer } from "../scripts/server.mjs";
-import { APP, CHROMIUM, FIXTURES, MODELS, WEB, requireFile, runPython } from "./helpers.mjs";
+import { APP, CHROMIUM, FIXTURES, MODELS, WEB, appendStoredZip, manifest, replaceOnce, requireFile, runPython } from "./helpers.mjs";
 
 // The flags the issue prescribes for Debian's Chromium.
 export const CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
@@ -22,6 +27,8 @@ const TFLITE_FLOAT = "mobilenet_v2_float32.tflite";
 const TFLITE_INT8 = "mobilenet_v2_int8.tflite";
 const ONNX_FLOAT = "mobilenet_v2.onnx";
 const ONNX_INT8 = "mobilenet_v2_int8.onnx";
+const LABELS = parseLabels(readFileSync(join(MODELS, "labels.txt"), "utf8"));
+const STANDARD = manifest().standard_metadata;
 
 let server;
 let origin;
@@ -224,11 +231,91 @@ describe("phone-sized page in Debian's Chromium", () => {
     await page.setInputFiles("#modelfile", join(MODELS, TFLITE_INT8));
     await page.waitForFunction(() => window.app.state.own && ["ready", "done"].includes(document.body.dataset.state) && window.app.state.model?.name === window.app.state.own.name, null, { timeout: 60_000 });
     assert.equal(await page.inputValue("#model"), `own:${TFLITE_INT8}`);
-    assert.match(await page.textContent("#model-info"), /metadata embedded in the file/);
+    assert.match(await page.textContent("#model-info"), /metadata: TFLite Metadata \+ kerascnn metadata\.json/);
     const image = IMAGES[0];
     const result = await classify(image);
     compare(TFLITE_INT8, image, result, reference[TFLITE_INT8][basename(image)], { exact: true });
     await page.click("#settings summary");
+  });
+
+  test("the exported .tflite: labels, normalization, color space, name and version from the standard TFLite Metadata", async () => {
+    setUp();
+    for (const model of [TFLITE_FLOAT, TFLITE_INT8]) {
+      await selectModel(model);
+      const { metaSource, standard, meta } = await page.evaluate(() => {
+        const m = window.app.state.model;
+        const { files, ...standard } = m.standard;
+        return { metaSource: m.metaSource, standard, meta: m.meta };
+      });
+      assert.equal(metaSource, "TFLite Metadata + kerascnn metadata.json");
+      assert.deepEqual(standard.metadata, STANDARD[model].metadata);
+      assert.deepEqual(standard.output.labels, LABELS);
+      assert.deepEqual(meta.labels, LABELS);
+      assert.equal(standard.input.colorSpace, "RGB");
+      assert.deepEqual([meta.mean, meta.std, meta.channel_order], [standard.input.mean, standard.input.std, "RGB"]);
+      const info = await page.textContent("#model-info");
+      const { name, version, author } = STANDARD[model].metadata;
+      assert.ok(info.startsWith(`${name} version ${version} by ${author}: 10 classes, input 32×32×3 RGB float32`), info);
+    }
+  });
+
+  test("a copy without kerascnn's metadata.json (standard metadata only, opened from the device): the same labels and results", async () => {
+    setUp();
+    await page.click("#settings summary");
+    for (const [model, exact] of [[TFLITE_FLOAT, false], [TFLITE_INT8, true]]) {
+      // the listed (exported) file
+      await selectModel(model);
+      const normal = [];
+      for (const image of IMAGES) normal.push(await classify(image));
+      // the "foreign" copy: the same flatbuffer, a stored zip with labels.txt only (what MediaPipe Model Maker packs)
+      const bytes = new Uint8Array(readFileSync(join(MODELS, model)));
+      const copy = appendStoredZip(bytes.slice(0, zipStart(bytes)), [["labels.txt", packedFiles(bytes).get("labels.txt")]]);
+      const name = `foreign_${model}`;
+      await page.setInputFiles("#modelfile", { name, mimeType: "application/octet-stream", buffer: Buffer.from(copy) });
+      await page.waitForFunction((n) => window.lastError || (window.app.state.model?.name === n && ["ready", "done"].includes(document.body.dataset.state)), name, { timeout: 60_000 });
+      assert.equal(await page.evaluate(() => window.lastError), null);
+      const { metaSource, labels } = await page.evaluate(() => ({ metaSource: window.app.state.model.metaSource, labels: window.app.state.model.meta.labels }));
+      assert.equal(metaSource, "TFLite Metadata (no kerascnn metadata.json)");
+      assert.deepEqual(labels, LABELS);
+      assert.match(await page.textContent("#model-info"), new RegExp(`^mobilenet_v2 version ${STANDARD[model].metadata.version} `));
+      for (const [i, image] of IMAGES.entries()) {
+        const result = await classify(image);
+        assert.equal(result.model, name);
+        assert.deepEqual(result.scores, normal[i].scores, `${name} on ${basename(image)}: scores differ from the exported file's`);
+        assert.deepEqual(result.top3, normal[i].top3, `${name} on ${basename(image)}: top-3 (labels) differ`);
+        const shown = await page.$$eval("#top li .label", (els) => els.map((e) => e.textContent));
+        assert.deepEqual(shown, result.top3.map((t) => LABELS[t.index]));
+        compare(model, image, { ...result, model }, reference[model][basename(image)], { exact });
+      }
+    }
+    await page.click("#settings summary");
+  });
+
+  test("a .tflite with no metadata, or whose two metadata disagree: a clear message on the page", async () => {
+    setUp();
+    await page.click("#settings summary");
+    const bytes = new Uint8Array(readFileSync(join(MODELS, TFLITE_INT8)));
+    const flat = bytes.slice(0, zipStart(bytes));
+    const files = packedFiles(bytes);
+    const json = JSON.parse(new TextDecoder().decode(files.get("metadata.json")));
+    const cases = [
+      // neither the standard metadata (TFLITE_METADATA renamed) nor metadata.json (no archive)
+      ["bare.tflite", replaceOnce(flat, "TFLITE_METADATA", "XFLITE_METADATA"), /^bare\.tflite has no metadata: neither the standard TFLite Metadata \(a TFLITE_METADATA entry/],
+      ["labels_differ.tflite", appendStoredZip(flat, [["labels.txt", files.get("labels.txt")], ["metadata.json", JSON.stringify({ ...json, labels: json.labels.toReversed() })]]),
+        /^labels_differ\.tflite: the standard TFLite Metadata and the packed metadata\.json disagree on labels: TFLite Metadata label 0 = "T-shirt\/top", metadata\.json label 0 = "Ankle boot"/],
+      ["mean_differs.tflite", appendStoredZip(flat, [["labels.txt", files.get("labels.txt")], ["metadata.json", JSON.stringify({ ...json, mean: [0] })]]),
+        /^mean_differs\.tflite: the standard TFLite Metadata and the packed metadata\.json disagree on normalization mean: TFLite Metadata \[127\.5\], metadata\.json \[0\]/],
+    ];
+    for (const [name, data, message] of cases) {
+      await page.setInputFiles("#modelfile", { name, mimeType: "application/octet-stream", buffer: Buffer.from(data) });
+      // (the page is still in the previous case's error state: wait for this file's error)
+      await page.waitForFunction((n) => document.body.dataset.state === "error" && window.lastError?.startsWith(n), name, { timeout: 60_000 });
+      assert.equal(await page.isVisible("#error"), true);
+      assert.match(await page.textContent("#error"), message);
+      assert.equal(await page.evaluate(() => window.app.state.model), null);
+    }
+    await page.click("#settings summary");
+    await selectModel(TFLITE_FLOAT); // the page recovers with a listed model
   });
 
   for (const model of [ONNX_FLOAT, ONNX_INT8]) {

@@ -5,11 +5,14 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { checkMetadata, parseLabels, readOnnxMetadata, readTfliteMetadata, sidecarMetadata, zipStart } from "../app/lib/metadata.js";
+import { MetadataError, checkMetadata, parseLabels, readOnnxMetadata, readTfliteMetadata, sidecarMetadata, tfliteModelMetadata, zipStart } from "../app/lib/metadata.js";
 import { decodePng } from "../app/lib/png.js";
 import { postprocess, topK } from "../app/lib/postprocess.js";
 import { argbToRGBA, prepareInput, roundHalfEven } from "../app/lib/preprocess.js";
-import { MODELS, fixtureBytes, manifest } from "./helpers.mjs";
+import { decodeMetadata, metaFromStandard, readStandardMetadata } from "../app/lib/tflite_metadata.js";
+import { tfliteMetadataBuffer, tfliteMetadataNames } from "../app/lib/tflite.js";
+import { packedFiles, zipEntries } from "../app/lib/zip.js";
+import { MODELS, appendStoredZip, findAll, fixtureBytes, manifest, replaceOnce } from "./helpers.mjs";
 
 const M = manifest();
 
@@ -125,4 +128,202 @@ test("a .tflite without an appended archive has no metadata; the sidecar is the 
 
 test("labels.txt parsing skips blank lines and strips CR", () => {
   assert.deepEqual(parseLabels("a\r\nb b\n\n c\n"), ["a", "b b", " c"]);
+});
+
+// --- the standard TFLite Metadata (TFLITE_METADATA, metadata_schema.fbs) ---------------------------
+
+const LABELS = parseLabels(readFileSync(join(MODELS, "labels.txt"), "utf8"));
+const modelBytes = (name) => new Uint8Array(readFileSync(join(MODELS, name)));
+/** The flatbuffer alone (the bytes before the appended archive). */
+const flatbuffer = (bytes) => bytes.slice(0, zipStart(bytes));
+/** A copy as a tool without kerascnn's metadata.json writes it (MediaPipe Model Maker): labels.txt only. */
+const foreign = (bytes, options) => appendStoredZip(flatbuffer(bytes), [["labels.txt", packedFiles(bytes).get("labels.txt")]], options);
+/** A copy whose Model.metadata has no TFLITE_METADATA entry (its name changed, same length). */
+const withoutStandard = (bytes) => replaceOnce(bytes, "TFLITE_METADATA", "XFLITE_METADATA");
+/** A copy with kerascnn's metadata.json changed by `edit`. */
+function withJson(bytes, edit) {
+  const files = packedFiles(bytes);
+  const json = JSON.parse(new TextDecoder().decode(files.get("metadata.json")));
+  edit(json);
+  return appendStoredZip(flatbuffer(bytes), [["labels.txt", files.get("labels.txt")], ["metadata.json", JSON.stringify(json)]]);
+}
+// What a model with only the standard metadata still gives (kerascnn's JSON adds quantization method,
+// source, kerascnn version, schema).
+const FROM_STANDARD = ["model_name", "labels", "input_size", "channels", "mean", "std", "channel_order", "layout", "output", "format",
+  "input_dtype", "output_dtype", "input_quantization", "output_quantization", "model_version"];
+
+test("fixtures list the standard metadata of every demo .tflite", () => {
+  assert.deepEqual(Object.keys(M.standard_metadata).sort(), tflites);
+});
+
+for (const name of tflites) {
+  test(`standard TFLite Metadata of ${name} equals the fixture`, () => {
+    const bytes = modelBytes(name);
+    assert.ok(tfliteMetadataNames(bytes).includes("TFLITE_METADATA"));
+    const info = readStandardMetadata(bytes, name);
+    const expected = M.standard_metadata[name];
+    assert.deepEqual(info.metadata, expected.metadata);
+    assert.deepEqual(info.packedFiles, expected.packed_files);
+    // the fields the page uses, as the fixture gives them
+    const image = expected.metadata.subgraph_metadata[0].input_tensor_metadata[0];
+    const scores = expected.metadata.subgraph_metadata[0].output_tensor_metadata[0];
+    assert.equal(info.name, expected.metadata.name);
+    assert.equal(info.version, expected.metadata.version);
+    assert.equal(info.author, expected.metadata.author);
+    assert.equal(info.minParserVersion, expected.metadata.min_parser_version);
+    assert.equal(info.input.colorSpace, image.content.content_properties.color_space);
+    assert.deepEqual(info.input.defaultSize, image.content.content_properties.default_size);
+    assert.deepEqual(info.input.mean, image.process_units[0].options.mean);
+    assert.deepEqual(info.input.std, image.process_units[0].options.std);
+    assert.deepEqual(info.input.stats, image.stats);
+    assert.deepEqual(info.output.stats, scores.stats);
+    assert.equal(info.output.labelsFile, "labels.txt");
+    assert.deepEqual(info.output.labels, LABELS);
+    assert.equal(info.output.kind, M.tflite_metadata[name].output);
+  });
+
+  test(`tensor info of ${name} (from the TFLite flatbuffer) equals the fixture's dtypes and quantization`, () => {
+    const info = readStandardMetadata(modelBytes(name), name);
+    const expected = M.tflite_metadata[name];
+    assert.equal(info.input.tensor.type, expected.input_dtype);
+    assert.equal(info.output.tensor.type, expected.output_dtype);
+    assert.deepEqual(info.input.tensor.quantization, expected.input_quantization);
+    assert.deepEqual(info.output.tensor.quantization, expected.output_quantization);
+    assert.deepEqual(info.input.tensor.shape, [1, ...expected.input_size, expected.channels]);
+    assert.deepEqual(info.output.tensor.shape, [1, expected.labels.length]);
+  });
+
+  test(`${name}: the page's metadata (standard + metadata.json, which agree) equals the fixture`, () => {
+    const found = tfliteModelMetadata(modelBytes(name), name);
+    assert.match(found.source, /^TFLite Metadata \+ kerascnn metadata\.json$/);
+    assert.deepEqual(checkMetadata(found.raw, name), M.tflite_metadata[name]);
+  });
+
+  for (const absolute of [true, false]) {
+    test(`${name}: a copy packing only labels.txt (no metadata.json; ${absolute ? "absolute" : "archive-relative"} zip offsets) still parses`, () => {
+      const bytes = modelBytes(name);
+      const copy = foreign(bytes, { absolute });
+      assert.equal(zipStart(copy), zipStart(bytes));
+      assert.equal(readTfliteMetadata(copy), null);
+      const info = readStandardMetadata(copy, name);
+      assert.deepEqual(info.metadata, M.standard_metadata[name].metadata);
+      assert.deepEqual(info.packedFiles, ["labels.txt"]);
+      assert.deepEqual(info.output.labels, LABELS);
+      const found = tfliteModelMetadata(copy, name);
+      assert.match(found.source, /^TFLite Metadata \(no kerascnn metadata\.json\)$/);
+      assert.equal(found.kerascnn, null);
+      const meta = checkMetadata(found.raw, name);
+      for (const key of FROM_STANDARD) assert.deepEqual(meta[key], M.tflite_metadata[name][key], key);
+    });
+  }
+}
+
+test("a model without TFLITE_METADATA: no standard metadata (null, or MetadataError when required); metadata.json alone still works", () => {
+  const bytes = withoutStandard(modelBytes("mobilenet_v2_int8.tflite"));
+  assert.ok(!tfliteMetadataNames(bytes).includes("TFLITE_METADATA"));
+  assert.equal(tfliteMetadataBuffer(bytes, "TFLITE_METADATA"), null);
+  assert.equal(readStandardMetadata(bytes, "x.tflite"), null);
+  assert.throws(() => readStandardMetadata(bytes, "x.tflite", { required: true }), (e) => e instanceof MetadataError && /^x\.tflite: no TFLite Metadata: Model\.metadata has no TFLITE_METADATA entry \(it has min_runtime_version, CONVERSION_METADATA, XFLITE_METADATA\)/.test(e.message));
+  const found = tfliteModelMetadata(bytes, "x.tflite");
+  assert.match(found.source, /no TFLite Metadata/);
+  assert.deepEqual(checkMetadata(found.raw), M.tflite_metadata["mobilenet_v2_int8.tflite"]);
+  // neither metadata: nothing (the page then says so)
+  assert.equal(tfliteModelMetadata(flatbuffer(bytes), "x.tflite"), null);
+});
+
+test("a TFLITE_METADATA buffer that is not TFLite Metadata (no M001) is an error", () => {
+  const bytes = modelBytes("mobilenet_v2_float32.tflite");
+  const buffer = tfliteMetadataBuffer(bytes, "TFLITE_METADATA");
+  assert.equal(new TextDecoder().decode(buffer.subarray(4, 8)), "M001");
+  const copy = bytes.slice();
+  copy[buffer.byteOffset - bytes.byteOffset + 7] = "9".charCodeAt(0); // M009
+  assert.throws(() => readStandardMetadata(copy, "m.tflite"), (e) => e instanceof MetadataError && /^m\.tflite: not a TFLite Metadata buffer \(file identifier M001 missing\)/.test(e.message));
+  assert.throws(() => decodeMetadata(new Uint8Array(6)), MetadataError);
+});
+
+test("truncated models give a MetadataError naming the file, never garbage", () => {
+  const bytes = modelBytes("mobilenet_v2_float32.tflite");
+  const buffer = tfliteMetadataBuffer(bytes, "TFLITE_METADATA");
+  const metaAt = buffer.byteOffset - bytes.byteOffset;
+  const start = zipStart(bytes);
+  const cuts = [0, 3, 7, 8, 16, 64, 1000, metaAt + 10, metaAt + buffer.length - 1, Math.floor(bytes.length / 2), start - 1, start, start + 40, bytes.length - 23, bytes.length - 1];
+  for (const n of cuts) {
+    assert.throws(() => readStandardMetadata(bytes.subarray(0, n), "cut.tflite"), (e) => e instanceof MetadataError && e.message.startsWith("cut.tflite: "), `cut at ${n}`);
+  }
+  // the metadata buffer itself, truncated
+  for (const n of [8, 12, 40, Math.floor(buffer.length / 2), buffer.length - 4]) {
+    assert.throws(() => decodeMetadata(buffer.subarray(0, n)), MetadataError, `metadata cut at ${n}`);
+  }
+  // cut where the flatbuffer reads past the end: the message says so
+  assert.throws(() => readStandardMetadata(bytes.subarray(0, 64), "cut.tflite"), /truncated or corrupt/);
+  assert.throws(() => readStandardMetadata(bytes.subarray(0, 7), "cut.tflite"), /not a TFLite model/);
+  // only the archive cut off: the labels file the metadata names is missing
+  assert.throws(() => readStandardMetadata(bytes.subarray(0, start), "cut.tflite"), /names the labels file labels\.txt \(TENSOR_AXIS_LABELS\), but the file packs no labels\.txt/);
+});
+
+test("standard metadata and metadata.json that disagree: an error naming the field", () => {
+  const bytes = modelBytes("mobilenet_v2_int8.tflite");
+  const cases = [
+    [(j) => (j.labels[3] = "Gown"), /disagree on labels: TFLite Metadata label 3 = "Dress", metadata\.json label 3 = "Gown"/],
+    [(j) => j.labels.pop(), /disagree on labels: TFLite Metadata has 10 labels, metadata\.json has 9/],
+    [(j) => (j.mean = [128]), /disagree on normalization mean: TFLite Metadata \[127\.5\], metadata\.json \[128\]/],
+    [(j) => (j.std = [127.5, 127.5, 64]), /disagree on normalization std/],
+    [(j) => Object.assign(j, { channels: 1, channel_order: "GRAY" }), /disagree on color space: TFLite Metadata RGB/],
+  ];
+  for (const [edit, message] of cases) {
+    assert.throws(() => tfliteModelMetadata(withJson(bytes, edit), "m.tflite"), (e) => e instanceof MetadataError && message.test(e.message) && e.message.startsWith("m.tflite: "), String(message));
+  }
+  // values that agree in float32 are no disagreement (the standard metadata stores float32)
+  const same = withJson(bytes, (j) => Object.assign(j, { mean: [127.5, 127.5, 127.5], std: [127.50000000001] }));
+  assert.deepEqual(tfliteModelMetadata(same, "m.tflite").raw.mean, [127.5]);
+});
+
+test("appended zip: absolute and archive-relative offsets, compressed entries named", () => {
+  const flat = flatbuffer(modelBytes("mobilenet_v2_int8.tflite"));
+  for (const absolute of [true, false]) {
+    const bytes = appendStoredZip(flat, [["a.txt", "A"], ["b.bin", new Uint8Array([1, 2, 3])]], { absolute });
+    assert.equal(zipStart(bytes), flat.length);
+    const files = packedFiles(bytes);
+    assert.deepEqual([...files.keys()], ["a.txt", "b.bin"]);
+    assert.deepEqual(Array.from(files.get("b.bin")), [1, 2, 3]);
+  }
+  assert.equal(zipStart(flat), -1);
+  assert.deepEqual([...packedFiles(flat)], []);
+  // labels.txt marked as deflated (method 8): listed, not read, and the reader says why
+  const bytes = foreign(modelBytes("mobilenet_v2_int8.tflite"));
+  const [entry] = zipEntries(bytes);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  dv.setUint16(entry.header + 8, 8, true);
+  const cd = findAll(bytes.subarray(entry.header), "PK\x01\x02")[0] + entry.header; // the central directory entry
+  dv.setUint16(cd + 10, 8, true);
+  assert.equal(packedFiles(bytes).get("labels.txt"), null);
+  assert.throws(() => readStandardMetadata(bytes, "z.tflite"), /z\.tflite: the packed labels\.txt is compressed/);
+});
+
+test("standard metadata -> the page's metadata: grayscale, logits, uint8 tensors, no normalization, dynamic size, mismatches", () => {
+  const tensor = (type, shape, quantization = null) => ({ name: "t", type, shape, signature: null, quantization });
+  const info = (over = {}) => ({
+    name: "m", version: "7", input: { colorSpace: "GRAYSCALE", defaultSize: { width: 40, height: 24 }, mean: [72.94], std: [90.02], tensor: tensor("uint8", [1, 28, 28, 1], { scale: 0.5, zero_point: 3 }) },
+    output: { kind: "logits", labels: ["a", "b"], tensor: tensor("int8", [1, 2], { scale: 0.25, zero_point: -1 }) }, ...over,
+  });
+  const meta = checkMetadata(metaFromStandard(info(), "g.tflite"), "g.tflite");
+  assert.deepEqual(
+    [meta.model_name, meta.model_version, meta.input_size, meta.channels, meta.channel_order, meta.mean, meta.std, meta.output, meta.labels],
+    ["m", "7", [28, 28], 1, "GRAY", [72.94], [90.02], "logits", ["a", "b"]],
+  );
+  assert.deepEqual([meta.input_dtype, meta.input_quantization, meta.output_dtype, meta.output_quantization], ["uint8", { scale: 0.5, zero_point: 3 }, "int8", { scale: 0.25, zero_point: -1 }]);
+  // no NormalizationOptions: raw pixels (mean 0, std 1), as export/metadata.py::from_standard_metadata
+  const raw = metaFromStandard(info({ input: { ...info().input, mean: null, std: null } }));
+  assert.deepEqual([raw.mean, raw.std], [[0], [1]]);
+  // a dynamic H/W takes the metadata's default_size; none at all is an error
+  const dynamic = { ...info().input, tensor: tensor("float32", [1, -1, -1, 1]) };
+  assert.deepEqual(metaFromStandard(info({ input: dynamic })).input_size, [24, 40]);
+  assert.throws(() => metaFromStandard(info({ input: { ...dynamic, defaultSize: null } }), "d.tflite"), /^MetadataError: d\.tflite: the input tensor's size is dynamic/);
+  // color space and channels must agree; UNKNOWN follows the channels
+  assert.throws(() => metaFromStandard(info({ input: { ...info().input, tensor: tensor("float32", [1, 28, 28, 3]) } }), "c.tflite"), /c\.tflite: the TFLite Metadata says color space GRAYSCALE but the input tensor has 3 channel\(s\)/);
+  assert.equal(metaFromStandard(info({ input: { ...info().input, colorSpace: "UNKNOWN", tensor: tensor("float32", [1, 8, 8, 3]) } })).channel_order, "RGB");
+  assert.throws(() => metaFromStandard(info({ input: { ...info().input, tensor: tensor("float32", [1, 784]) } })), /shape \[1,784\]; an image classifier takes \[1, H, W, C\]/);
+  // no name or version in the metadata: nothing invented here (tfliteModelMetadata names it after the file)
+  const anonymous = metaFromStandard(info({ name: null, version: null }));
+  assert.ok(!("model_name" in anonymous) && !("model_version" in anonymous));
 });

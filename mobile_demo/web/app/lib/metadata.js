@@ -1,109 +1,101 @@
-// Model metadata as `kerascnn export` writes it, read in the browser (or node) from the model bytes.
+// Model metadata read in the browser (or node) from the model bytes.
 //
-// - .tflite: a stored (uncompressed) ZIP archive appended to the flatbuffer, with one entry
-//   `metadata.json` (see export/metadata.py). Found from the end-of-central-directory record.
-// - .onnx: ModelProto.metadata_props["kerascnn"] (the same JSON).
+// - .tflite: the standard TFLite Metadata (lib/tflite_metadata.js: the TFLITE_METADATA buffer, labels in
+//   the packed labels.txt, the tensors' types and quantization from the flatbuffer) is what the page
+//   uses for labels, normalization and color space; kerascnn's own `metadata.json`, packed in the same
+//   appended ZIP archive (lib/zip.js), is an optional extra, and must agree with it. A model made
+//   elsewhere (MediaPipe Model Maker, tflite_support) has only the standard metadata; one exported by an
+//   older kerascnn has only metadata.json.
+// - .onnx: ModelProto.metadata_props["kerascnn"] (kerascnn's JSON).
 // - anything else, or a file without embedded metadata: the folder's model.json sidecar
 //   ({"model": {...}, "files": {name: {"metadata": {...}}}}) merged like export.metadata.read_metadata.
+import { MetadataError } from "./errors.js";
+import { metaFromStandard, parseLabels, readStandardMetadata } from "./tflite_metadata.js";
+import { zipEntries, zipStart } from "./zip.js";
+
+export { MetadataError, parseLabels, zipStart };
 
 const ZIP_ENTRY = "metadata.json";
-const EOCD = 0x06054b50; // "PK\x05\x06"
-const LOCAL = 0x04034b50; // "PK\x03\x04"
-const CENTRAL = 0x02014b50; // "PK\x01\x02"
 const REQUIRED = ["model_name", "labels", "input_size", "channels"];
 
-export class MetadataError extends Error {}
-
-function view(bytes) {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function lastIndexOfU32(dv, value, from, stopAt) {
-  for (let i = from; i >= stopAt; i--) {
-    if (dv.getUint32(i, true) === value) return i;
+/**
+ * kerascnn's metadata.json packed in a .tflite file's bytes (Uint8Array), or null when there is none.
+ * Throws MetadataError when it is there but cannot be read.
+ */
+export function readTfliteMetadata(bytes, where = "model") {
+  const entry = zipEntries(bytes).find((e) => e.name === ZIP_ENTRY);
+  if (!entry) return null;
+  if (entry.method !== 0) {
+    throw new MetadataError(`${where}: the packed ${ZIP_ENTRY} is compressed (method ${entry.method}); kerascnn stores it`);
   }
-  return -1;
-}
-
-/** Offset of the first local file header of a ZIP archive appended to `bytes`, or -1. */
-export function zipStart(bytes) {
-  const dv = view(bytes);
-  if (bytes.length < 22) return -1;
-  const eocd = lastIndexOfU32(dv, EOCD, bytes.length - 22, Math.max(0, bytes.length - 65557));
-  if (eocd < 0) return -1;
-  const cdSize = dv.getUint32(eocd + 12, true);
-  const cdOffset = dv.getUint32(eocd + 16, true);
-  const start = eocd - cdSize - cdOffset; // > 0 when the archive was appended to other data
-  if (start >= 0 && dv.getUint32(start, true) === LOCAL) return start;
-  // Archives written with absolute offsets: the first local header is at cdOffset itself.
-  const from = Math.min(eocd - cdSize, bytes.length - 4);
-  return from >= 0 ? lastIndexOfU32(dv, LOCAL, from, 0) : -1;
-}
-
-/** The entries of the appended ZIP archive: [{name, method, offset, size}], read from the central directory. */
-function zipEntries(bytes, start) {
-  const dv = view(bytes);
-  const eocd = lastIndexOfU32(dv, EOCD, bytes.length - 22, Math.max(0, bytes.length - 65557));
-  const count = dv.getUint16(eocd + 10, true);
-  const cdSize = dv.getUint32(eocd + 12, true);
-  let p = eocd - cdSize;
-  const decoder = new TextDecoder();
-  const entries = [];
-  for (let i = 0; i < count && p + 46 <= eocd; i++) {
-    if (dv.getUint32(p, true) !== CENTRAL) break;
-    const method = dv.getUint16(p + 10, true);
-    const size = dv.getUint32(p + 20, true);
-    const nameLen = dv.getUint16(p + 28, true);
-    const extraLen = dv.getUint16(p + 30, true);
-    const commentLen = dv.getUint16(p + 32, true);
-    const localOffset = dv.getUint32(p + 42, true);
-    const name = decoder.decode(bytes.subarray(p + 46, p + 46 + nameLen));
-    entries.push({ name, method, size, local: localOffset });
-    p += 46 + nameLen + extraLen + commentLen;
+  let raw;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(bytes.subarray(entry.data, entry.data + entry.size)));
+  } catch (e) {
+    throw new MetadataError(`${where}: the packed ${ZIP_ENTRY} is not JSON (${e.message})`);
   }
-  // Local header offsets are relative to the archive start (appended archive) or absolute.
-  const firstLocal = entries.length ? Math.min(...entries.map((e) => e.local)) : 0;
-  const base = start - firstLocal;
-  return entries.map((e) => ({ ...e, local: e.local + base }));
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new MetadataError(`${where}: the packed ${ZIP_ENTRY} is not a JSON object`);
+  return raw;
 }
 
-function readLocalEntry(bytes, offset) {
-  const dv = view(bytes);
-  if (offset < 0 || offset + 30 > bytes.length || dv.getUint32(offset, true) !== LOCAL) {
-    throw new MetadataError("metadata archive: no local file header where the directory says");
+const fmt = (v) => (Array.isArray(v) ? `[${v.join(", ")}]` : String(v));
+
+/** Per-channel float32 values of a mean/std list (one value applies to every channel). */
+function perChannel(values, channels) {
+  return Array.from({ length: channels }, (_, c) => Math.fround(Number(values.length === 1 ? values[0] : values[c])));
+}
+
+/** Throws MetadataError naming the first field on which the standard metadata and metadata.json disagree. */
+function checkAgreement(standard, json, where) {
+  const fail = (field, a, b) => {
+    throw new MetadataError(
+      `${where}: the standard TFLite Metadata and the packed ${ZIP_ENTRY} disagree on ${field}: ` +
+        `TFLite Metadata ${a}, ${ZIP_ENTRY} ${b}. Re-export the model (kerascnn export) so that they match.`,
+    );
+  };
+  if (standard.labels && Array.isArray(json.labels)) {
+    const a = standard.labels;
+    const b = json.labels.map(String);
+    if (a.length !== b.length) fail("labels", `has ${a.length} labels`, `has ${b.length}`);
+    const i = a.findIndex((label, k) => label !== b[k]);
+    if (i >= 0) fail("labels", `label ${i} = ${JSON.stringify(a[i])}`, `label ${i} = ${JSON.stringify(b[i])}`);
   }
-  const method = dv.getUint16(offset + 8, true);
-  const size = dv.getUint32(offset + 18, true);
-  const nameLen = dv.getUint16(offset + 26, true);
-  const extraLen = dv.getUint16(offset + 28, true);
-  const name = new TextDecoder().decode(bytes.subarray(offset + 30, offset + 30 + nameLen));
-  const data = offset + 30 + nameLen + extraLen;
-  return { name, method, data: bytes.subarray(data, data + size) };
+  const channels = standard.channels;
+  for (const [name, fallback] of [["mean", [127.5]], ["std", [127.5]]]) {
+    const theirs = Array.isArray(json[name]) ? json[name] : fallback;
+    if (![1, channels].includes(theirs.length)) fail(`normalization ${name}`, fmt(standard[name]), fmt(theirs));
+    const a = perChannel(standard[name], channels);
+    const b = perChannel(theirs, channels);
+    if (a.some((v, c) => v !== b[c])) fail(`normalization ${name}`, fmt(standard[name]), fmt(theirs));
+  }
+  const order = json.channel_order || (Number(json.channels) === 1 ? "GRAY" : "RGB");
+  if ("channels" in json && order !== standard.channel_order) {
+    fail("color space", `${standard.channel_order === "GRAY" ? "GRAYSCALE" : "RGB"} (${channels} channel(s))`, `channel_order ${order}`);
+  }
 }
 
 /**
- * The metadata.json object embedded in a .tflite file's bytes (Uint8Array), or null when there is none.
- * Throws MetadataError when an archive is there but cannot be read.
+ * The metadata of a .tflite file's bytes for the page: {raw, source, standard, kerascnn}, or null when
+ * the file has neither the standard TFLite Metadata nor kerascnn's metadata.json.
+ *
+ * raw: the object checkMetadata completes. With the standard metadata, its labels, normalization and
+ * color space, the input size from the input tensor, the tensors' dtypes and quantization from the
+ * flatbuffer, its name and version; metadata.json adds what the standard metadata does not carry
+ * (quantization method, source, kerascnn version) and must agree on labels, normalization and color
+ * space (else MetadataError naming the field). standard: readStandardMetadata's result (or null);
+ * kerascnn: the metadata.json object (or null); source: where the metadata came from, in words.
  */
-export function readTfliteMetadata(bytes) {
-  const start = zipStart(bytes);
-  if (start < 0) return null;
-  let entry = null;
-  const listed = zipEntries(bytes, start).find((e) => e.name === ZIP_ENTRY);
-  if (listed) entry = readLocalEntry(bytes, listed.local);
-  else {
-    const first = readLocalEntry(bytes, start);
-    if (first.name !== ZIP_ENTRY) return null;
-    entry = first;
-  }
-  if (entry.method !== 0) {
-    throw new MetadataError(`${ZIP_ENTRY} is compressed (method ${entry.method}); kerascnn stores it`);
-  }
-  try {
-    return JSON.parse(new TextDecoder().decode(entry.data));
-  } catch (e) {
-    throw new MetadataError(`the embedded ${ZIP_ENTRY} is not JSON (${e.message})`);
-  }
+export function tfliteModelMetadata(bytes, where = "model") {
+  const standard = readStandardMetadata(bytes, where);
+  const kerascnn = readTfliteMetadata(bytes, where);
+  if (!standard && !kerascnn) return null;
+  if (!standard) return { raw: kerascnn, source: `kerascnn ${ZIP_ENTRY} (no TFLite Metadata)`, standard, kerascnn };
+  const fromStandard = metaFromStandard(standard, where);
+  if (kerascnn) checkAgreement(fromStandard, kerascnn, where);
+  const raw = { ...(kerascnn ?? {}), ...fromStandard };
+  raw.model_name ||= where.replace(/^.*[\/]/, "").replace(/\.tflite$/i, "");
+  const source = kerascnn ? `TFLite Metadata + kerascnn ${ZIP_ENTRY}` : `TFLite Metadata (no kerascnn ${ZIP_ENTRY})`;
+  return { raw, source, standard, kerascnn };
 }
 
 // --- ONNX: a minimal protobuf walk to ModelProto.metadata_props (field 14) ---------------------
@@ -183,14 +175,6 @@ export function sidecarMetadata(sidecar, fileName) {
   const entry = sidecar?.files?.[fileName];
   if (!sidecar?.model || !entry) return null;
   return { ...sidecar.model, ...(entry.metadata ?? {}) };
-}
-
-/** labels.txt: one label per line, in class-index order (blank lines skipped, like read_labels_txt). */
-export function parseLabels(text) {
-  return text
-    .split(/\r\n|\n|\r/)
-    .filter((line) => line.trim() !== "")
-    .map((line) => line.replace(/[\r\n]+$/, ""));
 }
 
 /** Checks and completes a metadata object the way ModelMetadata.__post_init__ does; returns a new object. */
