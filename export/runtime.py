@@ -186,7 +186,8 @@ MEDIAPIPE_LIMITS = (
     ("Type mismatch for input tensor", "MediaPipe Tasks takes uint8 or float32 input: use --io-type uint8"),
     (
         "Per-channel image normalization",
-        "MediaPipe Tasks takes one mean/std for all channels; export with --fold-normalization",
+        "MediaPipe Tasks takes one mean/std for all channels: train with one value (or normalize per "
+        "channel in the app and run the file with the LiteRT Interpreter)",
     ),
 )
 

@@ -10,6 +10,8 @@ import dev.kerascnn.core.Postprocess
 import dev.kerascnn.core.Preprocess
 import dev.kerascnn.core.QuantParams
 import dev.kerascnn.core.Recognition
+import dev.kerascnn.core.ResolvedMetadata
+import dev.kerascnn.core.StandardMetadata
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
 import org.tensorflow.lite.gpu.CompatibilityList
@@ -24,13 +26,17 @@ import java.nio.channels.FileChannel
 
 /**
  * The LiteRT [Interpreter] for the asset `model.tflite` plus the core module's preprocessing and
- * postprocessing. Not thread-safe: create, use and close it on one thread (MainActivity's executor).
+ * postprocessing. The labels, normalization, input size and tensor types come from the model itself
+ * (core's `ModelConfig`: the standard TFLite Metadata, plus kerascnn's packed metadata.json when it is
+ * there), else from the sidecar assets model.json and labels.txt. Not thread-safe: create, use and
+ * close it on one thread (MainActivity's executor).
  */
 class Classifier private constructor(
     private val interpreter: Interpreter,
     private val gpuDelegate: GpuDelegate?,
+    private val resolved: ResolvedMetadata,
     val metadata: ModelMetadata,
-    /** Where the metadata came from: embedded in model.tflite, or the sidecar assets. */
+    /** Where the metadata came from, e.g. "TFLite Metadata + metadata.json, embedded in model.tflite". */
     val metadataOrigin: String,
     val accelerator: Accelerator,
     val threads: Int,
@@ -41,6 +47,15 @@ class Classifier private constructor(
 ) : Closeable {
 
     enum class Accelerator { CPU_XNNPACK, GPU }
+
+    /** The model's name: its standard TFLite Metadata's, else kerascnn's model_name. */
+    val modelName: String get() = resolved.name
+
+    /** The model's version from its metadata ("" when it has none). */
+    val modelVersion: String get() = resolved.version
+
+    /** The model's standard TFLite Metadata (null when the app uses the sidecar assets or metadata.json alone). */
+    val standardMetadata: StandardMetadata? get() = resolved.config?.standard
 
     class Result(
         val top: List<Recognition>,
@@ -83,6 +98,8 @@ class Classifier private constructor(
 
         fun create(context: Context, accelerator: Accelerator, threads: Int): Classifier {
             val model = mapAsset(context, MODEL_ASSET)
+            // The model's own metadata first (standard TFLite Metadata + metadata.json); the sidecar
+            // assets only for a model without any. A damaged or inconsistent model is an error.
             val resolved = MetadataResolver.resolve(
                 model,
                 readAssetText(context, METADATA_ASSET),
@@ -121,7 +138,7 @@ class Classifier private constructor(
             try {
                 val outputMetadata = checkTensors(interpreter, metadata)
                 return Classifier(
-                    interpreter, gpu, metadata, resolved.origin,
+                    interpreter, gpu, resolved, metadata, resolved.describe(),
                     if (gpu != null) Accelerator.GPU else Accelerator.CPU_XNNPACK,
                     threads, gpuUnavailable, outputMetadata
                 )
@@ -140,9 +157,9 @@ class Classifier private constructor(
         }
 
         /**
-         * The model's tensors must be what its metadata says: input [1, H, W, C] of input_dtype. The
-         * output's dtype and quantization are taken from the tensor itself (the metadata agrees for
-         * kerascnn exports).
+         * The model's tensors must be what its metadata says: input [1, H, W, C] of input_dtype (the
+         * core already read them from the flatbuffer; this checks what the interpreter sees, and the
+         * sidecar model.json). The output's dtype and quantization are taken from the tensor itself.
          */
         private fun checkTensors(interpreter: Interpreter, metadata: ModelMetadata): ModelMetadata {
             val input = interpreter.getInputTensor(0)

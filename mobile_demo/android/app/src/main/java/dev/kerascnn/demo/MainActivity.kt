@@ -120,7 +120,13 @@ class MainActivity : AppCompatActivity() {
             try {
                 val created = Classifier.create(applicationContext, wantedAccelerator, wantedThreads)
                 classifier = created
-                val info = getString(R.string.model_info, created.metadata.summary(), created.metadataOrigin)
+                // name and version from the model's standard TFLite Metadata (else kerascnn's metadata)
+                val title = if (created.modelVersion.isNotEmpty()) {
+                    getString(R.string.model_title, created.modelName, created.modelVersion)
+                } else {
+                    created.modelName
+                }
+                val info = getString(R.string.model_info, title, created.metadata.summary(), created.metadataOrigin)
                 runOnUiThread {
                     binding.statusText.text =
                         if (created.gpuUnavailable) info + "\n" + getString(R.string.gpu_fallback) else info

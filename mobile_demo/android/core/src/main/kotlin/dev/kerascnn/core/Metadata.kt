@@ -1,14 +1,15 @@
 package dev.kerascnn.core
 
 import java.nio.ByteBuffer
-import java.nio.charset.CharacterCodingException
-import java.nio.charset.CodingErrorAction
-import java.util.zip.CRC32
-import java.util.zip.DataFormatException
-import java.util.zip.Inflater
 
 /** Metadata that is missing, malformed or inconsistent; the message says what and where. */
-class MetadataException(message: String, cause: Throwable? = null) : IllegalArgumentException(message, cause)
+open class MetadataException(message: String, cause: Throwable? = null) : IllegalArgumentException(message, cause)
+
+/**
+ * A model that carries no metadata the app can use (neither the standard TFLite Metadata with its
+ * labels nor kerascnn's `metadata.json`): the message says what is missing and how to add it.
+ */
+class MissingMetadataException(message: String) : MetadataException(message)
 
 /** Quantization of an int8/uint8 tensor: `real = (q - zeroPoint) * scale`. */
 data class QuantParams(val scale: Double, val zeroPoint: Int)
@@ -39,7 +40,9 @@ data class ModelMetadata(
     val outputQuantization: QuantParams? = null,
     val source: String = "",
     val kerascnnVersion: String = "",
-    val schema: String = SCHEMA
+    val schema: String = SCHEMA,
+    /** The model's version (kerascnn: the first 16 hex digits of the weights' sha256); "" when unknown. */
+    val modelVersion: String = ""
 ) {
     init {
         if (inputSize.size != 2 || inputSize[0] <= 0 || inputSize[1] <= 0) {
@@ -130,7 +133,8 @@ data class ModelMetadata(
                     outputQuantization = r.quant("output_quantization"),
                     source = r.stringOr("source", ""),
                     kerascnnVersion = r.stringOr("kerascnn_version", ""),
-                    schema = r.stringOr("schema", SCHEMA)
+                    schema = r.stringOr("schema", SCHEMA),
+                    modelVersion = r.stringOr("model_version", "")
                 )
             } catch (e: MetadataException) {
                 val message = e.message ?: ""
@@ -270,21 +274,13 @@ object Labels {
 }
 
 /**
- * The metadata `kerascnn export` appends to a `.tflite`: a ZIP archive (entry `metadata.json`, stored)
- * after the flatbuffer, which the TFLite runtime ignores. Found from the end of the file like any ZIP
- * reader does: the end-of-central-directory record, then the central directory entry, then its data.
- * Python's `zipfile` writes offsets counted from the start of the file when it appends to one;
- * other tools count them from the start of the archive. Both are handled: the archive's offset in the
- * file is `(eocd - cd_size) - cd_offset`, which is 0 for the first kind.
+ * kerascnn's own `metadata.json`, packed in the ZIP archive that `kerascnn export` appends to a
+ * `.tflite` (see [PackedFiles]), next to the `labels.txt` that the standard TFLite Metadata names.
+ * [read] is null when the file has no such entry; a damaged archive is a [MetadataException].
+ * [ModelConfig.read] is what the app uses: it combines this with the standard TFLite Metadata.
  */
 object TfliteMetadata {
     const val ENTRY = "metadata.json"
-
-    private const val EOCD_SIG = 0x06054b50
-    private const val CEN_SIG = 0x02014b50
-    private const val LOC_SIG = 0x04034b50
-    private const val EOCD_LEN = 22
-    private const val MAX_COMMENT = 65535
 
     /** The metadata embedded in [model] (a `.tflite` file's bytes), or null when it has none. */
     fun read(model: ByteArray): ModelMetadata? = read(ByteBuffer.wrap(model))
@@ -295,202 +291,14 @@ object TfliteMetadata {
         return ModelMetadata.fromJson(json, "the .tflite's embedded $ENTRY")
     }
 
-    /** The text of the embedded `metadata.json`, or null when the file has no such archive. */
+    /** The text of the embedded `metadata.json`, or null when the file has no such archive entry. */
     fun readJson(model: ByteArray): String? = readJson(ByteBuffer.wrap(model))
 
-    fun readJson(model: ByteBuffer): String? {
-        val entry = locate(model) ?: return null
-        val raw = bytes(model, entry.dataStart, entry.compressedSize)
-        val data = when (entry.method) {
-            0 -> {
-                if (entry.compressedSize != entry.size) corrupt("stored entry sizes differ")
-                raw
-            }
-            8 -> inflate(raw, entry.size)
-            else -> corrupt("$ENTRY uses compression method ${entry.method} (only stored or deflated)")
-        }
-        val crc = CRC32()
-        crc.update(data, 0, data.size)
-        if (crc.value != entry.crc) {
-            corrupt("CRC-32 mismatch for $ENTRY (archive damaged)")
-        }
-        val decoder = Charsets.UTF_8.newDecoder()
-            .onMalformedInput(CodingErrorAction.REPORT)
-            .onUnmappableCharacter(CodingErrorAction.REPORT)
-        try {
-            return decoder.decode(ByteBuffer.wrap(data)).toString()
-        } catch (e: CharacterCodingException) {
-            throw MetadataException("embedded $ENTRY is not UTF-8 text", e)
-        }
-    }
+    fun readJson(model: ByteBuffer): String? = PackedFiles.read(model)?.text(ENTRY)
 
-    /** [model] without an appended metadata archive (the flatbuffer alone); unchanged when it has none. */
+    /** [model] without an appended archive (the flatbuffer alone); unchanged when it has none. */
     fun strip(model: ByteArray): ByteArray {
-        val entry = locate(ByteBuffer.wrap(model)) ?: return model
-        return model.copyOfRange(0, entry.firstHeader)
-    }
-
-    /** [firstHeader]: where the archive's first local header is, the end of the flatbuffer. */
-    private class Entry(
-        val firstHeader: Int,
-        val method: Int,
-        val crc: Long,
-        val compressedSize: Int,
-        val size: Int,
-        val dataStart: Int
-    )
-
-    private fun corrupt(what: String): Nothing =
-        throw MetadataException("the .tflite's metadata archive is corrupt or truncated: $what")
-
-    private fun u16(b: ByteBuffer, at: Int): Int = (b.get(at).toInt() and 0xFF) or ((b.get(at + 1).toInt() and 0xFF) shl 8)
-
-    private fun u32(b: ByteBuffer, at: Int): Long =
-        (u16(b, at).toLong()) or (u16(b, at + 2).toLong() shl 16)
-
-    private fun sig(b: ByteBuffer, at: Int, value: Int): Boolean =
-        at >= 0 && at + 4 <= b.limit() && u32(b, at) == (value.toLong() and 0xFFFFFFFFL)
-
-    private fun bytes(b: ByteBuffer, at: Int, length: Int): ByteArray {
-        if (at < 0 || length < 0 || at.toLong() + length > b.limit()) corrupt("data past the end of the file")
-        val out = ByteArray(length)
-        val view = b.duplicate()
-        view.position(at)
-        view.get(out, 0, length)
-        return out
-    }
-
-    private fun inflate(raw: ByteArray, size: Int): ByteArray {
-        val inflater = Inflater(true)
-        try {
-            inflater.setInput(raw)
-            val out = ByteArray(size)
-            var n = 0
-            while (n < size) {
-                val got = inflater.inflate(out, n, size - n)
-                if (got == 0 && (inflater.finished() || inflater.needsInput() || inflater.needsDictionary())) break
-                n += got
-            }
-            if (n != size) corrupt("deflated $ENTRY is shorter than its recorded size")
-            return out
-        } catch (e: DataFormatException) {
-            throw MetadataException("the .tflite's metadata archive is corrupt: bad deflate data", e)
-        } finally {
-            inflater.end()
-        }
-    }
-
-    private fun findEocd(b: ByteBuffer): Int {
-        val n = b.limit()
-        var i = n - EOCD_LEN
-        val stop = Math.max(0, n - EOCD_LEN - MAX_COMMENT)
-        while (i >= stop) {
-            if (sig(b, i, EOCD_SIG) && i + EOCD_LEN + u16(b, i + 20) == n) return i
-            i--
-        }
-        return -1
-    }
-
-    /** A local header of [ENTRY] near the end of the file: the archive is there but lost its end. */
-    private fun hasOrphanEntry(b: ByteBuffer): Boolean {
-        val name = ENTRY.toByteArray(Charsets.UTF_8)
-        val n = b.limit()
-        var i = n - 30 - name.size
-        val stop = Math.max(0, n - (1 shl 20))
-        while (i >= stop) {
-            if (sig(b, i, LOC_SIG) && u16(b, i + 26) == name.size) {
-                var same = true
-                for (j in name.indices) {
-                    if (b.get(i + 30 + j) != name[j]) {
-                        same = false
-                        break
-                    }
-                }
-                if (same) return true
-            }
-            i--
-        }
-        return false
-    }
-
-    private fun locate(b: ByteBuffer): Entry? {
-        val eocd = findEocd(b)
-        if (eocd < 0) {
-            if (hasOrphanEntry(b)) corrupt("a $ENTRY entry but no end-of-central-directory record")
-            return null
-        }
-        val entries = u16(b, eocd + 10)
-        val cdSize = u32(b, eocd + 12)
-        val cdOffset = u32(b, eocd + 16)
-        if (cdSize == 0xFFFFFFFFL || cdOffset == 0xFFFFFFFFL || entries == 0xFFFF) corrupt("ZIP64 is not supported")
-        val cdStart = eocd - cdSize
-        val archiveStart = cdStart - cdOffset
-        if (cdStart < 0 || archiveStart < 0) corrupt("central directory outside the file")
-        var at = cdStart.toInt()
-        var firstHeader = Long.MAX_VALUE
-        var found: Entry? = null
-        for (k in 0 until entries) {
-            if (!sig(b, at, CEN_SIG) || at + 46 > eocd) corrupt("bad central directory entry $k")
-            val method = u16(b, at + 10)
-            val crc = u32(b, at + 16)
-            val compressed = u32(b, at + 20)
-            val size = u32(b, at + 24)
-            val nameLen = u16(b, at + 28)
-            val extraLen = u16(b, at + 30)
-            val commentLen = u16(b, at + 32)
-            val local = archiveStart + u32(b, at + 42)
-            if (at + 46 + nameLen > eocd) corrupt("central directory entry $k runs past its end")
-            if (local > Int.MAX_VALUE || !sig(b, local.toInt(), LOC_SIG)) corrupt("no local header for entry $k")
-            if (local < firstHeader) firstHeader = local
-            val name = String(bytes(b, at + 46, nameLen), Charsets.UTF_8)
-            if (name == ENTRY && found == null) {
-                val l = local.toInt()
-                if (u16(b, l + 8) != method) corrupt("local and central headers of $ENTRY disagree")
-                val dataStart = l + 30 + u16(b, l + 26) + u16(b, l + 28)
-                if (compressed > Int.MAX_VALUE || size > (64 shl 20)) corrupt("$ENTRY too large")
-                if (dataStart + compressed > cdStart) corrupt("$ENTRY data overlaps the central directory")
-                found = Entry(0, method, crc, compressed.toInt(), size.toInt(), dataStart)
-            }
-            at += 46 + nameLen + extraLen + commentLen
-        }
-        if (found == null) return null
-        return Entry(firstHeader.toInt(), found.method, found.crc, found.compressedSize, found.size, found.dataStart)
-    }
-}
-
-/** Where the app's metadata came from, for the UI. */
-class ResolvedMetadata(val metadata: ModelMetadata, val origin: String)
-
-/**
- * The app's lookup, given its assets: the metadata embedded in `model.tflite` first; else the sidecar
- * `model.json` (flat or export-folder form), with labels from `labels.txt` when it has none.
- */
-object MetadataResolver {
-    fun resolve(model: ByteBuffer, modelJson: String?, labelsTxt: String?): ResolvedMetadata {
-        val embedded = TfliteMetadata.read(model)
-        if (embedded != null) return ResolvedMetadata(embedded, "embedded in model.tflite")
-        if (modelJson == null) {
-            throw MetadataException(
-                "model.tflite has no embedded metadata and there is no model.json asset: " +
-                    "export it with kerascnn export ... --android"
-            )
-        }
-        val raw = try {
-            Json.parseObject(modelJson)
-        } catch (e: JsonException) {
-            throw MetadataException("model.json is not valid JSON: ${e.message}", e)
-        }
-        val nested = raw["model"]
-        val body = LinkedHashMap<String, Any?>()
-        if (nested is Map<*, *> && !raw.containsKey("labels")) {
-            for ((k, v) in nested) body[k.toString()] = v
-        } else {
-            body.putAll(raw)
-        }
-        if (!body.containsKey("labels") && labelsTxt != null) {
-            body["labels"] = Labels.parse(labelsTxt)
-            return ResolvedMetadata(ModelMetadata.fromMap(body, "model.json"), "model.json + labels.txt")
-        }
-        return ResolvedMetadata(ModelMetadata.fromMap(body, "model.json"), "model.json")
+        val packed = PackedFiles.read(ByteBuffer.wrap(model)) ?: return model
+        return model.copyOfRange(0, packed.start)
     }
 }
