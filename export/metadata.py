@@ -43,7 +43,7 @@ class ModelMetadata:
     layout: str = "NHWC"
     output: str = "probabilities"  # or "logits"
     format: str = "keras"  # keras | tflite | onnx
-    quantization: str = "none"  # none | dynamic | float16 | int8 | qat_int8
+    quantization: str = "none"  # none | dynamic | float16 | int8 | int16x8 | mixed | qat_int8
     input_dtype: str = "float32"
     output_dtype: str = "float32"
     input_quantization: dict | None = None  # {"scale": s, "zero_point": z} for int8/uint8 tensors
@@ -52,6 +52,7 @@ class ModelMetadata:
     model_version: str = ""  # sha256 of the source model's weights (first 16 hex digits)
     kerascnn_version: str = ""
     schema: str = SCHEMA
+    float_layers: list[str] | None = None  # mixed: the Keras layers kept in float (else absent)
 
     def __post_init__(self):
         self.input_size = [int(v) for v in self.input_size]
@@ -73,7 +74,10 @@ class ModelMetadata:
         return len(self.labels)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, ensure_ascii=False)
+        raw = asdict(self)
+        if raw["float_layers"] is None:  # only mixed files have it: the others' JSON stays as it was
+            del raw["float_layers"]
+        return json.dumps(raw, indent=1, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "metadata") -> ModelMetadata:
@@ -106,6 +110,8 @@ class ModelMetadata:
             q = self.output_quantization
             lines.append(f"output quant scale {q['scale']:.8g}, zero point {q['zero_point']}")
         lines.append(f"labels       {len(self.labels)}: {', '.join(self.labels)}")
+        if self.float_layers is not None:
+            lines.append(f"in float     {', '.join(self.float_layers) or 'no layer (full int8)'}")
         if self.source:
             lines.append(f"source       {self.source}")
         return "\n".join(lines)
@@ -175,6 +181,10 @@ def standard_metadata(meta: ModelMetadata) -> dict:
     if output_range:
         scores["stats"] = output_range
     quant = {"none": "float32"}.get(meta.quantization, meta.quantization)
+    if meta.float_layers:
+        quant += f"; in float: {', '.join(meta.float_layers)}"
+    elif meta.quantization == "mixed":
+        quant += "; no layer in float"
     return {
         "name": meta.model_name,
         "description": (

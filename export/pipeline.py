@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metadata as md
+from . import sensitivity as sens
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,24 @@ FORMATS = (
     Format("dynamic", "tflite", "_dynamic.tflite", "dynamic"),
     Format("float16", "tflite", "_float16.tflite", "float16"),
     Format("int8", "tflite", "_int8.tflite", "int8"),
+    Format("int16x8", "tflite", "_int16x8.tflite", "int16x8"),
+    Format("mixed", "tflite", "_mixed.tflite", "mixed"),
     Format("qat_int8", "tflite", "_qat_int8.tflite", "qat_int8"),
     Format("onnx", "onnx", ".onnx", "none"),
     Format("onnx_int8", "onnx", "_int8.onnx", "int8"),
+    Format("onnx_mixed", "onnx", "_mixed.onnx", "mixed"),
     Format("onnx_qat_int8", "onnx", "_qat_int8.onnx", "qat_int8"),
 )
 FORMAT_BY_KEY = {f.key: f for f in FORMATS}
-TFLITE_QUANTIZE = {"none": "float32", "dynamic": "dynamic", "float16": "float16", "int8": "int8"}
+TFLITE_QUANTIZE = {
+    "none": "float32",
+    "dynamic": "dynamic",
+    "float16": "float16",
+    "int8": "int8",
+    "int16x8": "int16x8",
+    "mixed": "mixed",
+}
+CALIBRATED = ("int8", "int16x8", "mixed")  # --quantize modes that need calibration images
 
 
 class ExportError(ValueError):
@@ -157,21 +169,46 @@ def _ends_with_softmax(model) -> bool:
 def calibration_images(meta: md.ModelMetadata, data: str, steps: int, seed: int = 0, val_split=0.1):
     """``steps`` 0-255 images at the model's size from the training split of ``data`` (a built-in, a
     class-folder dataset, or a folder of unlabeled images), drawn across classes at random."""
+    return calibration_split(meta, data, steps, 0, seed, val_split)[0]
+
+
+def calibration_split(meta: md.ModelMetadata, data: str, steps: int, holdout: int, seed=0, val_split=0.1):
+    """(calibration images, held-back images, their labels or None): the same random draw as
+    ``calibration_images`` for the first ``steps``, then ``holdout`` more that calibration never sees.
+    When ``data`` has fewer than ``steps + holdout`` images, a quarter of them (at least one) is held
+    back and the rest calibrates."""
     from kerascnn import data as kdata
 
     size, channels = tuple(meta.input_size), meta.channels
     folder = Path(data)
+    rng = np.random.default_rng(seed)
     if kdata.is_unlabeled_folder(data):
         files = kdata.list_unlabeled_images(folder)
         if not files:
             raise ExportError(f"--calibration-data: no image files in {folder}")
-        rng = np.random.default_rng(seed)
-        pick = rng.permutation(len(files))[:steps]
-        return np.stack([kdata.decode_image(files[i], size, channels) for i in pick])
-    dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed)
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(dataset.train))[:steps]
-    return dataset.train.images[np.sort(idx)]
+        n, labels = len(files), None
+    else:
+        dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed)
+        n, labels = len(dataset.train), dataset.train.labels
+    perm = rng.permutation(n)
+    if holdout and n < steps + holdout:
+        if n < 2:
+            raise ExportError(
+                f"--calibration-data {data}: {n} image(s); --quantize mixed needs at least 2 (one to "
+                "calibrate, one held back to check the file)"
+            )
+        holdout = min(holdout, max(1, n // 4))
+        steps = min(steps, n - holdout)
+    calib, held = perm[:steps], perm[steps : steps + holdout]
+    if labels is None:
+        decode = lambda idx: np.stack([kdata.decode_image(files[i], size, channels) for i in idx])  # noqa: E731
+        return decode(calib), (decode(held) if len(held) else None), None
+    calib = np.sort(calib)
+    return (
+        dataset.train.images[calib],
+        dataset.train.images[held] if len(held) else None,
+        labels[held] if len(held) else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +244,10 @@ class ExportOptions:
     prune_epochs: int = 2
     batch_size: int = 64
     seed: int = 0
+    # --quantize mixed: the gate on images held back from calibration
+    min_agreement: float = 99.0
+    max_drop: float | None = None
+    holdout: int = 500
 
 
 def _gzip_size(path: Path) -> int:
@@ -214,13 +255,15 @@ def _gzip_size(path: Path) -> int:
 
 
 def _write_tflite(
-    path: Path, flatbuffer: bytes, meta: md.ModelMetadata, quantization: str
+    path: Path, flatbuffer: bytes, meta: md.ModelMetadata, quantization: str, **fields
 ) -> md.ModelMetadata:
     from kerascnn.train import atomic_write_bytes
 
     from .tflite import io_details
 
-    file_meta = md.ModelMetadata(**{**asdict(meta), "format": "tflite", "quantization": quantization})
+    file_meta = md.ModelMetadata(
+        **{**asdict(meta), "format": "tflite", "quantization": quantization, **fields}
+    )
     details = io_details(flatbuffer)
     details.pop("input_shape")
     for key, value in details.items():
@@ -308,37 +351,91 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
         run(FORMAT_BY_KEY["keras"], do_keras)
     keras_file = out / f"{name}{'_pruned' if options.prune else ''}.keras"
 
-    calibration = None
-    needs_calibration = "int8" in options.tflite
-    if needs_calibration:
-        calibration = calibration_images(
+    calibration = held = held_labels = None
+    if any(mode in CALIBRATED for mode in options.tflite):
+        calibration, held, held_labels = calibration_split(
             meta,
             options.calibration_data or source.data,
             options.calibration_steps,
+            options.holdout if "mixed" in options.tflite else 0,
             options.seed,
             source.val_split,
         )
 
+    report_files = None
     with tempfile.TemporaryDirectory(prefix="kerascnn-export-") as tmp:
         saved_model = None
         if options.tflite:
             saved_model = ktflite.write_saved_model(model, Path(tmp) / "saved_model")
         layer_names = [layer.name for layer in model.layers]
+        sessions: dict = {}  # the int8 calibration shared by the report and the mixed search
+        mixed_summary: dict = {}
+
+        def session():
+            if "int8" not in sessions:
+                rep = ktflite.representative_from(calibration, meta.normalize, len(calibration))
+                sessions["int8"] = sens.Int8Session(saved_model, rep, layer_names, options.io_type)
+            return sessions["int8"]
+
+        def do_mixed(path):
+            inputs = meta.normalize(held)
+            keras_top1 = np.asarray(model.predict(inputs, batch_size=64, verbose=0)).argmax(-1)
+            gate = sens.Gate(options.min_agreement, options.max_drop)
+            flat, summary = sens.search_mixed(
+                session(), sens.Holdout(inputs, keras_top1, held_labels), gate, log=log
+            )
+            mixed_summary.update(summary)
+            file_meta = _write_tflite(path, flat, meta, "mixed", float_layers=summary["float_layers"])
+            notes = {
+                "quantization": "mixed",
+                "calibration_images": len(calibration),
+                "held_back_images": len(held),
+                "float_layers": summary["float_layers"],
+                "agreement": summary["agreement"],
+                "int8_agreement": summary["int8_agreement"],
+            }
+            if summary["drop"] is not None:
+                notes |= {"drop": summary["drop"], "int8_drop": summary["int8_drop"]}
+            kept = ", ".join(summary["float_layers"]) or "none: the file passes in full int8"
+            log(f"  mixed: layers in float: {kept} ({summary['gate']} on {len(held)} held-back images)")
+            return file_meta, notes
+
         for mode in options.tflite:
             fmt = FORMAT_BY_KEY[TFLITE_QUANTIZE[mode]]
 
             def do_tflite(path, mode=mode, fmt=fmt):
+                if mode == "mixed":
+                    return do_mixed(path)
                 rep = None
-                if mode == "int8":
+                if mode in CALIBRATED:
                     rep = ktflite.representative_from(calibration, meta.normalize, len(calibration))
                 io_type = options.io_type if mode == "int8" else "float32"
                 flat = ktflite.convert(saved_model, mode, rep, io_type, layer_names)
                 notes = {"quantization": fmt.quantization}
-                if mode == "int8":
+                if mode in CALIBRATED:
                     notes["calibration_images"] = len(calibration)
+                if mode == "int16x8":
+                    from .quantize import _float_ops
+
+                    notes["float_ops"] = len(_float_ops(flat))
                 return _write_tflite(path, flat, meta, fmt.quantization), notes
 
             run(fmt, do_tflite)
+
+        if "int8" in options.tflite or "mixed" in options.tflite:
+            try:
+                report = session().report(name, f"{name}{FORMAT_BY_KEY['int8'].suffix}")
+                if mixed_summary:
+                    report["mixed"] = mixed_summary
+                paths = sens.write_report(report, out, name)
+                worst = "; ".join(
+                    f"{r['layer']} ({r['op']}) {r['channel_sqnr_db']:.1f} dB" for r in report["layers"][:3]
+                )
+                log(f"  int8 report    {paths['txt'].name} (+ .json, .png); most error: {worst}")
+                report_files = {k: p.name for k, p in paths.items()}
+            except Exception as e:  # noqa: BLE001 - the report never costs the user the int8 file
+                report_files = {"error": _one_line(e)}
+                log(f"  int8 report    FAILED: {_one_line(e)}")
 
     if options.qat:
         from . import quantize as kquant
@@ -380,7 +477,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             }
 
         run(FORMAT_BY_KEY["onnx"], do_onnx)
-        for key in ("int8", "qat_int8"):
+        for key in ("int8", "mixed", "qat_int8"):
             tfl = out / f"{name}{FORMAT_BY_KEY[key].suffix}"
             if not any(r.format == key and r.status == "ok" for r in results):
                 continue
@@ -401,6 +498,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     sidecar = {
         "model": json.loads(meta.to_json()),
         "files": files,
+        **({"int8_report": report_files} if report_files else {}),
         "failed": {r.format: r.error for r in results if r.status != "ok"},
         "options": asdict(options),
     }
@@ -448,13 +546,23 @@ def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
         raise ExportError(
             f"--quantize: unknown mode(s) {', '.join(bad)} (choose from {', '.join(TFLITE_QUANTIZE)})"
         )
-    if options.io_type != "float32" and "int8" not in options.tflite and not options.qat:
-        raise ExportError("--io-type int8/uint8 applies to full-integer models: add --quantize int8 or --qat")
-    if "int8" in options.tflite and not (options.calibration_data or source.data):
+    integer = {"int8", "mixed"} & set(options.tflite)
+    if options.io_type != "float32" and not integer and not options.qat:
         raise ExportError(
-            f"--quantize int8 needs calibration images: {source.model_file} is not in a run folder, "
-            "so give --calibration-data DATA (a dataset or a folder of images)"
+            "--io-type int8/uint8 applies to integer models: add --quantize int8, --quantize mixed or --qat"
         )
+    calibrated = [mode for mode in options.tflite if mode in CALIBRATED]
+    if calibrated and not (options.calibration_data or source.data):
+        raise ExportError(
+            f"--quantize {calibrated[0]} needs calibration images: {source.model_file} is not in a run "
+            "folder, so give --calibration-data DATA (a dataset or a folder of images)"
+        )
+    if not 0 < options.min_agreement <= 100:
+        raise ExportError(f"--min-agreement must be a percentage in (0, 100], got {options.min_agreement}")
+    if options.max_drop is not None and options.max_drop < 0:
+        raise ExportError(f"--max-drop must be >= 0 points, got {options.max_drop}")
+    if options.holdout < 1:
+        raise ExportError(f"--holdout must be >= 1 image, got {options.holdout}")
     if options.rgb_input and options.prune:
         raise ExportError(
             "--rgb-input with --prune: pruning would prune the RGB-to-gray weights too; export with "
@@ -469,7 +577,8 @@ def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
     return options
 
 
-ANDROID_PREFERENCE = ("qat_int8", "int8", "float16", "dynamic", "float32")  # the first one exported goes in
+# The first one exported goes in; int16x8 last: phones run it on reference kernels (BENCHMARKS.md).
+ANDROID_PREFERENCE = ("qat_int8", "mixed", "int8", "float16", "dynamic", "float32", "int16x8")
 ANDROID_ASSETS = Path("app/src/main/assets")
 
 
@@ -513,8 +622,10 @@ def format_results(results: list[Result]) -> str:
         note = r.error or ", ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
             for k, v in r.notes.items()
-            if k in ("sparsity", "calibration_images")
+            if k in ("sparsity", "calibration_images", "held_back_images")
         )
+        if "float_layers" in r.notes:
+            note += f", {len(r.notes['float_layers'])} float layer(s)"
         size = f"{r.size_bytes / 1e6:.3f}" if r.size_bytes else "-"
         rows.append((r.format, r.file or "-", r.status, size, f"{r.seconds:.1f}", note))
     from .validate import format_table

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
 
 
@@ -81,8 +81,10 @@ def convert(
 
     ``quantize``: none (float32), dynamic (int8 weights, float activations), float16 (float16 weights),
     int8 (full integer: per-channel int8 weights, int8 activations calibrated on ``representative``,
-    a callable returning an iterable of ``[batch]`` lists). ``io_type`` (int8 only): the input/output
-    tensor type; int8/uint8 lets a phone feed camera bytes after one affine map.
+    a callable returning an iterable of ``[batch]`` lists), int16x8 (int8 weights, int16 activations,
+    calibrated the same way; float input/output; an op without a 16x8 kernel stays in float).
+    ``io_type`` (int8 only): the input/output tensor type; int8/uint8 lets a phone feed camera bytes
+    after one affine map.
     """
     import tensorflow as tf
 
@@ -96,11 +98,17 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
+    if quantize in ("int8", "int16x8"):
         if representative is None:
-            raise ValueError("int8 quantization needs calibration data (--calibration-data)")
+            raise ValueError(f"{quantize} quantization needs calibration data (--calibration-data)")
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if quantize == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+    elif quantize == "int8":
         if io_type != "float32":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)

@@ -373,8 +373,10 @@ def _floats(value: str | None, param_hint: str):
 @click.option(
     "--quantize",
     multiple=True,
-    type=click.Choice(["none", "dynamic", "float16", "int8"]),
-    help="TFLite variant(s), repeatable: none (float32), dynamic, float16, int8 (full integer).",
+    type=click.Choice(["none", "dynamic", "float16", "int8", "int16x8", "mixed"]),
+    help="TFLite variant(s), repeatable: none (float32), dynamic, float16, int8 (full integer, with a "
+    "per-layer error report), int16x8 (int8 weights, int16 activations), mixed (int8 with the fewest "
+    "layers in float that pass --min-agreement/--max-drop on held-back calibration images).",
 )
 @click.option(
     "--onnx", is_flag=True, help="Write ONNX (float; plus the int8 model when int8 TFLite is made)."
@@ -384,6 +386,26 @@ def _floats(value: str | None, param_hint: str):
     "--calibration-data", default=None, help="Images for int8 calibration [default: the run's data]."
 )
 @click.option("--calibration-steps", type=int, default=200, show_default=True, help="Calibration images.")
+@click.option(
+    "--holdout",
+    type=int,
+    default=500,
+    show_default=True,
+    help="--quantize mixed: images held back from calibration to check the file on.",
+)
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=99.0,
+    show_default=True,
+    help="--quantize mixed: least top-1 agreement with Keras on the held-back images, in %.",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=None,
+    help="--quantize mixed, labeled data: allowed top-1 loss in points (replaces --min-agreement).",
+)
 @click.option(
     "--io-type",
     type=click.Choice(["float32", "int8", "uint8"]),
@@ -458,10 +480,24 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
 @main.command("inspect")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
-def inspect_cmd(files, as_json):
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Print the int8 sensitivity report (per layer) written beside the file by the export.",
+)
+def inspect_cmd(files, as_json, report):
     """Print the metadata embedded in exported files (.tflite, .onnx) or beside them (model.json)."""
     from export import metadata as md
 
+    if report:
+        from export import sensitivity
+
+        for path in files:
+            try:
+                click.echo(sensitivity.format_report(sensitivity.read_report(path)))
+            except (sensitivity.MixedPrecisionError, md.MetadataError, OSError) as e:
+                raise click.ClickException(str(e)) from None
+        return
     missing = False
     for path in files:
         try:
