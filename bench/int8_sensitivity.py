@@ -1,7 +1,8 @@
 """int8 that keeps accuracy, measured: float32, int8, int16x8 and mixed files of (a) a model where plain int8
-loses accuracy and (b) the README's Fashion-MNIST model, on the full Fashion-MNIST test set.
+loses accuracy and (b) ``--also`` models, e.g. the committed demo MobileNetV2 (int8 keeps its accuracy),
+on the full Fashion-MNIST test set.
 
-    .venv/bin/python bench/int8_sensitivity.py --readme-run runs/fashion_resnet20 --out /tmp/int8_bench
+    .venv/bin/python bench/int8_sensitivity.py --also mobile_demo/models/mobilenet_v2.keras --out /tmp/i8
 
 (a) is LeNet-5 with ReLU trained here (8 epochs, all 60,000 training images), then given an outlier
 channel (tests/export/outliers.py: c1_conv's channel 0 scaled 300x, c3_conv ignoring it): per-tensor
@@ -105,7 +106,13 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--readme-run", default=None, help="run folder of the README's Fashion-MNIST recipe")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        help="another run folder or .keras model of Fashion-MNIST to measure the same way (repeatable)",
+    )
+    parser.add_argument("--skip-outlier", action="store_true", help="only the --also models")
     parser.add_argument("--out", default="/tmp/int8_bench")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
@@ -116,12 +123,13 @@ def main():
     quiet.import_tensorflow()
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     out = Path(args.out)
-    model, _ = outlier_model(out / "models", args.epochs)
-    export(model, out / "outlier")
-    measure(out / "outlier", "LeNet-5 (ReLU) with an outlier channel", args.rounds)
-    if args.readme_run:
-        export(args.readme_run, out / "readme")
-        measure(out / "readme", f"README model ({args.readme_run})", args.rounds)
+    if not args.skip_outlier:
+        model, _ = outlier_model(out / "models", args.epochs)
+        export(model, out / "outlier")
+        measure(out / "outlier", "LeNet-5 (ReLU) with an outlier channel", args.rounds)
+    for i, other in enumerate(args.also):
+        export(other, out / f"also{i}")
+        measure(out / f"also{i}", str(other), args.rounds)
 
 
 if __name__ == "__main__":

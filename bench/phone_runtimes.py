@@ -1,5 +1,6 @@
 """Phone runtimes, measured: every exported .tflite through MediaPipe Tasks next to LiteRT, on the full
-Fashion-MNIST test set (10,000 images), for the README's recipe model and the committed demo model.
+Fashion-MNIST test set (10,000 images), for the committed demo model and (``--readme-run``) the README's
+recipe model.
 
     .venv/bin/python bench/phone_runtimes.py --readme-run runs/fashion_resnet20 --out /tmp/phone_bench
 
@@ -115,7 +116,12 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--readme-run", required=True, help="run folder of the README's Fashion-MNIST recipe")
+    parser.add_argument(
+        "--readme-run",
+        default=None,
+        help="run folder of the README's Fashion-MNIST recipe, or another 28x28x1 Fashion-MNIST .keras",
+    )
+    parser.add_argument("--skip-demo", action="store_true", help="only the --readme-run model")
     parser.add_argument("--out", default="/tmp/phone_bench")
     args = parser.parse_args()
     from kerascnn import quiet
@@ -126,17 +132,16 @@ def main():
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     out = Path(args.out)
-    demo = export(
-        DEMO / "mobilenet_v2.keras",
-        out / "demo",
-        rgb_input=False,
-        labels=read_labels_txt(DEMO / "labels.txt"),
-        calibration="fashion_mnist",
-    )
-    readme = export(args.readme_run, out / "readme", rgb_input=True)
-    validate_table(readme, f"README model ({args.readme_run}, exported with --rgb-input)")
-    validate_table(demo, "demo model (mobile_demo/models/mobilenet_v2.keras)")
-    resize_finding(out / "demo" / "mobilenet_v2_float32.tflite")
+    labels = read_labels_txt(DEMO / "labels.txt")  # Fashion-MNIST's classes
+    if args.readme_run:
+        gray = export(args.readme_run, out / "readme", True, labels=labels, calibration="fashion_mnist")
+        validate_table(gray, f"{args.readme_run} (28x28x1, exported with --rgb-input)")
+    if not args.skip_demo:
+        demo = export(
+            DEMO / "mobilenet_v2.keras", out / "demo", False, labels=labels, calibration="fashion_mnist"
+        )
+        validate_table(demo, "demo model (mobile_demo/models/mobilenet_v2.keras)")
+        resize_finding(out / "demo" / "mobilenet_v2_float32.tflite")
 
 
 if __name__ == "__main__":
