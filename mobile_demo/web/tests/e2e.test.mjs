@@ -70,7 +70,7 @@ async function classify(image) {
   return result;
 }
 
-function compare(model, image, page_, python, { exact }) {
+function compare(model, image, page_, python, { exact, tol = 1e-5 }) {
   assert.equal(page_.model, model);
   assert.equal(page_.scores.length, python.scores.length, "number of classes");
   const diffs = page_.scores.map((s, i) => Math.abs(s - python.scores[i]));
@@ -81,7 +81,7 @@ function compare(model, image, page_, python, { exact }) {
   m.images++;
   assert.equal(page_.top1, python.top1, `top-1 of ${model} on ${basename(image)}: page ${page_.top1}, Python ${python.top1}`);
   if (exact) assert.deepEqual(page_.scores, python.scores, `${model} on ${basename(image)}: scores must be exactly equal`);
-  else assert.ok(maxAbsDiff <= 1e-5, `${model} on ${basename(image)}: max |page - Python| = ${maxAbsDiff} > 1e-5`);
+  else assert.ok(maxAbsDiff <= tol, `${model} on ${basename(image)}: max |page - Python| = ${maxAbsDiff} > ${tol}`);
 }
 
 // Setup failures (Chromium or node_modules missing, ...) make every test below fail with the message
@@ -318,14 +318,17 @@ describe("phone-sized page in Debian's Chromium", () => {
     await selectModel(TFLITE_FLOAT); // the page recovers with a listed model
   });
 
+  // The int8 ONNX runs QLinear kernels whose requantization rounds differently in onnxruntime-web's
+  // WASM build and in MLAS on x86: the same top-1, scores within 16 output steps (1/256 each).
+  const ONNX_TOL = { [ONNX_FLOAT]: 1e-5, [ONNX_INT8]: 16 / 256 };
   for (const model of [ONNX_FLOAT, ONNX_INT8]) {
-    test(`${model} via onnxruntime-web == Python onnxruntime (|diff| <= 1e-5)`, async () => {
+    test(`${model} via onnxruntime-web == Python onnxruntime (same top-1, |diff| <= ${ONNX_TOL[model]})`, async () => {
       setUp();
       await selectModel(model);
       for (const image of IMAGES) {
         const result = await classify(image);
         assert.match(result.runtime, /onnxruntime-web/);
-        compare(model, image, result, reference[model][basename(image)], { exact: false });
+        compare(model, image, result, reference[model][basename(image)], { exact: false, tol: ONNX_TOL[model] });
       }
     });
   }
