@@ -46,9 +46,9 @@ def _calibration_folder(folder: Path, shape, n: int = 32) -> str:
 
 def mobilenet_v2(args):
     import keras
+    from kerascnn.export.pipeline import ExportOptions, export_model, resolve_source
+    from kerascnn.export.runtime import load_predictor
 
-    from export.pipeline import ExportOptions, export_model, resolve_source
-    from export.runtime import load_predictor
     from kerascnn.models import build
 
     shape = (224, 224, 3)

@@ -57,7 +57,7 @@ def outlier_model(folder: Path, epochs: int) -> tuple[Path, float]:
 
 
 def export(source, out: Path, labels=None):
-    from export.pipeline import ExportOptions, export_model, resolve_source
+    from kerascnn.export.pipeline import ExportOptions, export_model, resolve_source
 
     src = resolve_source(source, labels=labels)
     options = ExportOptions(tflite=VARIANTS, onnx=True, calibration_data="fashion_mnist")
@@ -76,7 +76,7 @@ def export(source, out: Path, labels=None):
 
 
 def measure(out: Path, title: str, rounds: int):
-    from export.validate import benchmark, collect_files, validate
+    from kerascnn.export.validate import benchmark, collect_files, validate
 
     files = [f for f in collect_files([out]) if f.suffix in (".keras", ".tflite", ".onnx")]
     rows, summary = validate(files, "fashion_mnist", threads=2, mediapipe=False, log=lambda *_: None)

@@ -33,7 +33,7 @@ VARIANTS = ("none", "dynamic", "float16", "int8")
 
 
 def export(source, out: Path, rgb_input: bool, labels=None, calibration=None):
-    from export.pipeline import ExportOptions, export_model, resolve_source
+    from kerascnn.export.pipeline import ExportOptions, export_model, resolve_source
 
     src = resolve_source(source, labels=labels)
     for folder, opts in (
@@ -53,7 +53,7 @@ def export(source, out: Path, rgb_input: bool, labels=None, calibration=None):
 
 
 def validate_table(paths, title: str):
-    from export.validate import format_rows, validate
+    from kerascnn.export.validate import format_rows, validate
 
     t0 = time.time()
     rows, summary = validate(paths, "fashion_mnist", latency_runs=50, log=lambda *_: None)
@@ -65,8 +65,8 @@ def validate_table(paths, title: str):
 def resize_finding(float_tflite: Path, n: int = 10000):
     import cv2
     import numpy as np
+    from kerascnn.export.runtime import MediaPipePredictor, load_predictor
 
-    from export.runtime import MediaPipePredictor, load_predictor
     from kerascnn.data import load_builtin, load_dataset
 
     (_, _), (native, _) = load_builtin("fashion_mnist")
@@ -128,7 +128,7 @@ def main():
 
     quiet.quiet_python_libraries()
     quiet.import_tensorflow()
-    from export.metadata import read_labels_txt
+    from kerascnn.export.metadata import read_labels_txt
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     out = Path(args.out)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+
 __all__ = [
     "LegacyConversionError",
     "to_tf_keras",
@@ -48,7 +50,7 @@ _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 _OBJECT_KINDS = ("initializer", "regularizer", "constraint")
 
 
-class LegacyConversionError(ValueError):
+class LegacyConversionError(KerascnnError, ValueError):
     """A Keras 3 model cannot be rebuilt in tf_keras; the message names the layer and the reason."""
 
 

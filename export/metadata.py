@@ -22,12 +22,14 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kerascnn.errors import KerascnnError
+
 SCHEMA = "kerascnn.metadata/1"
 ZIP_ENTRY = "metadata.json"
 ONNX_KEY = "kerascnn"
 
 
-class MetadataError(ValueError):
+class MetadataError(KerascnnError, ValueError):
     """An exported file's metadata is missing or inconsistent; the message names the file."""
 
 
@@ -287,7 +289,7 @@ def embed_tflite_metadata(flatbuffer: bytes, meta: ModelMetadata) -> bytes:
     """The TFLite model with ``meta`` as standard TFLite Metadata (the ``TFLITE_METADATA`` buffer) and its
     associated files, ``labels.txt`` and kerascnn's ``metadata.json``, in one stored (uncompressed) zip
     appended to the flatbuffer. Earlier metadata and files are replaced, never stacked; the model is
-    re-serialized with its quantization vectors shared (:func:`export.tflite.compact`). Reproducible:
+    re-serialized with its quantization vectors shared (:func:`kerascnn.export.tflite.compact`). Reproducible:
     the same model and metadata give the same bytes."""
     from . import tflite_metadata as tm
     from .tflite import compact
@@ -303,7 +305,8 @@ def embed_tflite_metadata(flatbuffer: bytes, meta: ModelMetadata) -> bytes:
 
 
 def read_standard_metadata(path_or_bytes) -> dict | None:
-    """The standard TFLite Metadata of a ``.tflite`` as a dict (:mod:`export.tflite_metadata`), or None."""
+    """The standard TFLite Metadata of a ``.tflite`` as a dict (:mod:`kerascnn.export.tflite_metadata`),
+    or None."""
     from . import tflite_metadata as tm
 
     data = _read_bytes(path_or_bytes)

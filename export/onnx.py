@@ -7,12 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from kerascnn.errors import KerascnnError
 from kerascnn.quiet import native_quiet
 
 DEFAULT_OPSET = 17
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(KerascnnError, RuntimeError):
     pass
 
 

@@ -11,51 +11,30 @@ import gzip
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+from kerascnn.runs import (
+    ModelFileError,
+    Run,
+    RunFileError,
+    atomic_save_model,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    image_input_shape,
+)
+
 from . import metadata as md
 from . import sensitivity as sens
+from .formats import FORMAT_BY_KEY, FORMATS, QUANTIZE, Format
 
 
-@dataclass(frozen=True)
-class Format:
-    key: str  # what --quantize / the table calls it
-    kind: str  # tflite | onnx | keras
-    suffix: str  # file name = <model name><suffix>
-    quantization: str
-
-
-# The Ultralytics-style table: conversion, validation and the printed tables all read it.
-FORMATS = (
-    Format("keras", "keras", ".keras", "none"),
-    Format("float32", "tflite", "_float32.tflite", "none"),
-    Format("dynamic", "tflite", "_dynamic.tflite", "dynamic"),
-    Format("float16", "tflite", "_float16.tflite", "float16"),
-    Format("int8", "tflite", "_int8.tflite", "int8"),
-    Format("int16x8", "tflite", "_int16x8.tflite", "int16x8"),
-    Format("mixed", "tflite", "_mixed.tflite", "mixed"),
-    Format("qat_int8", "tflite", "_qat_int8.tflite", "qat_int8"),
-    Format("onnx", "onnx", ".onnx", "none"),
-    Format("onnx_int8", "onnx", "_int8.onnx", "int8"),
-    Format("onnx_mixed", "onnx", "_mixed.onnx", "mixed"),
-    Format("onnx_qat_int8", "onnx", "_qat_int8.onnx", "qat_int8"),
-)
-FORMAT_BY_KEY = {f.key: f for f in FORMATS}
-TFLITE_QUANTIZE = {
-    "none": "float32",
-    "dynamic": "dynamic",
-    "float16": "float16",
-    "int8": "int8",
-    "int16x8": "int16x8",
-    "mixed": "mixed",
-}
-CALIBRATED = ("int8", "int16x8", "mixed")  # --quantize modes that need calibration images
-
-
-class ExportError(ValueError):
+class ExportError(KerascnnError, ValueError):
     """The export cannot start (bad source or options); the message names the file or option."""
 
 
@@ -81,33 +60,19 @@ def _kerascnn_version() -> str:
 def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source:
     """Where the model, its normalization and its labels come from: a run folder, or a model file
     (with a run folder's config.json beside it, or ``mean``/``std``/``labels`` given by the user)."""
-    from kerascnn.train import load_config, load_keras_model, resolve_model_file
-
-    p = Path(path)
     try:
-        model_file = resolve_model_file(p)
-        model = load_keras_model(model_file) if model is None else model
-    except (FileNotFoundError, ValueError) as e:
+        run = Run.open(path)
+        model = run.load_model() if model is None else model
+        height, width, channels = image_input_shape(model, run.model_file)
+    except (RunFileError, ModelFileError) as e:
         raise ExportError(str(e)) from None
-    run_dir = model_file.parent if (model_file.parent / "config.json").exists() else None
-    shape = model.input_shape
-    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
-        raise ExportError(f"{model_file}: expected one image input (N, H, W, C) of fixed size, got {shape}")
+    model_file = run.model_file
     classes = int(model.output_shape[-1])
-    data, val_split, seed = None, 0.1, 0
-    run_labels = None
-    if run_dir is not None:
-        cfg = load_config(run_dir)
-        mean = mean if mean is not None else cfg.mean
-        std = std if std is not None else cfg.std
-        data, val_split, seed = cfg.data, cfg.val_split, cfg.seed
-        state = run_dir / "state.json"
-        if state.exists():
-            run_labels = json.loads(state.read_text()).get("class_names")
+    mean, std = run.normalization(mean, std)
     if labels is not None:
         labels = list(labels)
-    elif run_labels:
-        labels = run_labels
+    elif run.class_names:
+        labels = run.class_names
     else:
         labels = [str(i) for i in range(classes)]
     if len(labels) != classes:
@@ -118,16 +83,16 @@ def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source
     meta = md.ModelMetadata(
         model_name=model.name,
         labels=labels,
-        input_size=list(shape[1:3]),
-        channels=int(shape[3]),
-        mean=list(mean if mean is not None else (127.5,)),
-        std=list(std if std is not None else (127.5,)),
+        input_size=[height, width],
+        channels=channels,
+        mean=list(mean),
+        std=list(std),
         output=output,
         source=str(model_file),
         model_version=model_fingerprint(model)[:16],
         kerascnn_version=_kerascnn_version(),
     )
-    source = Source(model_file, meta, data, val_split, seed, run_dir)
+    source = Source(model_file, meta, run.data, run.val_split, run.seed, run.folder)
     source.model = model
     return source
 
@@ -180,12 +145,13 @@ def calibration_split(meta: md.ModelMetadata, data: str, steps: int, holdout: in
     from kerascnn import data as kdata
 
     size, channels = tuple(meta.input_size), meta.channels
-    folder = Path(data)
     rng = np.random.default_rng(seed)
-    if kdata.is_unlabeled_folder(data):
-        files = kdata.list_unlabeled_images(folder)
-        if not files:
-            raise ExportError(f"--calibration-data: no image files in {folder}")
+    try:
+        images = kdata.open_images(data, size, channels)
+    except kdata.DataError as e:
+        raise ExportError(f"--calibration-data: {e}") from None
+    if not images.labeled:
+        files = images.files
         n, labels = len(files), None
     else:
         dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed)
@@ -257,7 +223,6 @@ def _gzip_size(path: Path) -> int:
 def _write_tflite(
     path: Path, flatbuffer: bytes, meta: md.ModelMetadata, quantization: str, **fields
 ) -> md.ModelMetadata:
-    from kerascnn.train import atomic_write_bytes
 
     from .tflite import io_details
 
@@ -273,87 +238,255 @@ def _write_tflite(
 
 
 def _write_onnx(path: Path, proto, meta: md.ModelMetadata) -> md.ModelMetadata:
-    from kerascnn.train import atomic_write_bytes
 
     md.embed_onnx_metadata(proto, meta)
     atomic_write_bytes(path, proto.SerializeToString())
     return meta
 
 
-def export_model(source: Source, out, options: ExportOptions, log=print) -> list[Result]:
-    """Export ``source`` into folder ``out``; returns one Result per requested format (failed ones too)."""
-    from kerascnn.train import atomic_save_model, atomic_write_text
+@dataclass
+class _Job:
+    """One export in progress: what every format's writer reads, and what they have written."""
 
-    from . import onnx as konnx
+    source: Source
+    options: ExportOptions
+    out: Path
+    model: object  # the Keras model every format is made from (RGB-input or pruned when asked)
+    meta: md.ModelMetadata
+    log: Callable = print
+    keras_file: Path | None = None  # the reference written into the folder (QAT starts from it)
+    saved_model: Path | None = None  # the SavedModel every TFLite variant is converted from
+    calibration: np.ndarray | None = None  # 0-255 images at the model's size
+    held: np.ndarray | None = None  # held back from calibration (--quantize mixed checks on them)
+    held_labels: np.ndarray | None = None
+    mixed_summary: dict = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    files: dict[str, dict] = field(default_factory=dict)
+    _session: sens.Int8Session | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.model_name
+
+    def path(self, fmt: Format) -> Path:
+        return self.out / f"{self.name}{fmt.suffix}"
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The Keras layer names, so converter and debugger report ops under them."""
+        return [layer.name for layer in self.model.layers]
+
+    def written(self, key: str) -> bool:
+        return any(r.format == key and r.status == "ok" for r in self.results)
+
+    def representative(self):
+        from . import tflite as ktflite
+
+        return ktflite.representative_from(self.calibration, self.meta.normalize, len(self.calibration))
+
+    def session(self) -> sens.Int8Session:
+        """The int8 calibration, made once and shared by the report and the mixed search."""
+        if self._session is None:
+            self._session = sens.Int8Session(
+                self.saved_model, self.representative(), self.layer_names, self.options.io_type
+            )
+        return self._session
+
+    def run(self, fmt: Format) -> Path | None:
+        """Write ``fmt`` with its writer; a failure is reported (and the other formats go on)."""
+        path = self.path(fmt)
+        t0 = time.perf_counter()
+        try:
+            file_meta, notes = WRITERS[fmt.writer](self, fmt, path)
+        except Exception as e:  # noqa: BLE001 - one failed variant never stops the others
+            self.results.append(
+                Result(fmt.key, path.name, "failed", time.perf_counter() - t0, error=_one_line(e))
+            )
+            self.log(f"  {fmt.key:<14} FAILED: {_one_line(e)}")
+            return None
+        result = Result(fmt.key, path.name, "ok", time.perf_counter() - t0, path.stat().st_size, notes=notes)
+        self.results.append(result)
+        self.files[path.name] = {**notes, "format": fmt.key, "kind": fmt.kind, "bytes": result.size_bytes}
+        self.files[path.name]["metadata"] = _file_fields(file_meta)
+        self.log(f"  {fmt.key:<14} {path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)")
+        return path
+
+
+# ------------------------------------------------------------------------------------------------
+# The writers: one per row kind of the format table, each returns (the file's metadata, notes)
+# ------------------------------------------------------------------------------------------------
+
+
+def _write_keras(job: _Job, fmt: Format, path: Path):
+    atomic_save_model(job.model, path)
+    return job.meta, {}
+
+
+def _write_pruned(job: _Job, fmt: Format, path: Path):
+    from . import quantize as kquant
+
+    options = job.options
+    report = kquant.prune_export(
+        str(job.source.model_file),
+        _training_data(job.source, options),
+        str(path),
+        sparsity=options.prune,
+        epochs=options.prune_epochs,
+        batch_size=options.batch_size,
+        mean=job.meta.mean,
+        std=job.meta.std,
+        train_fraction=options.train_fraction,
+        val_split=job.source.val_split,
+        seed=options.seed,
+        log=job.log,
+    )
+    return job.meta, {"pruned": True, **report}
+
+
+def _write_tflite_variant(job: _Job, fmt: Format, path: Path):
     from . import tflite as ktflite
 
-    out = Path(out)
+    mode = fmt.quantize
+    io_type = job.options.io_type if "io_type" in fmt.reads else "float32"
+    rep = job.representative() if fmt.calibrated else None
+    flat = ktflite.convert(job.saved_model, mode, rep, io_type, job.layer_names)
+    notes = {"quantization": fmt.quantization}
+    if fmt.calibrated:
+        notes["calibration_images"] = len(job.calibration)
+    if mode == "int16x8":
+        from .quantize import _float_ops
+
+        notes["float_ops"] = len(_float_ops(flat))
+    return _write_tflite(path, flat, job.meta, fmt.quantization), notes
+
+
+def _write_mixed(job: _Job, fmt: Format, path: Path):
+    options, held = job.options, job.held
+    inputs = job.meta.normalize(held)
+    keras_top1 = np.asarray(job.model.predict(inputs, batch_size=64, verbose=0)).argmax(-1)
+    gate = sens.Gate(options.min_agreement, options.max_drop)
+    holdout = sens.Holdout(inputs, keras_top1, job.held_labels)
+    flat, summary = sens.search_mixed(job.session(), holdout, gate, log=job.log)
+    job.mixed_summary.update(summary)
+    file_meta = _write_tflite(path, flat, job.meta, "mixed", float_layers=summary["float_layers"])
+    notes = {
+        "quantization": "mixed",
+        "calibration_images": len(job.calibration),
+        "held_back_images": len(held),
+        "float_layers": summary["float_layers"],
+        "agreement": summary["agreement"],
+        "int8_agreement": summary["int8_agreement"],
+    }
+    if summary["drop"] is not None:
+        notes |= {"drop": summary["drop"], "int8_drop": summary["int8_drop"]}
+    kept = ", ".join(summary["float_layers"]) or "none: the file passes in full int8"
+    job.log(f"  mixed: layers in float: {kept} ({summary['gate']} on {len(held)} held-back images)")
+    return file_meta, notes
+
+
+def _write_qat(job: _Job, fmt: Format, path: Path):
+    from . import quantize as kquant
+
+    options = job.options
+    with tempfile.TemporaryDirectory(prefix="kerascnn-qat-") as tmp:
+        raw = Path(tmp) / "qat.tflite"
+        report = kquant.qat_export(
+            str(job.keras_file),
+            _training_data(job.source, options),
+            str(raw),
+            epochs=options.qat_epochs,
+            lr=options.qat_lr,
+            batch_size=options.batch_size,
+            mean=job.meta.mean,
+            std=job.meta.std,
+            io_type=options.io_type,
+            # Pruning-preserving QAT: the model is already pruned; the worker re-applies the
+            # (reached) sparsity for one short epoch and fine-tunes with the scheme that keeps zeros.
+            prune=options.prune,
+            prune_epochs=1 if options.prune else None,
+            qat_model_file=str(_qat_model_path(job.out, job.name)),
+            train_fraction=options.train_fraction,
+            val_split=job.source.val_split,
+            seed=options.seed,
+            log=job.log,
+        )
+        flat = raw.read_bytes()
+    return _write_tflite(path, flat, job.meta, "qat_int8"), {"quantization": "qat_int8", **report}
+
+
+def _write_onnx_float(job: _Job, fmt: Format, path: Path):
+    from . import onnx as konnx
+
+    proto = konnx.keras_to_onnx(job.model, job.options.opset)
+    meta = md.ModelMetadata(**{**asdict(job.meta), "format": "onnx"})
+    return _write_onnx(path, proto, meta), {"opset": job.options.opset}
+
+
+def _write_onnx_from_tflite(job: _Job, fmt: Format, path: Path):
+    from . import onnx as konnx
+
+    tfl = job.path(FORMAT_BY_KEY[fmt.source])
+    proto = konnx.tflite_to_onnx(tfl, job.options.opset)
+    meta = md.ModelMetadata(**{**asdict(md.read_tflite_metadata(tfl)), "format": "onnx"})
+    return _write_onnx(path, proto, meta), {"opset": job.options.opset, "from": tfl.name}
+
+
+WRITERS = {
+    "keras": _write_keras,
+    "pruned": _write_pruned,
+    "tflite": _write_tflite_variant,
+    "mixed": _write_mixed,
+    "qat": _write_qat,
+    "onnx": _write_onnx_float,
+    "onnx_from_tflite": _write_onnx_from_tflite,
+}
+assert {f.writer for f in FORMATS} <= set(WRITERS), "a format without a writer"
+
+
+def _write_int8_report(job: _Job) -> dict:
+    """The per-layer int8 report beside the files; its failure is logged, never costs the int8 file."""
+    try:
+        report = job.session().report(job.name, job.path(FORMAT_BY_KEY["int8"]).name)
+        if job.mixed_summary:
+            report["mixed"] = job.mixed_summary
+        paths = sens.write_report(report, job.out, job.name)
+    except Exception as e:  # noqa: BLE001 - the report never costs the user the int8 file
+        job.log(f"  int8 report    FAILED: {_one_line(e)}")
+        return {"error": _one_line(e)}
+    worst = "; ".join(f"{r['layer']} ({r['op']}) {r['channel_sqnr_db']:.1f} dB" for r in report["layers"][:3])
+    job.log(f"  int8 report    {paths['txt'].name} (+ .json, .png); most error: {worst}")
+    return {k: p.name for k, p in paths.items()}
+
+
+def export_model(source: Source, out, options: ExportOptions, log=print) -> list[Result]:
+    """Export ``source`` into folder ``out``; returns one Result per requested format (failed ones too).
+
+    The order: the reference ``.keras`` (or the pruned model, which then replaces the source), the
+    TFLite variants in the order asked, the int8 report, QAT, then ONNX: float, and one converted from
+    each integer TFLite file that was written."""
+    from . import tflite as ktflite
+
     options = _check_options(source, options)
-    meta = source.metadata
-    model = source.model
+    meta, model = source.metadata, source.model
     if options.rgb_input:
         model = rgb_input_model(model)
         meta = md.ModelMetadata(**{**asdict(meta), "channels": 3, "channel_order": "RGB"})
-    out.mkdir(parents=True, exist_ok=True)
-    name = meta.model_name
-    results: list[Result] = []
-    files: dict[str, dict] = {}
+    job = _Job(source, options, Path(out), model, meta, log)
+    job.out.mkdir(parents=True, exist_ok=True)
 
-    def run(fmt: Format, fn):
-        path = out / f"{name}{fmt.suffix}"
-        t0 = time.perf_counter()
-        try:
-            file_meta, notes = fn(path)
-        except Exception as e:  # noqa: BLE001 - one failed variant never stops the others
-            results.append(Result(fmt.key, path.name, "failed", time.perf_counter() - t0, error=_one_line(e)))
-            log(f"  {fmt.key:<14} FAILED: {_one_line(e)}")
-            return None
-        result = Result(fmt.key, path.name, "ok", time.perf_counter() - t0, path.stat().st_size, notes=notes)
-        results.append(result)
-        files[path.name] = {**notes, "format": fmt.key, "kind": fmt.kind, "bytes": result.size_bytes}
-        files[path.name]["metadata"] = _file_fields(file_meta)
-        log(f"  {fmt.key:<14} {path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)")
-        return path
-
-    # 1. Pruning: the pruned model replaces the source for every format below.
-    if options.prune:
-        from . import quantize as kquant
-
-        def do_prune(path):
-            report = kquant.prune_export(
-                str(source.model_file),
-                _training_data(source, options),
-                str(path),
-                sparsity=options.prune,
-                epochs=options.prune_epochs,
-                batch_size=options.batch_size,
-                mean=meta.mean,
-                std=meta.std,
-                train_fraction=options.train_fraction,
-                val_split=source.val_split,
-                seed=options.seed,
-                log=log,
-            )
-            return meta, {"pruned": True, **report}
-
-        pruned = run(Format("pruned", "keras", "_pruned.keras", "none"), do_prune)
-        if pruned is None:
-            return results
+    first = FORMAT_BY_KEY["pruned" if options.prune else "keras"]
+    job.keras_file = job.run(first)
+    if options.prune:  # the pruned model is what every format below is made from
+        if job.keras_file is None:
+            return job.results
         import keras
 
-        model = keras.saving.load_model(pruned, compile=False)
-    else:
+        job.model = keras.saving.load_model(job.keras_file, compile=False)
+    job.keras_file = job.path(first)
 
-        def do_keras(path):
-            atomic_save_model(model, path)
-            return meta, {}
-
-        run(FORMAT_BY_KEY["keras"], do_keras)
-    keras_file = out / f"{name}{'_pruned' if options.prune else ''}.keras"
-
-    calibration = held = held_labels = None
-    if any(mode in CALIBRATED for mode in options.tflite):
-        calibration, held, held_labels = calibration_split(
+    variants = [QUANTIZE[mode] for mode in options.tflite]
+    if any(fmt.calibrated for fmt in variants):
+        job.calibration, job.held, job.held_labels = calibration_split(
             meta,
             options.calibration_data or source.data,
             options.calibration_steps,
@@ -361,149 +494,37 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             options.seed,
             source.val_split,
         )
-
     report_files = None
     with tempfile.TemporaryDirectory(prefix="kerascnn-export-") as tmp:
-        saved_model = None
-        if options.tflite:
-            saved_model = ktflite.write_saved_model(model, Path(tmp) / "saved_model")
-        layer_names = [layer.name for layer in model.layers]
-        sessions: dict = {}  # the int8 calibration shared by the report and the mixed search
-        mixed_summary: dict = {}
-
-        def session():
-            if "int8" not in sessions:
-                rep = ktflite.representative_from(calibration, meta.normalize, len(calibration))
-                sessions["int8"] = sens.Int8Session(saved_model, rep, layer_names, options.io_type)
-            return sessions["int8"]
-
-        def do_mixed(path):
-            inputs = meta.normalize(held)
-            keras_top1 = np.asarray(model.predict(inputs, batch_size=64, verbose=0)).argmax(-1)
-            gate = sens.Gate(options.min_agreement, options.max_drop)
-            flat, summary = sens.search_mixed(
-                session(), sens.Holdout(inputs, keras_top1, held_labels), gate, log=log
-            )
-            mixed_summary.update(summary)
-            file_meta = _write_tflite(path, flat, meta, "mixed", float_layers=summary["float_layers"])
-            notes = {
-                "quantization": "mixed",
-                "calibration_images": len(calibration),
-                "held_back_images": len(held),
-                "float_layers": summary["float_layers"],
-                "agreement": summary["agreement"],
-                "int8_agreement": summary["int8_agreement"],
-            }
-            if summary["drop"] is not None:
-                notes |= {"drop": summary["drop"], "int8_drop": summary["int8_drop"]}
-            kept = ", ".join(summary["float_layers"]) or "none: the file passes in full int8"
-            log(f"  mixed: layers in float: {kept} ({summary['gate']} on {len(held)} held-back images)")
-            return file_meta, notes
-
-        for mode in options.tflite:
-            fmt = FORMAT_BY_KEY[TFLITE_QUANTIZE[mode]]
-
-            def do_tflite(path, mode=mode, fmt=fmt):
-                if mode == "mixed":
-                    return do_mixed(path)
-                rep = None
-                if mode in CALIBRATED:
-                    rep = ktflite.representative_from(calibration, meta.normalize, len(calibration))
-                io_type = options.io_type if mode == "int8" else "float32"
-                flat = ktflite.convert(saved_model, mode, rep, io_type, layer_names)
-                notes = {"quantization": fmt.quantization}
-                if mode in CALIBRATED:
-                    notes["calibration_images"] = len(calibration)
-                if mode == "int16x8":
-                    from .quantize import _float_ops
-
-                    notes["float_ops"] = len(_float_ops(flat))
-                return _write_tflite(path, flat, meta, fmt.quantization), notes
-
-            run(fmt, do_tflite)
-
-        if "int8" in options.tflite or "mixed" in options.tflite:
-            try:
-                report = session().report(name, f"{name}{FORMAT_BY_KEY['int8'].suffix}")
-                if mixed_summary:
-                    report["mixed"] = mixed_summary
-                paths = sens.write_report(report, out, name)
-                worst = "; ".join(
-                    f"{r['layer']} ({r['op']}) {r['channel_sqnr_db']:.1f} dB" for r in report["layers"][:3]
-                )
-                log(f"  int8 report    {paths['txt'].name} (+ .json, .png); most error: {worst}")
-                report_files = {k: p.name for k, p in paths.items()}
-            except Exception as e:  # noqa: BLE001 - the report never costs the user the int8 file
-                report_files = {"error": _one_line(e)}
-                log(f"  int8 report    FAILED: {_one_line(e)}")
-
+        if variants:
+            job.saved_model = ktflite.write_saved_model(job.model, Path(tmp) / "saved_model")
+        for fmt in variants:
+            job.run(fmt)
+        if {"int8", "mixed"} & set(options.tflite):
+            report_files = _write_int8_report(job)
     if options.qat:
-        from . import quantize as kquant
-
-        def do_qat(path):
-            with tempfile.TemporaryDirectory(prefix="kerascnn-qat-") as tmp:
-                raw = Path(tmp) / "qat.tflite"
-                report = kquant.qat_export(
-                    str(keras_file),
-                    _training_data(source, options),
-                    str(raw),
-                    epochs=options.qat_epochs,
-                    lr=options.qat_lr,
-                    batch_size=options.batch_size,
-                    mean=meta.mean,
-                    std=meta.std,
-                    io_type=options.io_type,
-                    # Pruning-preserving QAT: the model is already pruned; the worker re-applies the
-                    # (reached) sparsity for one short epoch and fine-tunes with the scheme that keeps zeros.
-                    prune=options.prune,
-                    prune_epochs=1 if options.prune else None,
-                    qat_model_file=str(_qat_model_path(out, name)),
-                    train_fraction=options.train_fraction,
-                    val_split=source.val_split,
-                    seed=options.seed,
-                    log=log,
-                )
-                flat = raw.read_bytes()
-            return _write_tflite(path, flat, meta, "qat_int8"), {"quantization": "qat_int8", **report}
-
-        run(FORMAT_BY_KEY["qat_int8"], do_qat)
-
+        job.run(FORMAT_BY_KEY["qat_int8"])
     if options.onnx:
+        for fmt in FORMATS:
+            if fmt.kind == "onnx" and (fmt.source is None or job.written(fmt.source)):
+                job.run(fmt)
+    _write_sidecars(job, report_files)
+    return job.results
 
-        def do_onnx(path):
-            proto = konnx.keras_to_onnx(model, options.opset)
-            return _write_onnx(path, proto, md.ModelMetadata(**{**asdict(meta), "format": "onnx"})), {
-                "opset": options.opset
-            }
 
-        run(FORMAT_BY_KEY["onnx"], do_onnx)
-        for key in ("int8", "mixed", "qat_int8"):
-            tfl = out / f"{name}{FORMAT_BY_KEY[key].suffix}"
-            if not any(r.format == key and r.status == "ok" for r in results):
-                continue
-
-            def do_onnx_q(path, tfl=tfl, key=key):
-                tfl_meta = md.read_tflite_metadata(tfl)
-                proto = konnx.tflite_to_onnx(tfl, options.opset)
-                return _write_onnx(path, proto, md.ModelMetadata(**{**asdict(tfl_meta), "format": "onnx"})), {
-                    "opset": options.opset,
-                    "from": tfl.name,
-                }
-
-            run(FORMAT_BY_KEY[f"onnx_{key}"], do_onnx_q)
-
-    for name_, entry in files.items():
-        entry["gzip_bytes"] = _gzip_size(out / name_)
-    atomic_write_text(out / "labels.txt", md.labels_txt(meta.labels))
+def _write_sidecars(job: _Job, report_files: dict | None) -> None:
+    """``labels.txt`` and ``model.json`` (the metadata, every file with its sizes, what failed)."""
+    for name, entry in job.files.items():
+        entry["gzip_bytes"] = _gzip_size(job.out / name)
+    atomic_write_text(job.out / "labels.txt", md.labels_txt(job.meta.labels))
     sidecar = {
-        "model": json.loads(meta.to_json()),
-        "files": files,
+        "model": json.loads(job.meta.to_json()),
+        "files": job.files,
         **({"int8_report": report_files} if report_files else {}),
-        "failed": {r.format: r.error for r in results if r.status != "ok"},
-        "options": asdict(options),
+        "failed": {r.format: r.error for r in job.results if r.status != "ok"},
+        "options": asdict(job.options),
     }
-    atomic_write_text(out / "model.json", json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n")
-    return results
+    atomic_write_json(job.out / "model.json", sidecar)
 
 
 def _qat_model_path(out: Path, name: str) -> Path:
@@ -541,17 +562,14 @@ def _training_data(source: Source, options: ExportOptions) -> str:
 
 
 def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
-    bad = [q for q in options.tflite if q not in TFLITE_QUANTIZE]
+    bad = [q for q in options.tflite if q not in QUANTIZE]
     if bad:
-        raise ExportError(
-            f"--quantize: unknown mode(s) {', '.join(bad)} (choose from {', '.join(TFLITE_QUANTIZE)})"
-        )
-    integer = {"int8", "mixed"} & set(options.tflite)
-    if options.io_type != "float32" and not integer and not options.qat:
-        raise ExportError(
-            "--io-type int8/uint8 applies to integer models: add --quantize int8, --quantize mixed or --qat"
-        )
-    calibrated = [mode for mode in options.tflite if mode in CALIBRATED]
+        raise ExportError(f"--quantize: unknown mode(s) {', '.join(bad)} (choose from {', '.join(QUANTIZE)})")
+    asked = [QUANTIZE[q] for q in options.tflite] + ([FORMAT_BY_KEY["qat_int8"]] if options.qat else [])
+    if options.io_type != "float32" and not any("io_type" in f.reads for f in asked):
+        takers = [f.option for f in FORMATS if "io_type" in f.reads]
+        raise ExportError(f"--io-type int8/uint8 applies to integer models: add {', '.join(takers)}")
+    calibrated = [f.quantize for f in asked if f.calibrated]
     if calibrated and not (options.calibration_data or source.data):
         raise ExportError(
             f"--quantize {calibrated[0]} needs calibration images: {source.model_file} is not in a run "
@@ -593,7 +611,6 @@ def install_android_assets(out, results: list[Result], android_dir, log=print) -
     """Copy one exported ``.tflite`` into an Android project's assets as ``model.tflite``, with
     ``labels.txt`` and ``model.json`` (that file's own metadata, the JSON embedded in it). The app reads
     the embedded metadata first and the sidecars when it is missing. Prefers QAT int8, then int8."""
-    from kerascnn.train import atomic_write_bytes, atomic_write_text
 
     project = check_android_project(android_dir)
     done = {r.format: r for r in results if r.status == "ok"}

@@ -2,12 +2,12 @@
 
 tensorflow-model-optimization (tfmot) only takes legacy Keras (tf_keras) models, and importing it
 switches ``tf.keras`` to tf_keras for the whole process. So the work runs in a worker subprocess,
-``python -m export.quantize {qat,prune} ...`` (or ``batch JOBS.json`` for many jobs in one process);
+``python -m kerascnn.export.quantize {qat,prune} ...`` (or ``batch JOBS.json`` for many jobs in one process);
 the public functions here (:func:`qat_export`, :func:`prune_export`, :func:`run_jobs`) only start
 that worker, stream its log and return its report. Nothing in the caller's process imports tfmot or
 tf_keras.
 
-In the worker, the Keras 3 model is rebuilt in tf_keras (:func:`export.legacy.to_tf_keras`), then:
+In the worker, the Keras 3 model is rebuilt in tf_keras (:func:`kerascnn.export.legacy.to_tf_keras`), then:
 
 * QAT: every layer is annotated for the default 8-bit scheme. What that scheme cannot take is
   handled instead of failing (:func:`build_qat_model`): a BatchNormalization that follows no
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import gzip
 import json
 import math
@@ -44,6 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+from kerascnn.runs import atomic_path
+
+from .formats import IO_TYPES
+
 __all__ = [
     "IO_TYPES",
     "QuantizeError",
@@ -54,11 +58,8 @@ __all__ = [
     "run_jobs",
 ]
 
-IO_TYPES = ("float32", "int8", "uint8")
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
-
-class QuantizeError(RuntimeError):
+class QuantizeError(KerascnnError, RuntimeError):
     """QAT or pruning failed; the message names the model, layer or option at fault."""
 
 
@@ -305,11 +306,10 @@ def run_jobs(jobs: Sequence[dict], *, log: Callable[[str], None] | None = print)
 
 
 def _run_worker(command: list[str], log) -> tuple[int, list[str]]:
-    """Run ``python -m export.quantize <command>``, stream its stdout to ``log``; returns the exit code
-    and the last lines of its stderr."""
-    argv = [sys.executable, "-m", "export.quantize", *command]
+    """Run ``python -m kerascnn.export.quantize <command>``, stream its stdout to ``log``; returns the exit
+    code and the last lines of its stderr."""
+    argv = [sys.executable, "-m", "kerascnn.export.quantize", *command]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.pop("TF_USE_LEGACY_KERAS", None)  # the worker sets it itself, after loading the Keras 3 model
@@ -344,22 +344,6 @@ def _run_worker(command: list[str], log) -> tuple[int, list[str]]:
 
 def _log(message: str) -> None:
     print(message, flush=True)
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """A temporary path in ``path``'s folder with the same suffix; renamed to ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
-    os.close(fd)
-    os.unlink(tmp)  # savers want to create the file themselves
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _gzip_size(path: Path) -> int:
@@ -932,7 +916,7 @@ def _model_shape(model, opts) -> tuple[tuple[int, int, int], int]:
 
 def _prepare(opts):
     """Common start of both commands: the Keras 3 model, its tf_keras twin, the data."""
-    from export.legacy import to_tf_keras
+    from kerascnn.export.legacy import to_tf_keras
 
     started = time.time()
     model = _load_keras3(opts.model)
@@ -960,8 +944,7 @@ def _prepare(opts):
 
 def cmd_prune(opts) -> dict:
     import keras
-
-    from export.legacy import from_tf_keras_weights
+    from kerascnn.export.legacy import from_tf_keras_weights
 
     model, tfk_model, data, norm, ds, steps, report, started = _prepare(opts)
     out = Path(opts.out)
@@ -972,7 +955,7 @@ def cmd_prune(opts) -> dict:
         report["baseline_gzip_bytes"] = _gzip_size(baseline)
     stripped, metrics = _prune(tfk_model, ds, opts, opts.sparsity, steps, opts.epochs)
     from_tf_keras_weights(model, stripped)
-    with _atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:
         keras.saving.save_model(model, tmp)
     sparsity = _sparsity_report(_pruned_kernels(model))
     _log(
@@ -995,8 +978,7 @@ def cmd_prune(opts) -> dict:
 
 def cmd_qat(opts) -> dict:
     import keras
-
-    from export.legacy import from_tf_keras_weights
+    from kerascnn.export.legacy import from_tf_keras_weights
 
     model, tfk_model, data, norm, ds, steps, report, started = _prepare(opts)
     scheme = None
@@ -1006,7 +988,7 @@ def cmd_qat(opts) -> dict:
         report["pruned_sparsity"] = _sparsity_report(_pruned_kernels(tfk_model))["sparsity"]
         if opts.pruned_model:
             from_tf_keras_weights(model, tfk_model)
-            with _atomic_path(Path(opts.pruned_model)) as tmp:
+            with atomic_path(Path(opts.pruned_model)) as tmp:
                 keras.saving.save_model(model, tmp)
             report["pruned_model"] = str(opts.pruned_model)
         scheme = _tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
@@ -1016,12 +998,12 @@ def cmd_qat(opts) -> dict:
     metrics = _fit(qat_model, ds, opts, steps, opts.epochs, "qat")
 
     qat_path = Path(opts.qat_model)
-    with _atomic_path(qat_path) as tmp:
+    with atomic_path(qat_path) as tmp:
         qat_model.save(tmp, include_optimizer=False)
     reloaded = load_qat_model(qat_path)
     tflite = _convert_int8(reloaded, opts.io_type)
     out = Path(opts.out)
-    with _atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:
         tmp.write_bytes(tflite)
 
     check = data.eval_split if data.eval_split is not None else data.train
@@ -1072,7 +1054,9 @@ def _floats(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kerascnn.export.quantize", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (
         ("qat", "quantization-aware training to int8 TFLite"),
@@ -1110,7 +1094,8 @@ def _run_one(argv: list[str], keep_going: bool) -> int:
     its ``--report`` file. Returns the exit code."""
     import traceback
 
-    from export.legacy import LegacyConversionError
+    from kerascnn.export.legacy import LegacyConversionError
+
     from kerascnn.data import DataError
 
     opts = _parser().parse_args(argv)
@@ -1130,7 +1115,7 @@ def _run_one(argv: list[str], keep_going: bool) -> int:
     if "error" in report:
         print(f"error: {report['error']}", file=sys.stderr, flush=True)
     if opts.report:
-        with _atomic_path(Path(opts.report)) as tmp:
+        with atomic_path(Path(opts.report)) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
     elif code == 0:
         print(json.dumps({k: v for k, v in report.items() if k != "probe_qat"}, indent=2))
@@ -1143,7 +1128,7 @@ def main(argv=None) -> int:
     _tfmot()
     if argv[:1] == ["batch"]:
         if len(argv) != 2:
-            print("usage: python -m export.quantize batch JOBS.json", file=sys.stderr)
+            print("usage: python -m kerascnn.export.quantize batch JOBS.json", file=sys.stderr)
             return 2
         import tf_keras
 

@@ -12,20 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+
+from .formats import KIND_BY_SUFFIX
 from .metadata import MetadataError, ModelMetadata, read_metadata
 
-FORMATS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
-
-class RuntimeLoadError(RuntimeError):
+class RuntimeLoadError(KerascnnError, RuntimeError):
     """A model file cannot be loaded or run; the message names the file."""
 
 
 def file_format(path) -> str:
+    """The runtime kind of a model file (keras, tflite, onnx), from its suffix (the format table's)."""
     suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise RuntimeLoadError(f"{path}: unknown model format '{suffix}' (expected {', '.join(FORMATS)})")
-    return FORMATS[suffix]
+    if suffix not in KIND_BY_SUFFIX:
+        expected = ", ".join(KIND_BY_SUFFIX)
+        raise RuntimeLoadError(f"{path}: unknown model format '{suffix}' (expected {expected})")
+    return KIND_BY_SUFFIX[suffix]
 
 
 def quantize(x: np.ndarray, params: dict, dtype: str) -> np.ndarray:

@@ -41,10 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
-class MixedPrecisionError(ValueError):
+class MixedPrecisionError(KerascnnError, ValueError):
     """No mixed file can pass the gate (even with every quantized layer in float), or bad options."""
 
 
@@ -575,10 +577,10 @@ def format_report(report: dict, top: int | None = None) -> str:
 
 def write_report(report: dict, folder, model_name: str) -> dict[str, Path]:
     """The report as JSON, a text table and a bar chart, each written atomically."""
-    from kerascnn.train import atomic_write_text
+    from kerascnn.runs import atomic_write_json, atomic_write_text
 
     paths = report_paths(folder, model_name)
-    atomic_write_text(paths["json"], json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(paths["json"], report)
     atomic_write_text(paths["txt"], format_report(report) + "\n")
     _bar_chart(report, paths["png"])
     return paths
@@ -590,7 +592,7 @@ def _bar_chart(report: dict, path: Path, top: int = 25):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kerascnn.evaluate import _save_fig
+    from kerascnn.runs import atomic_save_figure
 
     rows = report["layers"][:top]
     floats = set((report.get("mixed") or {}).get("float_layers", ()))
@@ -609,7 +611,7 @@ def _bar_chart(report: dict, path: Path, top: int = 25):
         title += " (red: kept in float by --quantize mixed)"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save_fig(fig, path)
+    atomic_save_figure(fig, path)
 
 
 def read_report(path) -> dict:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+
+from .formats import IO_TYPES
+
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
-IO_TYPES = ("float32", "int8", "uint8")
 
 
-class ConversionError(RuntimeError):
+class ConversionError(KerascnnError, RuntimeError):
     """The model cannot be converted with builtin ops; the message names the layer(s) and op(s)."""
 
 

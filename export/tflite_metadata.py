@@ -23,6 +23,8 @@ import numpy as np
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
+from kerascnn.errors import KerascnnError
+
 FILE_IDENTIFIER = b"M001"
 METADATA_NAME = "TFLITE_METADATA"
 # The fields used here all exist since the schema's first version, so readers from 1.0.0 on parse it
@@ -126,7 +128,7 @@ _SCALARS = {
 _NUMERIC_VECTORS = {"[float]": ("<f4", N.Float32Flags), "[uint]": ("<u4", N.Uint32Flags)}
 
 
-class SchemaError(ValueError):
+class SchemaError(KerascnnError, ValueError):
     """A metadata dict that does not fit the schema, or a buffer that is not TFLite Metadata."""
 
 

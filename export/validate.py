@@ -1,26 +1,26 @@
 """``kerascnn validate`` (accuracy parity of every exported file against the Keras model) and
 ``kerascnn benchmark`` (latency and size per format), printed as one table each.
 
-Each file is run by :mod:`export.runtime` with the preprocessing its *own* metadata describes, and its
-labels are checked against the sidecar ``labels.txt`` and mapped by name onto the data's classes: a
+Each file is run by :mod:`kerascnn.export.runtime` with the preprocessing its *own* metadata describes,
+and its labels are checked against the sidecar ``labels.txt`` and mapped by name onto the data's classes: a
 wrong normalization or a swapped label file shows up as lost accuracy or a failed check.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kerascnn.errors import KerascnnError
+
 from . import metadata as md
-from .runtime import FORMATS, RuntimeLoadError, load_predictor
+from .formats import KIND_BY_SUFFIX, KINDS
+from .runtime import RuntimeLoadError, file_format, load_predictor
 
-ORDER = {"keras": 0, "tflite": 1, "onnx": 2}
 
-
-class ValidateError(ValueError):
+class ValidateError(KerascnnError, ValueError):
     pass
 
 
@@ -44,7 +44,9 @@ def collect_files(paths) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             found = [
-                f for f in sorted(p.iterdir()) if f.suffix.lower() in FORMATS and not f.name.startswith(".")
+                f
+                for f in sorted(p.iterdir())
+                if f.suffix.lower() in KIND_BY_SUFFIX and not f.name.startswith(".")
             ]
             if not found:
                 raise ValidateError(f"{p}: no .keras/.h5/.tflite/.onnx file in this folder")
@@ -54,11 +56,11 @@ def collect_files(paths) -> list[Path]:
         else:
             raise ValidateError(f"{p} does not exist")
     unique = list(dict.fromkeys(files))
-    return sorted(unique, key=lambda f: (ORDER[FORMATS[f.suffix.lower()]], f.name))
+    return sorted(unique, key=lambda f: (KINDS.index(file_format(f)), f.name))
 
 
 def _variant(path: Path, meta: md.ModelMetadata | None) -> str:
-    kind = FORMATS[path.suffix.lower()]
+    kind = file_format(path)
     if meta is None or kind == "keras":
         return kind
     variant = f"{kind} {meta.quantization if meta.quantization != 'none' else 'float32'}"
@@ -100,12 +102,12 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
     from kerascnn import data as kdata
 
     size, channels = tuple(meta.input_size), meta.channels
-    folder = Path(data)
-    if kdata.is_unlabeled_folder(data):
-        files = kdata.list_unlabeled_images(folder)
-        if not files:
-            raise ValidateError(f"--data {data}: no image files")
-        files = files[: limit or None]
+    try:
+        images = kdata.open_images(data, size, channels)
+    except kdata.DataError as e:
+        raise ValidateError(str(e)) from None
+    if not images.labeled:
+        files = images.files[: limit or None]
         pixels = np.stack([kdata.decode_image(f, size, channels) for f in files])
         return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}", FileFrames(files))
     try:
@@ -178,10 +180,8 @@ def validate(
             entries.append((Row(_variant(f, pred.metadata), f.name, size_mb=f.stat().st_size / 1e6), pred))
         except (RuntimeLoadError, md.MetadataError, ValidateError) as e:
             pred = None
-            entries.append(
-                (Row(FORMATS[f.suffix.lower()], f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)), None)
-            )
-        if mediapipe and FORMATS[f.suffix.lower()] == "tflite" and mediapipe_note is None:
+            entries.append((Row(file_format(f), f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)), None))
+        if mediapipe and file_format(f) == "tflite" and mediapipe_note is None:
             row, mp_pred, mediapipe_note = _mediapipe_entry(f, pred)
             if row is not None:
                 entries.append((row, mp_pred))
@@ -344,9 +344,9 @@ def format_table(rows) -> str:
 
 
 def write_json(rows, summary, path):
-    from kerascnn.train import atomic_write_text
+    from kerascnn.runs import atomic_write_json
 
-    atomic_write_text(Path(path), json.dumps({**summary, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    atomic_write_json(path, {**summary, "rows": [asdict(r) for r in rows]})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def benchmark(
     preprocessing included). Returns (rows, a note when MediaPipe is not installed)."""
     rows, note = [], None
     for f in collect_files(paths):
-        row = BenchRow(FORMATS[f.suffix.lower()], f.name, size_mb=f.stat().st_size / 1e6)
+        row = BenchRow(file_format(f), f.name, size_mb=f.stat().st_size / 1e6)
         pred, pixels = None, None
         try:
             pred = load_predictor(f, threads=threads)
@@ -387,7 +387,7 @@ def benchmark(
         except Exception as e:  # noqa: BLE001
             row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
         rows.append(row)
-        if mediapipe and note is None and FORMATS[f.suffix.lower()] == "tflite":
+        if mediapipe and note is None and file_format(f) == "tflite":
             mp_row, mp_pred, note = _mediapipe_entry(f, pred)
             if mp_row is None:
                 continue

@@ -9,9 +9,11 @@ datasets where orientation is the label.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from kerascnn.errors import ConfigError
 
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
@@ -34,14 +36,6 @@ class AugmentConfig:
     def active_ops(self) -> list[str]:
         return [op for op in self.OPS if (self.flip != "none" if op == "flip" else getattr(self, op) > 0)]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 PRESETS = {
     "none": AugmentConfig(),
@@ -59,13 +53,13 @@ PRESETS = {
 def augment_config(preset: str = "standard", **overrides) -> AugmentConfig:
     """A preset with some ops overridden (``None`` values are ignored)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "flip" in overrides and overrides["flip"] not in FLIP_MODES:
-        raise ValueError(f"flip must be one of {', '.join(FLIP_MODES)}, got '{overrides['flip']}'")
+        raise ConfigError(f"flip must be one of {', '.join(FLIP_MODES)}, got '{overrides['flip']}'")
     unknown = set(overrides.get("exclude", {})) - set(AugmentConfig.OPS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"cannot exclude unknown op(s) {', '.join(sorted(unknown))}; ops: {', '.join(AugmentConfig.OPS)}"
         )
     return replace(PRESETS[preset], **overrides)
@@ -152,7 +146,9 @@ class Augmenter:
         for op, classes in config.exclude.items():
             bad = [c for c in classes if not 0 <= c < num_classes]
             if bad:
-                raise ValueError(f"exclude[{op}]: class indices {bad} out of range for {num_classes} classes")
+                raise ConfigError(
+                    f"exclude[{op}]: class indices {bad} out of range for {num_classes} classes"
+                )
             mask = np.zeros(num_classes, bool)
             mask[classes] = True
             self.masks[op] = mask
@@ -242,7 +238,7 @@ def tta_predict(
     import tensorflow as tf
 
     if n < 1:
-        raise ValueError(f"--tta must be >= 1, got {n}")
+        raise ConfigError(f"--tta must be >= 1, got {n}")
     config = config or TTA_CONFIG
     augmenter = Augmenter(config, num_classes=1, seed=seed)
     total = None

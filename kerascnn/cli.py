@@ -12,6 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first
 
 import click  # noqa: E402
 
+from kerascnn import augment as kaug  # noqa: E402 - light: the presets and ops, no Keras
+from kerascnn import config as kconfig  # noqa: E402 - light: TrainConfig's defaults and choices
+from kerascnn.errors import KerascnnError  # noqa: E402
+from kerascnn.export import formats  # noqa: E402 - the format table (light: no TensorFlow)
+
 
 def _parse_shape(value: str | None, param_hint: str = "--input-shape"):
     """'224,224,3', '224x224x3' or '224,224' (channels from the model's default)."""
@@ -56,7 +61,19 @@ def _load_or_build(model: str, input_shape, num_classes, include_top: bool, pool
         raise click.BadParameter(str(e), param_hint="--input-shape") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The kerascnn group: a :class:`KerascnnError` from any command is printed as ``Error: message``
+    (exit 1) without a traceback; the message names the file, option or layer. Anything else is a bug
+    and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KerascnnError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kerascnn")
 @click.option(
     "--verbose",
@@ -169,39 +186,53 @@ def _parse_kwargs(values) -> dict:
     return result
 
 
+_TRAIN = kconfig.TrainConfig()  # the defaults `kerascnn train` shows
+
+
+def retrieval_backends() -> tuple[str, ...]:
+    from kerascnn.retrieval import BACKENDS
+
+    return BACKENDS
+
+
 @main.command("train")
 @click.option(
-    "--model", default="mobilenet_v1", show_default=True, help="A registered model (kerascnn models)."
+    "--model", default=_TRAIN.model, show_default=True, help="A registered model (kerascnn models)."
 )
 @click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
 @click.option(
     "--data",
-    default="fashion_mnist",
+    default=_TRAIN.data,
     show_default=True,
     help="fashion_mnist, mnist, or a folder of class sub-folders (or train/ val/ test/).",
 )
 @click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=None, help="Peak learning rate [sgd 0.05, adam 1e-3, adamw 2e-3].")
+@click.option("--epochs", type=int, default=_TRAIN.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True)
 @click.option(
-    "--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True
+    "--optimizer", type=click.Choice(kconfig.OPTIMIZERS), default=_TRAIN.optimizer, show_default=True
 )
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help=f"Peak learning rate [{', '.join(f'{k} {v:g}' for k, v in kconfig.DEFAULT_LR.items())}].",
+)
+@click.option("--schedule", type=click.Choice(kconfig.SCHEDULES), default=_TRAIN.schedule, show_default=True)
+@click.option("--warmup-epochs", type=float, default=_TRAIN.warmup_epochs, show_default=True)
+@click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True)
+@click.option("--label-smoothing", type=float, default=_TRAIN.label_smoothing, show_default=True)
 @click.option(
     "--bn-momentum",
     type=float,
-    default=0.9,
+    default=_TRAIN.bn_momentum,
     show_default=True,
     help="BatchNorm moving-average momentum for the run (the architectures' own: pass -1).",
 )
 @click.option(
     "--augment",
-    type=click.Choice(["none", "light", "standard", "strong"]),
-    default="light",
+    type=click.Choice(list(kaug.PRESETS)),
+    default=_TRAIN.augment,
     show_default=True,
     help="Augmentation preset; the options below override single ops.",
 )
@@ -209,9 +240,7 @@ def _parse_kwargs(values) -> dict:
 @click.option("--rotation", type=float, default=None, help="Degrees.")
 @click.option("--shear", type=float, default=None)
 @click.option("--zoom", type=float, default=None)
-@click.option(
-    "--flip", type=click.Choice(["none", "horizontal", "vertical", "horizontal_and_vertical"]), default=None
-)
+@click.option("--flip", type=click.Choice(kaug.FLIP_MODES), default=None)
 @click.option("--perspective", type=float, default=None)
 @click.option(
     "--noise", type=float, default=None, help="Gaussian noise std as a fraction of the value range."
@@ -221,58 +250,44 @@ def _parse_kwargs(values) -> dict:
 @click.option(
     "--no-aug-for", "no_aug_for", multiple=True, help="OP=CLASSES: skip an op for these class indices."
 )
-@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
-@click.option("--balance", type=click.Choice(["oversample", "weights"]), default=None)
-@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option("--mixup", type=float, default=_TRAIN.mixup, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--balance", type=click.Choice(kconfig.BALANCE_MODES), default=_TRAIN.balance)
+@click.option("--val-split", type=float, default=_TRAIN.val_split, show_default=True)
 @click.option(
     "--train-fraction",
     type=float,
-    default=1.0,
+    default=_TRAIN.train_fraction,
     show_default=True,
     help="Train on this fraction of each class (few-data experiments).",
 )
 @click.option("--input-shape", default=None, help="H,W,C [default: the model's].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 @click.option(
     "--precision",
-    type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
-    default="float32",
+    type=click.Choice(kconfig.PRECISIONS),
+    default=_TRAIN.precision,
     show_default=True,
 )
 @click.option(
     "--strategy",
-    type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
-    default="auto",
+    type=click.Choice(kconfig.STRATEGIES),
+    default=_TRAIN.strategy,
     show_default=True,
     help="auto: MirroredStrategy when TensorFlow sees several GPUs.",
 )
 @click.option("--weights", default=None, help="Start from a .keras file or run folder, or 'imagenet'.")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the new head first.")
-@click.option("--fine-tune-epochs", type=int, default=0, show_default=True)
+@click.option("--fine-tune-epochs", type=int, default=_TRAIN.fine_tune_epochs, show_default=True)
 @click.option("--fine-tune-lr", type=float, default=None)
 @click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
 @click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
 def train_cmd(**opts):
     """Train MODEL on DATA into a run folder (models, config, history, plots, metrics)."""
-    from kerascnn import data as kdata
     from kerascnn import models
-    from kerascnn.train import RunError, TrainConfig, train
+    from kerascnn.train import TrainConfig, train
 
-    overrides = {
-        k: opts.pop(k)
-        for k in (
-            "shift",
-            "rotation",
-            "shear",
-            "zoom",
-            "flip",
-            "perspective",
-            "noise",
-            "brightness",
-            "contrast",
-        )
-    }
+    overrides = {op: opts.pop(op) for op in kaug.AugmentConfig.OPS}
     exclude = _parse_exclude(opts.pop("no_aug_for"))
     if exclude:
         overrides["exclude"] = exclude
@@ -293,8 +308,6 @@ def train_cmd(**opts):
         train(cfg, resume=resume)
     except models.UnknownModelError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
-    except (kdata.DataError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from None
 
 
 @main.command("evaluate")
@@ -310,25 +323,21 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""
     from kerascnn import data as kdata
     from kerascnn import evaluate as kevaluate
-    from kerascnn.train import load_config, load_keras_model, resolve_model_file
+    from kerascnn.runs import ModelFileError, Run, RunFileError, image_input_shape
 
     try:
-        model_file = resolve_model_file(run_or_model)
-        model = load_keras_model(model_file)
-    except (FileNotFoundError, ValueError) as e:
+        run = Run.open(run_or_model)
+        model = run.load_model()
+        h, w, c = image_input_shape(model, run.model_file)
+    except (RunFileError, ModelFileError) as e:
         raise click.BadParameter(str(e), param_hint="RUN_OR_MODEL") from None
-    mean, std, val_split = (127.5,), (127.5,), 0.1
-    if os.path.isdir(run_or_model):
-        cfg = load_config(run_or_model)
-        data = data or cfg.data
-        mean, std, val_split = cfg.mean, cfg.std, cfg.val_split
+    model_file = run.model_file
+    mean, std = run.normalization()
+    val_split = run.val_split
+    data = data or run.data
     if data is None:
         raise click.BadParameter("give --data for a model file", param_hint="--data")
-    _, h, w, c = model.input_shape
-    try:
-        dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split)
-    except kdata.DataError as e:
-        raise click.ClickException(str(e)) from None
+    dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split)
     classes = model.output_shape[-1]
     if classes != dataset.num_classes:
         raise click.ClickException(
@@ -373,10 +382,8 @@ def _floats(value: str | None, param_hint: str):
 @click.option(
     "--quantize",
     multiple=True,
-    type=click.Choice(["none", "dynamic", "float16", "int8", "int16x8", "mixed"]),
-    help="TFLite variant(s), repeatable: none (float32), dynamic, float16, int8 (full integer, with a "
-    "per-layer error report), int16x8 (int8 weights, int16 activations), mixed (int8 with the fewest "
-    "layers in float that pass --min-agreement/--max-drop on held-back calibration images).",
+    type=click.Choice(list(formats.QUANTIZE)),
+    help=f"TFLite variant(s), repeatable: {formats.quantize_help()}.",
 )
 @click.option(
     "--onnx", is_flag=True, help="Write ONNX (float; plus the int8 model when int8 TFLite is made)."
@@ -408,7 +415,7 @@ def _floats(value: str | None, param_hint: str):
 )
 @click.option(
     "--io-type",
-    type=click.Choice(["float32", "int8", "uint8"]),
+    type=click.Choice(formats.IO_TYPES),
     default="float32",
     show_default=True,
     help="Input/output tensor type of full-integer models.",
@@ -427,7 +434,7 @@ def _floats(value: str | None, param_hint: str):
 @click.option(
     "--train-fraction",
     type=float,
-    default=1.0,
+    default=_TRAIN.train_fraction,
     show_default=True,
     help="Fraction of each class of the training data that QAT / pruning fine-tune on.",
 )
@@ -443,8 +450,8 @@ def _floats(value: str | None, param_hint: str):
 )
 def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, android, **opts):
     """Export a run folder or a .keras/.h5 model to TFLite and/or ONNX, with embedded metadata."""
-    from export import metadata as md
-    from export.pipeline import (
+    from kerascnn.export import metadata as md
+    from kerascnn.export.pipeline import (
         ExportError,
         ExportOptions,
         check_android_project,
@@ -470,7 +477,7 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
         click.echo(format_results(results))
         if android:
             install_android_assets(out, results, android, log=click.echo)
-    except (ExportError, md.MetadataError, FileNotFoundError) as e:
+    except FileNotFoundError as e:  # (kerascnn's own errors are reported by the group)
         raise click.ClickException(str(e)) from None
     failed = [r.format for r in results if r.status != "ok"]
     if failed:
@@ -487,10 +494,10 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
 )
 def inspect_cmd(files, as_json, report):
     """Print the metadata embedded in exported files (.tflite, .onnx) or beside them (model.json)."""
-    from export import metadata as md
+    from kerascnn.export import metadata as md
 
     if report:
-        from export import sensitivity
+        from kerascnn.export import sensitivity
 
         for path in files:
             try:
@@ -555,22 +562,18 @@ def inspect_cmd(files, as_json, report):
 )
 def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path, mediapipe):
     """Accuracy parity: the Keras model and every exported file on the same images, one table."""
-    from export import metadata as md
-    from export import validate as kvalidate
+    from kerascnn.export import validate as kvalidate
 
-    try:
-        rows, summary = kvalidate.validate(
-            paths,
-            data,
-            max_drop,
-            min_agreement,
-            limit=limit,
-            threads=threads,
-            mediapipe=mediapipe,
-            log=click.echo,
-        )
-    except (kvalidate.ValidateError, md.MetadataError) as e:
-        raise click.ClickException(str(e)) from None
+    rows, summary = kvalidate.validate(
+        paths,
+        data,
+        max_drop,
+        min_agreement,
+        limit=limit,
+        threads=threads,
+        mediapipe=mediapipe,
+        log=click.echo,
+    )
     click.echo(kvalidate.format_rows(rows))
     if summary.get("mediapipe", "").startswith("no MediaPipe"):
         click.echo(summary["mediapipe"], err=True)
@@ -594,12 +597,9 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
 )
 def benchmark_cmd(paths, batch_size, threads, runs, mediapipe):
     """Latency at batch 1 and batch N, and size, of model files (.keras, .tflite, .onnx)."""
-    from export import validate as kvalidate
+    from kerascnn.export import validate as kvalidate
 
-    try:
-        rows, note = kvalidate.benchmark(paths, batch_size, threads, runs, mediapipe=mediapipe)
-    except kvalidate.ValidateError as e:
-        raise click.ClickException(str(e)) from None
+    rows, note = kvalidate.benchmark(paths, batch_size, threads, runs, mediapipe=mediapipe)
     click.echo(kvalidate.format_bench(rows, batch_size))
     if note:
         click.echo(note, err=True)
@@ -624,7 +624,6 @@ def benchmark_cmd(paths, batch_size, threads, runs, mediapipe):
 def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, overwrite, evaluate, **opts):
     """Embed DATA with a model's feature extractor into a searchable index (L2-normalized vectors)."""
     from kerascnn import retrieval
-    from kerascnn.data import DataError
 
     try:
         ks = [int(k) for k in opts["eval_k"].split(",") if k.strip()]
@@ -633,35 +632,32 @@ def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, over
     except ValueError:
         message = f"'{opts['eval_k']}' is not a list of positive integers"
         raise click.BadParameter(message, param_hint="--eval-k") from None
-    try:
-        norm = _floats(mean, "--mean"), _floats(std, "--std")
-        extractor = retrieval.load_extractor(run_or_model, layer, *norm)
-        click.echo(f"embedding {data} with {extractor.model_file} (layer {extractor.layer})", err=True)
-        with click.progressbar(length=1, label="embedding", file=sys.stderr) as bar:
+    norm = _floats(mean, "--mean"), _floats(std, "--std")
+    extractor = retrieval.load_extractor(run_or_model, layer, *norm)
+    click.echo(f"embedding {data} with {extractor.model_file} (layer {extractor.layer})", err=True)
+    with click.progressbar(length=1, label="embedding", file=sys.stderr) as bar:
 
-            def progress(done, total):
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
+        def progress(done, total):
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
 
-            index, report = retrieval.build_index(
-                extractor, data, out, split, batch_size, overwrite=overwrite, progress=progress
-            )
-        for item, reason in report["skipped"]:
-            click.echo(f"skipped {item}: {reason}", err=True)
-        click.echo(
-            f"{out}: {report['total']} images ({report['added']} added, {report['already_indexed']} already "
-            f"indexed, {len(report['skipped'])} unreadable), {index.vectors.shape[1]}-d"
+        index, report = retrieval.build_index(
+            extractor, data, out, split, batch_size, overwrite=overwrite, progress=progress
         )
-        if evaluate:
-            queries = opts["eval_queries"]
-            result = retrieval.evaluate(extractor, data, index, ks, queries, batch_size=batch_size)
-            click.echo(retrieval.format_evaluation(result))
-            if opts["json_path"]:
-                from kerascnn.train import atomic_write_text
+    for item, reason in report["skipped"]:
+        click.echo(f"skipped {item}: {reason}", err=True)
+    click.echo(
+        f"{out}: {report['total']} images ({report['added']} added, {report['already_indexed']} already "
+        f"indexed, {len(report['skipped'])} unreadable), {index.vectors.shape[1]}-d"
+    )
+    if evaluate:
+        queries = opts["eval_queries"]
+        result = retrieval.evaluate(extractor, data, index, ks, queries, batch_size=batch_size)
+        click.echo(retrieval.format_evaluation(result))
+        if opts["json_path"]:
+            from kerascnn.runs import atomic_write_json
 
-                atomic_write_text(Path(opts["json_path"]), json.dumps(result, indent=1))
-    except (retrieval.RetrievalError, DataError) as e:
-        raise click.ClickException(str(e)) from None
+            atomic_write_json(opts["json_path"], result)
 
 
 @main.command("search")
@@ -669,24 +665,20 @@ def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, over
 @click.argument("images", nargs=-1, required=True)
 @click.option("-k", type=int, default=5, show_default=True, help="Neighbours per query.")
 @click.option("--model", default=None, help="Run folder or model file [default: the index's own].")
-@click.option("--backend", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(retrieval_backends()), default="auto", show_default=True)
 @click.option("--out", default="search_results", show_default=True, help="Folder for one PNG grid per query.")
 @click.option("--no-grid", is_flag=True, help="Do not write the PNG grids.")
 @click.option("--json", "json_path", default=None, help="Write the results here.")
 def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
     """The K nearest indexed images of each IMAGE (a file, or NAME:SPLIT:I of a built-in dataset)."""
     from kerascnn import retrieval
-    from kerascnn.data import DataError
 
-    try:
-        loaded = retrieval.Index.load(index)
-        extractor = None
-        if model is not None:
-            ident = loaded.identity
-            extractor = retrieval.load_extractor(model, ident["layer"], ident["mean"], ident["std"])
-        results = retrieval.search(loaded, images, k, extractor, backend, None if no_grid else out)
-    except (retrieval.RetrievalError, DataError) as e:
-        raise click.ClickException(str(e)) from None
+    loaded = retrieval.Index.load(index)
+    extractor = None
+    if model is not None:
+        ident = loaded.identity
+        extractor = retrieval.load_extractor(model, ident["layer"], ident["mean"], ident["std"])
+    results = retrieval.search(loaded, images, k, extractor, backend, None if no_grid else out)
     for result in results:
         if result.error:
             click.echo(f"error: {result.error}", err=True)
@@ -695,9 +687,9 @@ def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
         for hit in result.hits:
             click.echo(f"  {hit.rank:>3}  {hit.distance:.4f}  {hit.label or '-':<14} {hit.item}")
     if json_path:
-        from kerascnn.train import atomic_write_text
+        from kerascnn.runs import atomic_write_json
 
-        atomic_write_text(Path(json_path), json.dumps(retrieval.results_json(results), indent=1))
+        atomic_write_json(json_path, retrieval.results_json(results))
     if any(r.error for r in results):
         sys.exit(1)
 

@@ -20,11 +20,14 @@ import gzip
 import importlib.metadata
 import os
 import pickle
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from kerascnn.errors import KerascnnError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BUILTINS = ("fashion_mnist", "mnist")
@@ -41,7 +44,7 @@ IDX_FILES = {
 }
 
 
-class DataError(ValueError):
+class DataError(KerascnnError, ValueError):
     """The data cannot be used as given; the message names the file or folder and the fix."""
 
 
@@ -73,10 +76,6 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    @property
-    def image_shape(self) -> tuple:
-        return tuple(self.train.images.shape[1:])
 
     @property
     def eval_split(self) -> Split:
@@ -298,6 +297,96 @@ def is_unlabeled_folder(data: str) -> bool:
 def list_unlabeled_images(folder) -> list[Path]:
     """The image files of a folder (recursively), for data without class folders."""
     return _image_files(Path(folder))
+
+
+# ------------------------------------------------------------------------------------------------
+# One entry for "open this DATA as images"
+# ------------------------------------------------------------------------------------------------
+
+
+def builtin_splits(name: str) -> dict:
+    """A built-in dataset's splits as (uint8 images (N, H, W, C), labels)."""
+    (x_train, y_train), (x_test, y_test) = load_builtin(name)
+
+    def nhwc(x):
+        return x if x.ndim == 4 else x[..., None]
+
+    return {"train": (nhwc(x_train), y_train.reshape(-1)), "test": (nhwc(x_test), y_test.reshape(-1))}
+
+
+@dataclass
+class ImageSource:
+    """The images a DATA argument names: item ids (a file's resolved path, or ``NAME:SPLIT:I`` for a
+    built-in's image), labels (-1 when unknown), class names (empty for a flat folder), the files (None
+    for a built-in), and a batch reader that skips what does not decode."""
+
+    ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    read: Callable[[Sequence[int]], tuple[np.ndarray, list[int], list[tuple[str, str]]]]
+    # read(positions) -> (uint8 images, the positions that decoded, [(id, reason) skipped])
+    files: list[Path] | None = None
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.class_names)
+
+
+def open_images(data: str, size, channels: int, split: str | None = None) -> ImageSource:
+    """What ``data`` names, as images: a built-in dataset (``split`` train/test, default train), a
+    folder of class folders (or with train/test sub-folders, picked by ``split``), or a flat folder of
+    unlabeled images. The one place that tells these apart: calibration, validation and retrieval
+    all start here. Bad ``data`` or ``split`` raise :class:`DataError`."""
+    size = tuple(int(s) for s in size)
+    if data in BUILTINS:
+        split = split or "train"
+        if split not in ("train", "test"):
+            raise DataError(f"--split: {data} has the splits train and test, not '{split}'")
+        images, labels = builtin_splits(data)[split]
+        classes = FASHION_MNIST_CLASSES if data == "fashion_mnist" else MNIST_CLASSES
+
+        def read_builtin(positions):
+            picked = adapt_images(images[np.asarray(positions, int)], size, channels)
+            return picked, list(positions), []
+
+        ids = [f"{data}:{split}:{i}" for i in range(len(images))]
+        return ImageSource(ids, labels.astype(np.int32), list(classes), read_builtin)
+    root = Path(data)
+    if not root.is_dir():
+        builtins = ", ".join(BUILTINS)
+        raise DataError(f"--data '{data}' is neither a folder nor a built-in dataset ({builtins})")
+    if is_unlabeled_folder(data):
+        if split:
+            raise DataError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
+        files, labels, classes = list_unlabeled_images(root), [], []
+        labels = [-1] * len(files)
+    else:
+        if (root / "train").is_dir():
+            split = split or "train"
+            root = root / split
+            if not root.is_dir():
+                raise DataError(f"--split {split}: '{data}' has no '{split}' folder")
+        elif split:
+            raise DataError(f"--split {split}: '{data}' has class folders but no train/test folders")
+        classes = _class_folders(root)
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            found = list_unlabeled_images(root / name)
+            files += found
+            labels += [label] * len(found)
+    if not files:
+        raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    ids = [str(p.resolve()) for p in files]
+
+    def read_files(positions):
+        decoded = _decode_many([files[i] for i in positions], size, channels)
+        good = [p for p, (arr, _) in zip(positions, decoded, strict=True) if arr is not None]
+        skipped = [(ids[p], err) for p, (arr, err) in zip(positions, decoded, strict=True) if arr is None]
+        arrays = [arr for arr, _ in decoded if arr is not None]
+        empty = np.zeros((0, *size, channels), np.uint8)
+        return (np.stack(arrays) if arrays else empty), good, skipped
+
+    return ImageSource(ids, np.asarray(labels, np.int32), classes, read_files, files)
 
 
 # ------------------------------------------------------------------------------------------------

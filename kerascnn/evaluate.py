@@ -3,10 +3,11 @@ optionally with test-time augmentation; and the run folder's plots."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from .runs import atomic_save_figure, atomic_write_json
 
 
 def predict(model, images: np.ndarray, normalize, batch_size: int = 256, tta: int = 1) -> np.ndarray:
@@ -80,7 +81,7 @@ def plot_confusion(cm, class_names, path: Path, title: str = "Confusion matrix")
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
     fig.tight_layout()
-    _save_fig(fig, path)
+    atomic_save_figure(fig, path)
 
 
 def plot_curves(history: list[dict], path: Path):
@@ -104,22 +105,8 @@ def plot_curves(history: list[dict], path: Path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _save_fig(fig, path)
-
-
-def _save_fig(fig, path: Path):
-    import os
-
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(fig, path)
 
 
 def write_json(obj, path: Path):
-    from .train import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
+    atomic_write_json(path, obj, indent=2)

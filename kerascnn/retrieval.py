@@ -13,7 +13,7 @@ silently compared in a different space.
 
     >>> from kerascnn import retrieval
     >>> extractor = retrieval.load_extractor("runs/fashion_resnet20")
-    >>> index = retrieval.build_index(extractor, "fashion_mnist", "fashion.npz")
+    >>> index, report = retrieval.build_index(extractor, "fashion_mnist", "fashion.npz")
     >>> results = retrieval.search(index, ["shoe.png", "fashion_mnist:test:0"], k=5)
     >>> results[0].hits[0].item, results[0].hits[0].distance
 """
@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn import data as kdata
+from kerascnn.errors import KerascnnError
+from kerascnn.runs import ModelFileError, Run, RunFileError, atomic_write_bytes, image_input_shape
 
 INDEX_FORMAT = 1
 FAISS_THRESHOLD = 100_000  # "auto" uses FAISS (when installed) from this many gallery vectors on
@@ -40,7 +42,7 @@ _BUILTIN_ID = re.compile(r"^(?P<name>[a-z_]+):(?P<split>train|test):(?P<index>\d
 _POOLING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D")
 
 
-class RetrievalError(ValueError):
+class RetrievalError(KerascnnError, ValueError):
     """The index, model, data or query cannot be used as given; the message names which and why."""
 
 
@@ -135,24 +137,14 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
     (``mean``/``std`` in pixel units, default 127.5, as in training)."""
     import keras
 
-    from kerascnn.train import load_config, load_keras_model, resolve_model_file
-
     try:
-        model_file = resolve_model_file(run_or_model)
-        model = load_keras_model(model_file) if model is None else model
-    except (FileNotFoundError, ValueError) as e:
+        run = Run.open(run_or_model)
+        model = run.load_model() if model is None else model
+        input_shape = image_input_shape(model, run.model_file)
+    except (RunFileError, ModelFileError) as e:
         raise RetrievalError(str(e)) from None
-    if (model_file.parent / "config.json").exists():
-        cfg = load_config(model_file.parent)
-        mean = mean if mean is not None else cfg.mean
-        std = std if std is not None else cfg.std
-    mean = tuple(float(m) for m in (mean if mean is not None else (127.5,)))
-    std = tuple(float(s) for s in (std if std is not None else (127.5,)))
-    shape = model.input_shape
-    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
-        raise RetrievalError(
-            f"{model_file}: expected one image input (N, H, W, C) of fixed size, not {shape}"
-        )
+    model_file = run.model_file
+    mean, std = run.normalization(mean, std)
     if layer is None:
         layer, tensor = _default_layer(model)
     else:
@@ -169,7 +161,7 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
         model_file=Path(model_file).resolve(),
         model_name=model.name,
         layer=layer,
-        input_shape=tuple(int(s) for s in shape[1:]),
+        input_shape=input_shape,
         mean=mean,
         std=std,
         fingerprint=model_fingerprint(model),
@@ -183,21 +175,11 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
 
 
 @lru_cache(maxsize=2)
-def _builtin(name: str):
-    """A built-in dataset's splits as (uint8 images (N, H, W, C), labels)."""
-    (x_train, y_train), (x_test, y_test) = kdata.load_builtin(name)
-
-    def nhwc(x):
-        return x if x.ndim == 4 else x[..., None]
-
-    return {"train": (nhwc(x_train), y_train.reshape(-1)), "test": (nhwc(x_test), y_test.reshape(-1))}
-
-
 def load_image(item: str, size, channels: int) -> np.ndarray:
     """One image by its index id: a file path, or ``NAME:SPLIT:I`` for a built-in dataset's image."""
     match = _BUILTIN_ID.match(item)
     if match and match["name"] in kdata.BUILTINS:
-        images = _builtin(match["name"])[match["split"]][0]
+        images = kdata.builtin_splits(match["name"])[match["split"]][0]
         i = int(match["index"])
         if i >= len(images):
             raise RetrievalError(f"{item}: {match['name']} {match['split']} has {len(images)} images")
@@ -210,70 +192,15 @@ def load_image(item: str, size, channels: int) -> np.ndarray:
         raise RetrievalError(f"{item}: cannot decode the image ({type(e).__name__}: {e})") from None
 
 
-@dataclass
-class Source:
-    """What to embed: item ids, labels (-1 when unknown), class names, and a batch reader."""
-
-    ids: list[str]
-    labels: np.ndarray
-    class_names: list[str]
-    read: Callable[[Sequence[int]], tuple[np.ndarray, list[int], list[tuple[str, str]]]]
-    # read(positions) -> (uint8 images, the positions that decoded, [(id, reason) skipped])
+Source = kdata.ImageSource  # what to embed
 
 
 def open_source(data: str, size, channels: int, split: str | None = None) -> Source:
-    """A built-in dataset (``split`` train/test, default train), a folder of class folders (or with
-    train/test sub-folders, picked by ``split``), or a flat folder of unlabeled images."""
-    size = tuple(int(s) for s in size)
-    if data in kdata.BUILTINS:
-        split = split or "train"
-        if split not in ("train", "test"):
-            raise RetrievalError(f"--split: {data} has the splits train and test, not '{split}'")
-        images, labels = _builtin(data)[split]
-        classes = kdata.FASHION_MNIST_CLASSES if data == "fashion_mnist" else kdata.MNIST_CLASSES
-
-        def read_builtin(positions):
-            picked = kdata.adapt_images(images[np.asarray(positions, int)], size, channels)
-            return picked, list(positions), []
-
-        ids = [f"{data}:{split}:{i}" for i in range(len(images))]
-        return Source(ids, labels.astype(np.int32), list(classes), read_builtin)
-    root = Path(data)
-    if not root.is_dir():
-        builtins = ", ".join(kdata.BUILTINS)
-        raise RetrievalError(f"--data '{data}' is neither a folder nor a built-in dataset ({builtins})")
-    if kdata.is_unlabeled_folder(data):
-        if split:
-            raise RetrievalError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
-        files, labels, classes = kdata.list_unlabeled_images(root), [], []
-        labels = [-1] * len(files)
-    else:
-        if (root / "train").is_dir():
-            split = split or "train"
-            root = root / split
-            if not root.is_dir():
-                raise RetrievalError(f"--split {split}: '{data}' has no '{split}' folder")
-        elif split:
-            raise RetrievalError(f"--split {split}: '{data}' has class folders but no train/test folders")
-        classes = kdata._class_folders(root)
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            found = kdata.list_unlabeled_images(root / name)
-            files += found
-            labels += [label] * len(found)
-    if not files:
-        raise RetrievalError(f"--data '{data}': no image files ({', '.join(kdata.IMAGE_EXTENSIONS)}) found")
-    ids = [str(p.resolve()) for p in files]
-
-    def read_files(positions):
-        decoded = kdata._decode_many([files[i] for i in positions], size, channels)
-        good = [p for p, (arr, _) in zip(positions, decoded, strict=True) if arr is not None]
-        skipped = [(ids[p], err) for p, (arr, err) in zip(positions, decoded, strict=True) if arr is None]
-        arrays = [arr for arr, _ in decoded if arr is not None]
-        empty = np.zeros((0, *size, channels), np.uint8)
-        return (np.stack(arrays) if arrays else empty), good, skipped
-
-    return Source(ids, np.asarray(labels, np.int32), classes, read_files)
+    """:func:`kerascnn.data.open_images`, its errors as :class:`RetrievalError`."""
+    try:
+        return kdata.open_images(data, size, channels, split)
+    except kdata.DataError as e:
+        raise RetrievalError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,8 +266,6 @@ class Index:
 
     def save(self, path=None) -> Path:
         """Write atomically (a hidden temporary file, then rename): an old index is never half-replaced."""
-        from kerascnn.train import atomic_write_bytes
-
         path = Path(path or self.path)
         buffer = io.BytesIO()
         np.savez(
@@ -351,7 +276,6 @@ class Index:
             class_names=np.asarray(self.class_names, dtype=str),
             meta=np.asarray(json.dumps(self.meta)),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, buffer.getvalue())
         self.path = path
         return path
@@ -572,8 +496,6 @@ def write_grid(result: QueryResult, path: Path, size, channels: int, tile: int =
     """One row: the query, then its neighbours, each captioned (rank, distance, label)."""
     from PIL import Image, ImageDraw
 
-    from kerascnn.train import atomic_write_bytes
-
     def thumb(item):
         try:
             arr = load_image(item, size, channels)
@@ -598,7 +520,6 @@ def write_grid(result: QueryResult, path: Path, size, channels: int, tile: int =
             draw.rectangle([x - 2, 2, x + tile + 1, tile + 5], outline=(220, 40, 40), width=2)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

@@ -45,6 +45,7 @@ def _conv(x, filters, kernel_size, name, strides=1, padding="same", groups=1, ba
     num_classes=1000,
     min_size=63,
     reference="Krizhevsky et al. 2012: ~60M (groups=2: 60,965,224)",
+    params=62_378_344,  # one group; the paper's two-GPU split (groups=2) has 60,965,224
 )
 def alexnet(
     input_shape=None,

@@ -11,10 +11,12 @@ import os
 import keras
 from keras import layers
 
+from kerascnn.errors import KerascnnError
+
 POOLINGS = (None, "avg", "max")
 
 
-class InputShapeError(ValueError):
+class InputShapeError(KerascnnError, ValueError):
     """The input shape cannot go through the architecture."""
 
 
@@ -128,36 +130,6 @@ def load_weights(model: keras.Model, path) -> None:
             model.load_weights(path)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"{model.name}: could not load weights from '{path}': {e}") from e
-
-
-def conv_bn(
-    x,
-    filters: int,
-    kernel_size,
-    name: str,
-    strides=1,
-    padding: str = "same",
-    groups: int = 1,
-    use_bias: bool = False,
-    activation: str | None = "relu",
-    bn_epsilon: float = 1e-5,
-    bn_momentum: float = 0.9,
-):
-    """Conv2D -> BatchNormalization -> activation, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``."""
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        groups=groups,
-        use_bias=use_bias,
-        kernel_initializer="he_normal",
-        name=f"{name}_conv",
-    )(x)
-    x = layers.BatchNormalization(epsilon=bn_epsilon, momentum=bn_momentum, name=f"{name}_bn")(x)
-    if activation:
-        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
-    return x
 
 
 def bn_relu(x, name: str, bn_epsilon: float = 1e-5, bn_momentum: float = 0.9):

@@ -23,7 +23,7 @@ from .blocks import (
     pooled_features,
     resolve_input_shape,
 )
-from .registry import register_model
+from .registry import register_variant
 
 IMAGENET_SHAPE = (224, 224, 3)
 CIFAR_SHAPE = (32, 32, 3)
@@ -90,15 +90,16 @@ def _densenet(
     growth_rate: int,
     stem: str,
     compression: float,
-    input_shape,
+    *,
     default_shape,
     min_size: int,
-    num_classes: int,
-    include_top: bool,
-    pooling,
-    weights,
-    classifier_activation,
-    input_tensor,
+    input_shape=None,
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling=None,
+    weights=None,
+    classifier_activation="softmax",
+    input_tensor=None,
 ):
     """The family builder: a stem, dense blocks with a transition between each pair, BN-ReLU, the head.
 
@@ -138,134 +139,35 @@ def _densenet(
     return finish(model_name, model_inputs(img_input, input_tensor), x, weights)
 
 
-def _imagenet_densenet(model_name: str, blocks, **kwargs) -> keras.Model:
-    return _densenet(
-        model_name,
-        blocks,
-        growth_rate=32,
-        stem="imagenet",
-        compression=0.5,
-        default_shape=IMAGENET_SHAPE,
-        min_size=IMAGENET_MIN_SIZE,
-        **kwargs,
-    )
-
-
 _IMAGENET_REF = "Huang et al. 2017, Densely Connected Convolutional Networks (arXiv:1608.06993), Table 1"
 
 
-@register_model(
-    family="densenet",
-    input_shape=IMAGENET_SHAPE,
-    num_classes=1000,
-    min_size=IMAGENET_MIN_SIZE,
-    reference=f"{_IMAGENET_REF}; counts = keras.applications.DenseNet121",
-)
-def densenet121(
-    input_shape=None,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-) -> keras.Model:
-    """DenseNet-121 (k=32, blocks 6-12-24-16; 8.06M params), as keras.applications.DenseNet121."""
-    return _imagenet_densenet(
-        densenet121.model_name,
-        (6, 12, 24, 16),
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
+def _imagenet_variant(depth: int, blocks, params: str):
+    return register_variant(
+        _densenet,
+        f"densenet{depth}",
+        family="densenet",
+        input_shape=IMAGENET_SHAPE,
+        num_classes=1000,
+        min_size=IMAGENET_MIN_SIZE,
+        reference=f"{_IMAGENET_REF}; counts = keras.applications.DenseNet{depth}",
+        doc=f"DenseNet-{depth} (k=32, blocks {'-'.join(map(str, blocks))}; {params} params), as "
+        f"keras.applications.DenseNet{depth}.",
+        blocks=blocks,
+        growth_rate=32,
+        stem="imagenet",
+        compression=0.5,
     )
 
 
-@register_model(
-    family="densenet",
-    input_shape=IMAGENET_SHAPE,
-    num_classes=1000,
-    min_size=IMAGENET_MIN_SIZE,
-    reference=f"{_IMAGENET_REF}; counts = keras.applications.DenseNet169",
-)
-def densenet169(
-    input_shape=None,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
+densenet121 = _imagenet_variant(121, (6, 12, 24, 16), "8.06M")
+densenet169 = _imagenet_variant(169, (6, 12, 32, 32), "14.3M")
+densenet201 = _imagenet_variant(201, (6, 12, 48, 32), "20.2M")
+
+
+def _densenet_bc(
+    model_name: str, depth: int = 100, growth_rate: int = 12, compression: float = 0.5, **kwargs
 ) -> keras.Model:
-    """DenseNet-169 (k=32, blocks 6-12-32-32; 14.3M params), as keras.applications.DenseNet169."""
-    return _imagenet_densenet(
-        densenet169.model_name,
-        (6, 12, 32, 32),
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-    )
-
-
-@register_model(
-    family="densenet",
-    input_shape=IMAGENET_SHAPE,
-    num_classes=1000,
-    min_size=IMAGENET_MIN_SIZE,
-    reference=f"{_IMAGENET_REF}; counts = keras.applications.DenseNet201",
-)
-def densenet201(
-    input_shape=None,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-) -> keras.Model:
-    """DenseNet-201 (k=32, blocks 6-12-48-32; 20.2M params), as keras.applications.DenseNet201."""
-    return _imagenet_densenet(
-        densenet201.model_name,
-        (6, 12, 48, 32),
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-    )
-
-
-def densenet_bc(
-    depth: int = 100,
-    growth_rate: int = 12,
-    compression: float = 0.5,
-    input_shape=None,
-    num_classes: int = 10,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    model_name: str | None = None,
-) -> keras.Model:
-    """DenseNet-BC for 32x32 images (CIFAR/SVHN): any depth ``L = 6n + 4`` and growth rate ``k``.
-
-    A 3x3 conv with 2k filters, three dense blocks of ``n = (L - 4) / 6`` bottleneck layers
-    (BN-ReLU-1x1 conv 4k - BN-ReLU-3x3 conv k), transitions BN-ReLU-1x1 conv (``compression``) + 2x2/2
-    average pooling between them, then BN-ReLU, global average pooling and the dense classifier. No conv
-    biases. Depth counts the convolutions plus the classifier: 3n bottlenecks x 2 + stem + 2 transitions +
-    dense = 6n + 4. With ``compression=1.0`` the transitions keep the width (DenseNet-B).
-    """
-    model_name = model_name or f"densenet_bc{depth}_k{growth_rate}"
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise ValueError(
             f"{model_name}: depth must be 6n + 4 with n >= 1 (40, 100, 190, 250 ...), got {depth!r}"
@@ -274,120 +176,53 @@ def densenet_bc(
         raise ValueError(f"{model_name}: growth_rate must be a positive integer, got {growth_rate!r}")
     n = (depth - 4) // 6
     return _densenet(
-        model_name,
-        (n, n, n),
-        growth_rate=growth_rate,
-        stem="cifar",
-        compression=compression,
-        input_shape=input_shape,
+        model_name, (n, n, n), growth_rate=growth_rate, stem="cifar", compression=compression, **kwargs
+    )
+
+
+def densenet_bc(
+    depth: int = 100, growth_rate: int = 12, compression: float = 0.5, model_name: str | None = None, **kwargs
+) -> keras.Model:
+    """DenseNet-BC for 32x32 images (CIFAR/SVHN): any depth ``L = 6n + 4`` and growth rate ``k``; the
+    other arguments are keras.applications' (``input_shape``, ``num_classes``, ``include_top``, ...).
+
+    A 3x3 conv with 2k filters, three dense blocks of ``n = (L - 4) / 6`` bottleneck layers
+    (BN-ReLU-1x1 conv 4k - BN-ReLU-3x3 conv k), transitions BN-ReLU-1x1 conv (``compression``) + 2x2/2
+    average pooling between them, then BN-ReLU, global average pooling and the dense classifier. No conv
+    biases. Depth counts the convolutions plus the classifier: 3n bottlenecks x 2 + stem + 2 transitions +
+    dense = 6n + 4. With ``compression=1.0`` the transitions keep the width (DenseNet-B).
+    """
+    kwargs.setdefault("num_classes", 10)
+    return _densenet_bc(
+        model_name or f"densenet_bc{depth}_k{growth_rate}",
+        depth,
+        growth_rate,
+        compression,
         default_shape=CIFAR_SHAPE,
         min_size=CIFAR_MIN_SIZE,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
+        **kwargs,
     )
 
 
 _BC_REF = "Huang et al. 2017, Densely Connected Convolutional Networks (arXiv:1608.06993), Table 2"
 
 
-@register_model(
-    family="densenet",
-    input_shape=CIFAR_SHAPE,
-    num_classes=10,
-    min_size=CIFAR_MIN_SIZE,
-    reference=f"{_BC_REF}: DenseNet-BC (L=100, k=12), 0.8M params",
-)
-def densenet_bc100_k12(
-    input_shape=None,
-    num_classes: int = 10,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    compression: float = 0.5,
-) -> keras.Model:
-    """DenseNet-BC (L=100, k=12) for 32x32 images: 0.77M params (Huang et al. 2017, Table 2: 0.8M)."""
-    return densenet_bc(
-        100,
-        12,
-        compression,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-        model_name=densenet_bc100_k12.model_name,
+def _bc_variant(depth: int, growth_rate: int, paper: str, counted: str):
+    return register_variant(
+        _densenet_bc,
+        f"densenet_bc{depth}_k{growth_rate}",
+        family="densenet",
+        input_shape=CIFAR_SHAPE,
+        num_classes=10,
+        min_size=CIFAR_MIN_SIZE,
+        reference=f"{_BC_REF}: DenseNet-BC (L={depth}, k={growth_rate}), {paper} params",
+        doc=f"DenseNet-BC (L={depth}, k={growth_rate}) for 32x32 images: {counted} params (Huang et al. "
+        f"2017, Table 2: {paper}).",
+        depth=depth,
+        growth_rate=growth_rate,
     )
 
 
-@register_model(
-    family="densenet",
-    input_shape=CIFAR_SHAPE,
-    num_classes=10,
-    min_size=CIFAR_MIN_SIZE,
-    reference=f"{_BC_REF}: DenseNet-BC (L=250, k=24), 15.3M params",
-)
-def densenet_bc250_k24(
-    input_shape=None,
-    num_classes: int = 10,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    compression: float = 0.5,
-) -> keras.Model:
-    """DenseNet-BC (L=250, k=24) for 32x32 images: 15.3M params (Huang et al. 2017, Table 2)."""
-    return densenet_bc(
-        250,
-        24,
-        compression,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-        model_name=densenet_bc250_k24.model_name,
-    )
-
-
-@register_model(
-    family="densenet",
-    input_shape=CIFAR_SHAPE,
-    num_classes=10,
-    min_size=CIFAR_MIN_SIZE,
-    reference=f"{_BC_REF}: DenseNet-BC (L=190, k=40), 25.6M params",
-)
-def densenet_bc190_k40(
-    input_shape=None,
-    num_classes: int = 10,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    compression: float = 0.5,
-) -> keras.Model:
-    """DenseNet-BC (L=190, k=40) for 32x32 images: 25.6M params (Huang et al. 2017, Table 2)."""
-    return densenet_bc(
-        190,
-        40,
-        compression,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-        model_name=densenet_bc190_k40.model_name,
-    )
+densenet_bc100_k12 = _bc_variant(100, 12, "0.8M", "0.77M")
+densenet_bc250_k24 = _bc_variant(250, 24, "15.3M", "15.3M")
+densenet_bc190_k40 = _bc_variant(190, 40, "25.6M", "25.6M")

@@ -28,6 +28,7 @@ from .registry import register_model
     num_classes=10,
     min_size=28,
     reference="LeCun et al. 1998: 61,706",
+    params=61_706,
 )
 def lenet5(
     input_shape=None,

@@ -1,9 +1,14 @@
 """One registry for the whole zoo, in the manner of ``timm``.
 
-Each public builder is decorated with :func:`register_model`, which records its family, default
-input shape, default number of classes and the smallest input side it accepts. The CLI and the tests
-enumerate the registry (``list_models("resnet*")``) instead of hard-coding lists, so adding a model is
-one decorated function.
+A family has one generic builder (``ResNet``, ``VGG``, ``_densenet``, ...); each named variant is a
+fixed configuration of it, registered with :func:`register_variant` at module level
+(``resnet20 = register_variant(CifarResNet, "resnet20", depth=20, ...)``). A builder that is a whole
+architecture on its own (``lenet5``, ``mobilenet_v2``, or ``wrn`` for any depth) is registered with the
+:func:`register_model` decorator, which ``register_variant`` also uses. Each entry records the family,
+default input shape, default number of classes, the smallest input side, where the architecture comes
+from and, where a paper or reference implementation gives one, its trainable parameter count, which
+``tests/models/test_zoo.py`` checks. The CLI and the tests enumerate the registry
+(``list_models("resnet*")``) instead of hard-coding lists, so adding a model is one registration.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from kerascnn.errors import KerascnnError
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,8 @@ class ModelEntry:
     num_classes: int  # default number of classes
     min_size: int  # smallest H and W the architecture accepts
     reference: str  # where the architecture (and its parameter count) comes from
-
-    @property
-    def description(self) -> str:
-        doc = (self.fn.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else ""
+    params: int | None = None  # trainable parameters of the default build, as the reference counts them
+    paper: str | None = None  # the paper's figure in millions, as printed ("0.27"): the count rounds to it
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -42,6 +46,8 @@ def register_model(
     min_size: int = 32,
     reference: str = "",
     name: str | None = None,
+    params: int | None = None,
+    paper: str | None = None,
 ):
     """Decorator: put a builder into the registry under its function name (or ``name``)."""
 
@@ -51,7 +57,9 @@ def register_model(
             raise ValueError(
                 f"model '{key}' is registered twice ({_REGISTRY[key].fn.__module__} and {fn.__module__})"
             )
-        _REGISTRY[key] = ModelEntry(key, fn, family, tuple(input_shape), num_classes, min_size, reference)
+        _REGISTRY[key] = ModelEntry(
+            key, fn, family, tuple(input_shape), num_classes, min_size, reference, params, paper
+        )
         fn.model_name = key
         return fn
 
@@ -85,7 +93,7 @@ def build(name: str, **kwargs):
     return get_entry(name).fn(**kwargs)
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(KerascnnError, KeyError):
     def __init__(self, name: str):
         self.name = name
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
@@ -116,6 +124,8 @@ def register_variant(
     min_size: int,
     reference: str = "",
     doc: str = "",
+    params: int | None = None,
+    paper: str | None = None,
     **fixed,
 ):
     """Register ``name`` as a fixed configuration of a family's generic builder.
@@ -155,4 +165,4 @@ def register_variant(
     builder.__name__ = builder.__qualname__ = name
     builder.__module__ = generic.__module__
     builder.__doc__ = doc or generic.__doc__
-    return register_model(family, input_shape, num_classes, min_size, reference, name=name)(builder)
+    return register_model(family, input_shape, num_classes, min_size, reference, name, params, paper)(builder)

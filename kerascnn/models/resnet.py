@@ -203,6 +203,7 @@ resnet18 = register_variant(
     bottleneck=False,
     use_bias=False,
     reference="He et al. 2016; torchvision resnet18: 11,689,512",
+    params=11_689_512,
     doc="ResNet-18: basic blocks (2, 2, 2, 2).",
 )
 resnet34 = register_variant(
@@ -213,6 +214,7 @@ resnet34 = register_variant(
     bottleneck=False,
     use_bias=False,
     reference="He et al. 2016; torchvision resnet34: 21,797,672",
+    params=21_797_672,
     doc="ResNet-34: basic blocks (3, 4, 6, 3).",
 )
 resnet50 = register_variant(
@@ -254,7 +256,9 @@ resnext50_32x4d = register_variant(
     base_width=4,
     use_bias=False,
     stride_in_1x1=False,
-    reference="Xie et al. 2017: 25.0M",
+    reference="Xie et al. 2017: 25.0M; torchvision resnext50_32x4d: 25,028,904",
+    params=25_028_904,
+    paper="25.0",
     doc="ResNeXt-50 (32x4d): cardinality 32, bottleneck width 4 per group.",
 )
 resnext101_32x4d = register_variant(
@@ -318,27 +322,48 @@ def CifarResNet(
 
 
 _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10, min_size=4)
-_TABLE6 = {20: "0.27M", 32: "0.46M", 44: "0.66M", 56: "0.85M", 110: "1.7M"}
-for _depth, _count in _TABLE6.items():
-    globals()[f"resnet{_depth}"] = register_variant(
+
+
+def _cifar_resnet(depth: int, params: int, paper: str):
+    return register_variant(
         CifarResNet,
-        f"resnet{_depth}",
+        f"resnet{depth}",
         family="resnet_cifar",
         **_CIFAR,
-        depth=_depth,
-        reference=f"He et al. 2016 Table 6: {_count}",
-        doc=f"ResNet-{_depth} for CIFAR (option A shortcuts by default; shortcut='B' for projections).",
+        depth=depth,
+        reference=f"He et al. 2016 Table 6: {paper}M",
+        doc=f"ResNet-{depth} for CIFAR (option A shortcuts by default; shortcut='B' for projections).",
+        params=params,
+        paper=paper,
     )
-    globals()[f"plain{_depth}"] = register_variant(
+
+
+def _plain(depth: int, params: int):
+    return register_variant(
         CifarResNet,
-        f"plain{_depth}",
+        f"plain{depth}",
         family="resnet_cifar",
         **_CIFAR,
-        depth=_depth,
+        depth=depth,
         shortcut=None,
         reference="He et al. 2016 Fig. 6 (plain baseline)",
-        doc=f"Plain-{_depth}: the CIFAR ResNet-{_depth} without shortcut connections.",
+        doc=f"Plain-{depth}: the CIFAR ResNet-{depth} without shortcut connections.",
+        params=params,  # option A shortcuts have no parameters: the ResNet's count
     )
+
+
+# He et al. 2016 Table 6 (0.27M / 0.46M / 0.66M / 0.85M / 1.7M), counted as PyTorch counts trainable
+# tensors (conv, BN gamma/beta, Dense): the exact figures of the reference code.
+resnet20 = _cifar_resnet(20, 269_722, "0.27")
+resnet32 = _cifar_resnet(32, 464_154, "0.46")
+resnet44 = _cifar_resnet(44, 658_586, "0.66")
+resnet56 = _cifar_resnet(56, 853_018, "0.85")
+resnet110 = _cifar_resnet(110, 1_727_962, "1.7")
+plain20 = _plain(20, 269_722)
+plain32 = _plain(32, 464_154)
+plain44 = _plain(44, 658_586)
+plain56 = _plain(56, 853_018)
+plain110 = _plain(110, 1_727_962)
 
 
 def _wide_block(x, filters, stride, name, dropout=0.0):
@@ -394,46 +419,31 @@ def WideResNet(
 @register_model(
     family="wrn", input_shape=(32, 32, 3), num_classes=10, min_size=4, reference="Zagoruyko & Komodakis 2016"
 )
-def wrn(
-    input_shape=None,
-    num_classes: int = 10,
-    include_top: bool = True,
-    pooling=None,
-    weights=None,
-    classifier_activation="softmax",
-    input_tensor=None,
-    depth: int = 16,
-    width: int = 4,
-    dropout: float = 0.0,
-):
-    """Wide ResNet with any depth d (6n+4) and widening factor k: ``wrn(depth=28, width=10)``."""
-    return WideResNet(
-        f"wrn{depth}_{width}",
-        depth=depth,
-        width=width,
-        dropout=dropout,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        weights=weights,
-        classifier_activation=classifier_activation,
-        input_tensor=input_tensor,
-    )
+def wrn(depth: int = 16, width: int = 4, dropout: float = 0.0, **kwargs):
+    """Wide ResNet with any depth d (6n+4) and widening factor k: ``wrn(depth=28, width=10)``; the
+    other arguments are keras.applications' (``input_shape``, ``num_classes``, ``include_top``, ...)."""
+    return WideResNet(f"wrn{depth}_{width}", depth=depth, width=width, dropout=dropout, **kwargs)
 
 
-_WRN_COUNTS = {(16, 4): "2.7M", (16, 8): "11.0M", (28, 10): "36.5M", (40, 4): "8.9M"}
-for (_d, _k), _count in _WRN_COUNTS.items():
-    globals()[f"wrn{_d}_{_k}"] = register_variant(
+def _wrn(depth: int, width: int, paper: str, params: int | None = None):
+    return register_variant(
         WideResNet,
-        f"wrn{_d}_{_k}",
+        f"wrn{depth}_{width}",
         family="wrn",
         **_CIFAR,
-        depth=_d,
-        width=_k,
-        reference=f"Zagoruyko & Komodakis 2016: {_count}",
-        doc=f"WRN-{_d}-{_k}.",
+        depth=depth,
+        width=width,
+        reference=f"Zagoruyko & Komodakis 2016: {paper}M",
+        doc=f"WRN-{depth}-{width}.",
+        params=params,
+        paper=paper,
     )
+
+
+wrn16_4 = _wrn(16, 4, "2.7")
+wrn16_8 = _wrn(16, 8, "11.0")
+wrn28_10 = _wrn(28, 10, "36.5", params=36_479_194)  # the reference WRN code's count
+wrn40_4 = _wrn(40, 4, "8.9")
 
 
 def CifarResNeXt(
@@ -489,5 +499,6 @@ resnext29_8x64d = register_variant(
     cardinality=8,
     bottleneck_width=64,
     reference="Xie et al. 2017 Table 7: 34.4M",
+    paper="34.4",
     doc="ResNeXt-29 (8x64d) for CIFAR.",
 )

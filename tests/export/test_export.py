@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kerascnn.export import metadata as md
+from kerascnn.export.pipeline import ExportError, ExportOptions, export_model, resolve_source
+from kerascnn.export.runtime import load_predictor
+from kerascnn.export.tflite import builtin_op_names
+from kerascnn.export.validate import validate
 
-from export import metadata as md
-from export.pipeline import ExportError, ExportOptions, export_model, resolve_source
-from export.runtime import load_predictor
-from export.tflite import builtin_op_names
-from export.validate import validate
 from kerascnn.cli import main
 from kerascnn.data import load_dataset
 from kerascnn.train import TrainConfig, train
@@ -155,8 +155,7 @@ def test_int8_is_about_a_quarter_of_the_float_file(tmp_path):
     # quantization, bit-identical outputs, aligned buffers, and smaller than the converter's file.
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
-
-    from export.tflite import compact, convert, representative_from, write_saved_model
+    from kerascnn.export.tflite import compact, convert, representative_from, write_saved_model
 
     images = rng.integers(0, 256, (8, 28, 28, 1)).astype(np.float32)
     raw = convert(
@@ -351,17 +350,17 @@ def test_a_failing_variant_does_not_stop_the_others_and_names_the_layer(tmp_path
 def test_an_interrupted_write_leaves_the_old_file_whole(exported, tmp_path, monkeypatch):
     out = copy_export(exported, tmp_path)
     before = (out / "lenet5_float32.tflite").read_bytes()
-    import kerascnn.train as ktrain
+    import kerascnn.runs as kruns
 
-    real_replace = ktrain.os.replace
+    real_replace = kruns.os.replace
 
     def killed(src, dst):  # the process dies after writing the temporary file, before the rename
         if not str(dst).endswith(".tflite"):
             return real_replace(src, dst)
-        assert (out / ".lenet5_float32.tflite.partial").stat().st_size > 0
+        assert [p.stat().st_size > 0 for p in out.glob(".lenet5_float32.*partial*")] == [True]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ktrain.os, "replace", killed)
+    monkeypatch.setattr(kruns.os, "replace", killed)
     source = resolve_source(out / "lenet5.keras", labels=md.read_labels_txt(out / "labels.txt"))
     with pytest.raises(KeyboardInterrupt):
         export_model(source, out, ExportOptions(tflite=("none",)), log=lambda *_: None)

@@ -16,13 +16,13 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kerascnn.export import metadata as md
+from kerascnn.export import tflite_metadata as tm
+from kerascnn.export.pipeline import ExportOptions, export_model, resolve_source
+from kerascnn.export.runtime import MediaPipePredictor
+from kerascnn.export.tflite import compact
+from kerascnn.export.validate import validate
 
-from export import metadata as md
-from export import tflite_metadata as tm
-from export.pipeline import ExportOptions, export_model, resolve_source
-from export.runtime import MediaPipePredictor
-from export.tflite import compact
-from export.validate import validate
 from kerascnn.cli import main
 
 fb = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")
@@ -294,7 +294,7 @@ def test_without_mediapipe_validate_says_how_to_get_the_row(rgb_export, monkeypa
 
 
 def test_rgb_input_is_the_luma_of_pillow_in_front_of_the_same_layers(trained_lenet):
-    from export.pipeline import ExportError, rgb_input_model
+    from kerascnn.export.pipeline import ExportError, rgb_input_model
 
     gray = keras.saving.load_model(trained_lenet / "model_best.keras")
     rgb = rgb_input_model(gray)

@@ -1,5 +1,5 @@
-"""QAT to int8 TFLite and pruning for every zoo family (export.quantize), and the tf_keras rebuild
-they stand on (export.legacy).
+"""QAT to int8 TFLite and pruning for every zoo family (kerascnn.export.quantize), and the tf_keras rebuild
+they stand on (kerascnn.export.legacy).
 
 The QAT/pruning work runs in worker subprocesses (tfmot switches its process to legacy Keras). The
 family tests share two workers that run in parallel, each over half of the families, on a small
@@ -20,10 +20,15 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from kerascnn.export import quantize
+from kerascnn.export.legacy import (
+    LegacyConversionError,
+    from_tf_keras_weights,
+    layer_differences,
+    to_tf_keras,
+)
 from PIL import Image
 
-from export import quantize
-from export.legacy import LegacyConversionError, from_tf_keras_weights, layer_differences, to_tf_keras
 from kerascnn.models import build, get_entry
 from kerascnn.models.densenet import densenet_bc
 from kerascnn.models.resnet import CifarResNeXt
@@ -207,7 +212,7 @@ def normalized(images: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-# export.legacy: Keras 3 -> tf_keras
+# kerascnn.export.legacy: Keras 3 -> tf_keras
 # ------------------------------------------------------------------------------------------------
 
 

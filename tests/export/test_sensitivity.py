@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kerascnn.export import metadata as md
+from kerascnn.export import sensitivity as sens
+from kerascnn.export.pipeline import ExportError, ExportOptions, export_model, resolve_source
+from kerascnn.export.quantize import run_tflite
+from kerascnn.export.tflite import builtin_op_names
+from kerascnn.export.validate import validate
 
-from export import metadata as md
-from export import sensitivity as sens
-from export.pipeline import ExportError, ExportOptions, export_model, resolve_source
-from export.quantize import run_tflite
-from export.tflite import builtin_op_names
-from export.validate import validate
 from kerascnn.cli import main
 from kerascnn.data import load_builtin
 
@@ -191,7 +191,7 @@ def test_max_drop_on_unlabeled_images_is_refused_and_nothing_is_written(relu_len
 
 
 def test_when_even_all_float_fails_no_file_is_promised(relu_lenet, tmp_path):
-    from export import tflite as ktflite
+    from kerascnn.export import tflite as ktflite
 
     model = keras.saving.load_model(relu_lenet[1])
     (x, _), _ = load_builtin("fashion_mnist")

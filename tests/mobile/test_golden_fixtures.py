@@ -24,16 +24,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from export.metadata import (
+from kerascnn.export.metadata import (
     ModelMetadata,
     associated_files,
     read_metadata,
     read_standard_metadata,
     standard_metadata_json,
 )
-from export.runtime import dequantize, quantize
+from kerascnn.export.runtime import dequantize, quantize
+from PIL import Image
+
 from kerascnn.data import decode_image
 
 ROOT = Path(__file__).resolve().parents[2]

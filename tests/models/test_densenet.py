@@ -116,7 +116,7 @@ def test_deeper_densenets_match_keras_applications(fn, ref_fn, expected):
     assert_mirrors_keras(ours, ref, ["input", "conv1_pad", "pool1_pad"])
 
 
-def test_imagenet_min_size(monkeypatch):
+def test_imagenet_min_size():
     entry = get_entry("densenet121")
     assert (entry.family, entry.input_shape, entry.num_classes, entry.min_size) == (
         "densenet",
@@ -133,9 +133,13 @@ def test_imagenet_min_size(monkeypatch):
     assert model.count_params() == 7_037_504
     with pytest.raises(InputShapeError, match="minimum input size is 29x29"):
         densenet.densenet121(input_shape=(29, 28, 3))
-    monkeypatch.setattr(densenet, "IMAGENET_MIN_SIZE", 1)  # 28 -> 14 -> 7 -> 3 -> 1 -> 0: must not build
+    # the family builder with the size check relaxed: 28 -> 14 -> 7 -> 3 -> 1 -> 0 must not build
     with pytest.raises(ValueError, match="zero or negative"):
-        densenet.densenet121(input_shape=(28, 28, 3), include_top=False)
+        densenet._densenet(
+            "densenet121", (6, 12, 24, 16), 32, "imagenet", 0.5, input_shape=(28, 28, 3),
+            default_shape=densenet.IMAGENET_SHAPE, min_size=1, num_classes=1000, include_top=False,
+            pooling=None, weights=None, classifier_activation="softmax", input_tensor=None,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

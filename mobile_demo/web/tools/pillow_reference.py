@@ -3,7 +3,7 @@
 Reads a JSON job list on stdin: [{"png": path, "config": {input_size, channels, mean, std, input_dtype,
 input_quantization}}, ...] and prints one JSON list: for each job the tensor bytes (base64, little-endian),
 dtype and shape, computed exactly as tests/mobile/test_golden_fixtures.py does: kerascnn.data.decode_image
-(Pillow) then ModelMetadata.normalize and, for int8/uint8 inputs, export.runtime.quantize.
+(Pillow) then ModelMetadata.normalize and, for int8/uint8 inputs, kerascnn.export.runtime.quantize.
 Also, for {"write_png": path, "mode": ..., "size": [w, h], "seed": n} jobs, writes a random image of that
 Pillow mode with Pillow's own PNG encoder first (so the page's decoder is checked on Pillow-written files),
 and for {"write_jpeg": path, "from": png, "size": [w, h], "quality": q, "subsampling": s} jobs, a JPEG made
@@ -15,17 +15,13 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-
-from export.metadata import ModelMetadata  # noqa: E402
-from export.runtime import quantize  # noqa: E402
-from kerascnn.data import decode_image  # noqa: E402
+from kerascnn.data import decode_image
+from kerascnn.export.metadata import ModelMetadata
+from kerascnn.export.runtime import quantize
 
 
 def write_png(path: str, mode: str, size, seed: int) -> None:

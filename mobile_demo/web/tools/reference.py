@@ -3,7 +3,7 @@
     .venv/bin/python mobile_demo/web/tools/reference.py MODEL [MODEL ...] --images PNG [PNG ...]
 
 For every model file (.tflite via the LiteRT interpreter, .onnx via onnxruntime) and image, runs exactly the
-`kerascnn validate` path: ``export.runtime.load_predictor(path).predict(pixels)`` with
+`kerascnn validate` path: ``kerascnn.export.runtime.load_predictor(path).predict(pixels)`` with
 ``pixels = kerascnn.data.decode_image(png, (H, W), C)[None]`` (H, W, C from the file's own metadata), and
 prints JSON: {model_file_name: {image_file_name: {"scores": [...float32 values...], "top1": i}}}.
 Scores are the float32 outputs written as Python floats, so JSON round-trips them exactly.
@@ -17,12 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from export.runtime import load_predictor  # noqa: E402
-from kerascnn.data import decode_image  # noqa: E402
+from kerascnn.data import decode_image
+from kerascnn.export.runtime import load_predictor
 
 
 def main() -> None:

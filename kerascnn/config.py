@@ -1,0 +1,87 @@
+"""``kerascnn train``'s configuration: every option, its default and its choices, in one dataclass.
+
+Light on purpose (no Keras, no TensorFlow): the CLI reads its defaults and choices from here, and a
+run folder's ``config.json`` is this dataclass as JSON (what ``--resume`` continues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kerascnn.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+BALANCE_MODES = ("oversample", "weights")  # --balance
+DEFAULT_MODEL = "mobilenet_v1"
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 2e-3}  # peak learning rate per optimizer
+
+
+@dataclass
+class TrainConfig:
+    model: str = DEFAULT_MODEL
+    data: str = "fashion_mnist"
+    output: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float | None = None  # default per optimizer
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    bn_momentum: float | None = 0.9  # None keeps each architecture's own (MobileNetV2: 0.999)
+    augment: str = "light"
+    augment_overrides: dict = field(default_factory=dict)
+    mixup: float = 0.0
+    balance: str | None = None  # None | "oversample" | "weights"
+    val_split: float = 0.1
+    train_fraction: float = 1.0
+    input_shape: tuple | None = None
+    model_options: dict = field(default_factory=dict)
+    mean: tuple = (127.5,)
+    std: tuple = (127.5,)
+    seed: int = 0
+    precision: str = "float32"
+    strategy: str = "auto"
+    weights: str | None = None
+    freeze_backbone: bool = False
+    fine_tune_epochs: int = 0
+    fine_tune_lr: float | None = None
+    freeze_until: str | None = None
+    quiet: bool = False
+
+    def default_lr(self) -> float:
+        return DEFAULT_LR[self.optimizer]
+
+    def check(self):
+        def bad(option, msg):
+            raise ConfigError(f"{option}: {msg}")
+
+        if self.epochs < 1:
+            bad("--epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            bad("--batch-size", f"must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("--optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            bad("--schedule", f"choose one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            bad("--precision", f"choose one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            bad("--strategy", f"choose one of {', '.join(STRATEGIES)}")
+        if self.balance not in (None, *BALANCE_MODES):
+            bad("--balance", f"choose one of {', '.join(BALANCE_MODES)}")
+        if self.mixup < 0:
+            bad("--mixup", f"alpha must be >= 0, got {self.mixup}")
+        if not 0 <= self.label_smoothing < 1:
+            bad("--label-smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            bad("--warmup-epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
+        if not 0 < self.train_fraction <= 1:
+            bad("--train-fraction", f"must be in (0, 1], got {self.train_fraction}")
+        if self.fine_tune_epochs and not self.freeze_backbone:
+            bad("--fine-tune-epochs", "needs --freeze-backbone (train the new head first, then fine-tune)")

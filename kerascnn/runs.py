@@ -1,0 +1,189 @@
+"""The run folder, read back in one place, and every file kerascnn writes, written atomically.
+
+A run folder is what ``kerascnn train`` leaves (``kerascnn/train.py`` lists its files): ``config.json``
+(``{"train": the TrainConfig fields, "kerascnn_version"}``), ``state.json`` (epochs done, best score,
+``class_names``), ``model_best.keras`` and ``model_last.keras``, plus history, metrics and plots. The
+steps after training (evaluate, retrieval, export, validate) read those *files* through :class:`Run`;
+none imports the training code, so each also takes a model file made elsewhere (like timm's
+``utils/``, which its library uses and which never imports its training script).
+
+Every write goes to a hidden temporary name in the target's folder and is renamed over the target, so
+an interrupted command never leaves a truncated file (:func:`atomic_path` for writers that take a path:
+``model.save``, ``fig.savefig``, converters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import KerascnnError
+
+MODEL_FILES = ("model_best.keras", "model_last.keras")  # a run folder's models, in order of preference
+DEFAULT_MEAN = DEFAULT_STD = (127.5,)  # pixel units: what a model file without a run folder is given
+
+
+class RunFileError(KerascnnError, FileNotFoundError):
+    """A run folder or model file that is not there; the message names the path."""
+
+
+class ModelFileError(KerascnnError, ValueError):
+    """A model file that cannot be loaded, or is not a single fixed-size image classifier."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path in ``path``'s folder ending in ``path``'s suffix (savers pick the format from
+    it); renamed to ``path`` when the block succeeds, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(fd)
+    os.unlink(tmp)  # savers want to create the file themselves (and with the usual permissions)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path, obj, indent: int = 1, **kwargs) -> None:
+    """``obj`` as JSON with a final newline (``kwargs`` go to ``json.dumps``: ``default``, ...)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, **kwargs) + "\n")
+
+
+def atomic_save_model(model, path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def atomic_save_figure(fig, path, dpi: int = 100) -> None:
+    """Save a matplotlib figure (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model files
+# ------------------------------------------------------------------------------------------------
+
+
+def resolve_model_file(path) -> Path:
+    """A ``.keras``/``.h5`` file, or a run folder (its best model, else its last)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in MODEL_FILES:
+            if (p / name).exists():
+                return p / name
+        raise RunFileError(f"run folder '{p}' has no {' or '.join(MODEL_FILES)}")
+    if not p.exists():
+        raise RunFileError(f"model file '{p}' does not exist")
+    return p
+
+
+def load_keras_model(model_file):
+    """Load a ``.keras``/``.h5`` file for inference; any failure is a :class:`ModelFileError` naming it."""
+    import keras
+
+    try:
+        return keras.saving.load_model(model_file, compile=False)
+    except Exception as e:  # noqa: BLE001 - a corrupt, foreign or custom-layer file: say which and why
+        raise ModelFileError(f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})") from None
+
+
+def image_input_shape(model, model_file) -> tuple[int, int, int]:
+    """(height, width, channels) of a model with one image input of fixed size, else a
+    :class:`ModelFileError` naming the file: what evaluate, retrieval and export all need."""
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
+        raise ModelFileError(
+            f"{model_file}: expected one image input (N, H, W, C) of fixed size, got {shape}"
+        )
+    return tuple(int(s) for s in shape[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# The run folder
+# ------------------------------------------------------------------------------------------------
+
+
+def read_train_config(run_dir) -> dict:
+    """The ``train`` section of a run folder's ``config.json`` (the TrainConfig fields, as saved)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise RunFileError(f"{path} does not exist: '{run_dir}' is not a kerascnn run folder")
+    try:
+        return json.loads(path.read_text())["train"]
+    except (ValueError, KeyError) as e:
+        raise ModelFileError(f"{path}: not a kerascnn run configuration ({type(e).__name__}: {e})") from None
+
+
+def read_state(run_dir) -> dict | None:
+    """A run folder's ``state.json`` (epochs done, best score, class names), or None before epoch 1."""
+    path = Path(run_dir) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclass
+class Run:
+    """A model file and what its run folder says about it (nothing, for a model made elsewhere)."""
+
+    model_file: Path
+    folder: Path | None = None  # the run folder, when config.json sits beside the model file
+    config: dict = field(default_factory=dict)  # config.json's "train" section
+    class_names: list[str] | None = None  # state.json's, in the model's output order
+
+    @classmethod
+    def open(cls, path) -> Run:
+        """A run folder (its best model) or a model file, with the run folder's config when it has one."""
+        model_file = resolve_model_file(path)
+        folder = model_file.parent if (model_file.parent / "config.json").exists() else None
+        if folder is None:
+            return cls(model_file)
+        state = read_state(folder) or {}
+        return cls(model_file, folder, read_train_config(folder), state.get("class_names"))
+
+    @property
+    def data(self) -> str | None:
+        return self.config.get("data")
+
+    @property
+    def val_split(self) -> float:
+        return self.config.get("val_split", 0.1)
+
+    @property
+    def seed(self) -> int:
+        return self.config.get("seed", 0)
+
+    def normalization(self, mean=None, std=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) in pixel units: the user's when given, else the run's, else 127.5."""
+        mean = mean if mean is not None else self.config.get("mean", DEFAULT_MEAN)
+        std = std if std is not None else self.config.get("std", DEFAULT_STD)
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def load_model(self):
+        return load_keras_model(self.model_file)

@@ -1,0 +1,117 @@
+"""The shape of the package: one import package (``kerascnn``, with ``export/`` installed as
+``kerascnn.export``), no import cycle between its modules (imports inside functions count), the core
+never importing the export package or the training script, and no function over 150 lines."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FUNCTION_LINES = 150
+CORE = ("kerascnn.models", "kerascnn.data", "kerascnn.augment", "kerascnn.train", "kerascnn.runs")
+
+
+def _modules() -> dict[str, Path]:
+    """Module name -> source file, for kerascnn/ and export/ (as kerascnn.export)."""
+    found = {}
+    for folder, package in ((ROOT / "kerascnn", "kerascnn"), (ROOT / "export", "kerascnn.export")):
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules) -> set[str]:
+    """The kerascnn modules ``name`` imports anywhere in its file (top level or inside functions)."""
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        for target in targets:
+            while target and target not in modules:  # `from kerascnn.x import f` -> kerascnn.x
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                out.add(target)
+    return out
+
+
+def _graph():
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def _cycle(graph) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_kerascnn_modules():
+    graph = _graph()
+    # the package __init__ files import nothing that imports them back; a parent package is not an edge
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_core_never_imports_export_or_training():
+    graph = _graph()
+    for name, deps in graph.items():
+        if name.startswith(CORE):
+            assert not any(d.startswith("kerascnn.export") for d in deps), (name, deps)
+        if name != "kerascnn.cli":
+            assert "kerascnn.train" not in deps, f"{name} imports kerascnn.train (only the CLI may)"
+
+
+def test_no_function_over_150_lines():
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, long
+
+
+def test_one_top_level_package_is_installed(tmp_path):
+    """From outside the checkout, ``kerascnn.export`` imports from export/ and ``export`` does not."""
+    code = (
+        "import importlib.util, kerascnn.export.pipeline as p; "
+        "print(p.__file__); print(importlib.util.find_spec('export'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    path, spec = out.stdout.split()
+    assert Path(path) == ROOT / "export" / "pipeline.py"
+    assert spec == "None"
