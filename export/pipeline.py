@@ -332,15 +332,23 @@ def _write_pruned(job: _Job, fmt: Format, path: Path):
         str(path),
         sparsity=options.prune,
         epochs=options.prune_epochs,
-        batch_size=options.batch_size,
-        mean=job.meta.mean,
-        std=job.meta.std,
-        train_fraction=options.train_fraction,
-        val_split=job.source.val_split,
-        seed=options.seed,
-        log=job.log,
+        **_worker_args(job),
     )
     return job.meta, {"pruned": True, **report}
+
+
+def _worker_args(job: _Job) -> dict:
+    """What the pruning and QAT workers both take: the training batch, normalization and data split."""
+    options = job.options
+    return {
+        "batch_size": options.batch_size,
+        "mean": job.meta.mean,
+        "std": job.meta.std,
+        "train_fraction": options.train_fraction,
+        "val_split": job.source.val_split,
+        "seed": options.seed,
+        "log": job.log,
+    }
 
 
 def _write_tflite_variant(job: _Job, fmt: Format, path: Path):
@@ -396,19 +404,13 @@ def _write_qat(job: _Job, fmt: Format, path: Path):
             str(raw),
             epochs=options.qat_epochs,
             lr=options.qat_lr,
-            batch_size=options.batch_size,
-            mean=job.meta.mean,
-            std=job.meta.std,
             io_type=options.io_type,
             # Pruning-preserving QAT: the model is already pruned; the worker re-applies the
             # (reached) sparsity for one short epoch and fine-tunes with the scheme that keeps zeros.
             prune=options.prune,
             prune_epochs=1 if options.prune else None,
             qat_model_file=str(_qat_model_path(job.out, job.name)),
-            train_fraction=options.train_fraction,
-            val_split=job.source.val_split,
-            seed=options.seed,
-            log=job.log,
+            **_worker_args(job),
         )
         flat = raw.read_bytes()
     return _write_tflite(path, flat, job.meta, "qat_int8"), {"quantization": "qat_int8", **report}
