@@ -31,6 +31,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     weight_decay: float = 5e-4
+    clip_norm: float | None = None  # clip the gradients' global norm to this (None: no clipping)
     momentum: float = 0.9
     label_smoothing: float = 0.0
     bn_momentum: float | None = 0.9  # None keeps each architecture's own (MobileNetV2: 0.999)
@@ -75,6 +76,8 @@ class TrainConfig:
             bad("--strategy", f"choose one of {', '.join(STRATEGIES)}")
         if self.balance not in (None, *BALANCE_MODES):
             bad("--balance", f"choose one of {', '.join(BALANCE_MODES)}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            bad("--clip-norm", f"must be > 0, got {self.clip_norm}")
         if self.mixup < 0:
             bad("--mixup", f"alpha must be >= 0, got {self.mixup}")
         if not 0 <= self.label_smoothing < 1:
@@ -83,5 +86,21 @@ class TrainConfig:
             bad("--warmup-epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
         if not 0 < self.train_fraction <= 1:
             bad("--train-fraction", f"must be in (0, 1], got {self.train_fraction}")
+        for option, value in (("--lr", self.lr), ("--fine-tune-lr", self.fine_tune_lr)):
+            if value is not None and not 0 < value < float("inf"):
+                bad(option, f"must be a positive number, got {value}")
+        if not 0 <= self.weight_decay < float("inf"):
+            bad("--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            bad("--momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.bn_momentum is not None and not 0 < self.bn_momentum < 1:
+            bad(
+                "--bn-momentum",
+                f"must be in (0, 1) (or -1 for the architecture's own), got {self.bn_momentum}",
+            )
+        if not 0 <= self.val_split < 1:
+            bad("--val-split", f"must be in [0, 1), got {self.val_split}")
+        if self.fine_tune_epochs < 0:
+            bad("--fine-tune-epochs", f"must be >= 0, got {self.fine_tune_epochs}")
         if self.fine_tune_epochs and not self.freeze_backbone:
             bad("--fine-tune-epochs", "needs --freeze-backbone (train the new head first, then fine-tune)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +52,20 @@ def atomic_path(path):
     os.unlink(tmp)  # savers want to create the file themselves (and with the usual permissions)
     try:
         yield Path(tmp)
+        _fsync(tmp)  # the bytes reach the disk before the name does
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _fsync(path) -> None:
+    with contextlib.suppress(OSError):  # a path a saver did not create, or a file system without fsync
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -118,6 +129,11 @@ def load_keras_model(model_file):
 def image_input_shape(model, model_file) -> tuple[int, int, int]:
     """(height, width, channels) of a model with one image input of fixed size, else a
     :class:`ModelFileError` naming the file: what evaluate, retrieval and export all need."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelFileError(
+            f"{model_file}: the model has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "
+            "kerascnn takes image classifiers with one image input and one scores output"
+        )
     shape = model.input_shape
     if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
         raise ModelFileError(
@@ -145,7 +161,78 @@ def read_train_config(run_dir) -> dict:
 def read_state(run_dir) -> dict | None:
     """A run folder's ``state.json`` (epochs done, best score, class names), or None before epoch 1."""
     path = Path(run_dir) / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("epoch", 0), int):
+            raise ValueError("not an object with an integer 'epoch'")
+        return state
+    except (OSError, ValueError) as e:
+        raise RunFileError(f"{path}: not a kerascnn run state ({e}); the run folder is damaged") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# One epoch's files, committed together
+# ------------------------------------------------------------------------------------------------
+#
+# The models of an epoch (checkpoint.keras, model_last.keras and, when it improved, model_best.keras)
+# are first written under staged names tied to the epoch (``.checkpoint.e0003.keras``); then state.json,
+# which lists them under "pending", is renamed into place: that rename is the commit. After it the
+# staged files are renamed over the models. A process killed at any instant leaves either the old state
+# with stray staged files (rolled back: deleted) or the new state with some files still staged (rolled
+# forward: renamed), so checkpoint.keras is always the model state.json describes, and a resumed run
+# continues at an epoch boundary with the optimizer step count of an uninterrupted one.
+
+_STAGED = re.compile(r"^\..+\.e\d{4,}\.keras$")
+_PARTIAL = re.compile(r"^\..+\.partial(\..+)?$")
+
+
+def staged_name(name: str, epoch: int) -> str:
+    p = Path(name)
+    return f".{p.stem}.e{epoch:04d}{p.suffix}"
+
+
+def commit_epoch(run_dir, epoch: int, models: dict, state: dict) -> dict:
+    """Save ``models`` (file name -> Keras model) for ``epoch`` and commit them with ``state``, which is
+    returned as written (with its "pending" list). A failure (a full disk) removes what this call staged
+    and leaves the previous epoch's files and state as they were."""
+    run_dir = Path(run_dir)
+    pending = {name: staged_name(name, epoch) for name in models}
+    state = {**state, "pending": pending}
+    try:
+        for name, model in models.items():
+            atomic_save_model(model, run_dir / pending[name])
+        atomic_write_json(run_dir / "state.json", state)  # the commit
+    except BaseException:
+        for staged in pending.values():
+            with contextlib.suppress(OSError):
+                os.unlink(run_dir / staged)
+        raise
+    _promote(run_dir, pending)
+    return state
+
+
+def _promote(run_dir: Path, pending: dict) -> list[str]:
+    done = []
+    for name, staged in pending.items():
+        if (run_dir / staged).exists():
+            os.replace(run_dir / staged, run_dir / name)
+            done.append(name)
+    return done
+
+
+def recover_run_folder(run_dir, state: dict | None) -> list[str]:
+    """Finish or undo an epoch's commit that a killed process left half done, and remove the temporary
+    files of interrupted writes; returns what was done, for the log. Call it holding the run's lock."""
+    run_dir = Path(run_dir)
+    pending = (state or {}).get("pending") or {}
+    actions = [f"finished the commit of {name}" for name in _promote(run_dir, pending)]
+    for p in sorted(run_dir.iterdir()):
+        if p.is_file() and (_STAGED.match(p.name) or _PARTIAL.match(p.name)):
+            p.unlink()
+            actions.append(f"removed {p.name}, left by an interrupted write")
+    return actions
 
 
 @dataclass

@@ -6,7 +6,8 @@ The run folder holds everything a later step needs, and nothing else reaches int
     model_best.keras   the inference model with the best validation accuracy
     model_last.keras   the inference model after the last finished epoch
     checkpoint.keras   the training model with its optimizer state (for --resume)
-    state.json         the last finished epoch and the best validation accuracy so far
+    state.json         the last finished epoch, its optimizer step count, the best validation accuracy
+    .kerascnn.lock     held while a command writes the folder (one writer at a time)
     history.csv        per-epoch loss/accuracy/learning rate
     tensorboard/       TensorBoard logs
     curves.png         loss and accuracy curves
@@ -14,8 +15,11 @@ The run folder holds everything a later step needs, and nothing else reaches int
     metrics.json       top-1, top-5 and per-class accuracy of the best model
     run.log            what happened, including skipped unreadable images
 
-Every file is written to a temporary name and renamed, so a crash never leaves a truncated file; a
-run killed at any moment continues with ``--resume`` from its last finished epoch.
+Every file is written to a temporary name and renamed, so a crash never leaves a truncated file; an
+epoch's models and state.json are committed together (:func:`kerascnn.runs.commit_epoch`), so a run
+killed at any moment continues with ``--resume`` from its last finished epoch, with the optimizer step
+count of an uninterrupted run. An epoch is kept only when its losses and weights are finite: a diverged
+epoch stops the run and leaves the last good files as they were.
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ from kerascnn.errors import ConfigError, KerascnnError
 
 from . import augment as aug
 from . import data as kdata
+from .lock import WriteLock
 from .runs import (
-    atomic_save_model,
     atomic_write_json,
     atomic_write_text,
+    commit_epoch,
     read_state,
     read_train_config,
+    recover_run_folder,
     resolve_model_file,
 )
 
@@ -61,7 +67,13 @@ from .runs import (
 
 def load_config(run_dir) -> TrainConfig:
     """The TrainConfig a run folder was trained with (what ``--resume`` continues)."""
-    cfg = TrainConfig(**read_train_config(run_dir))
+    saved = read_train_config(run_dir)
+    try:
+        cfg = TrainConfig(**saved)
+    except TypeError as e:
+        raise RunError(
+            f"{Path(run_dir) / 'config.json'}: not a kerascnn training configuration ({e})"
+        ) from None
     if cfg.input_shape is not None:
         cfg.input_shape = tuple(cfg.input_shape)
     cfg.mean, cfg.std = tuple(cfg.mean), tuple(cfg.std)
@@ -94,13 +106,14 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, lr: float
 
 def make_optimizer(cfg: TrainConfig, schedule):
 
+    clip = {"global_clipnorm": cfg.clip_norm} if cfg.clip_norm else {}
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(
-            schedule, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+            schedule, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay, **clip
         )
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(schedule)
-    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+        return keras.optimizers.Adam(schedule, **clip)
+    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, **clip)
 
 
 def make_strategy(name: str):
@@ -143,9 +156,25 @@ def build_model(cfg: TrainConfig, num_classes: int, input_shape):
     from . import models
 
     options = dict(cfg.model_options)
+    valid = models.option_names(cfg.model)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"--model-kwargs {unknown[0]}: {cfg.model} has no option '{unknown[0]}'; "
+            f"its options: {', '.join(valid)}"
+        )
     if cfg.model == "googlenet":
         options.setdefault("aux_logits", True)
-    return models.get_entry(cfg.model).fn(input_shape=input_shape, num_classes=num_classes, **options)
+    try:
+        return models.get_entry(cfg.model).fn(input_shape=input_shape, num_classes=num_classes, **options)
+    except TypeError as e:  # an option a builder forwards to another that does not take it
+        if "keyword argument" not in str(e):
+            raise
+        raise ConfigError(f"--model-kwargs: {cfg.model}: {e}; its options: {', '.join(valid)}") from None
+    except ValueError as e:  # a value the architecture cannot take (depth=7, alpha=-1)
+        if isinstance(e, KerascnnError):
+            raise
+        raise ConfigError(f"--model {cfg.model} --model-kwargs {_shown(options)}: {e}") from None
 
 
 def transfer_weights(target, source, skip=()) -> list[str]:
@@ -313,6 +342,9 @@ class _Run:
     run_dir: Path
     chief: bool
     state: dict | None = None  # state.json: epochs done, best, history, class names
+    lock: WriteLock | None = None  # held from the first write to the end of the run
+    from_checkpoint: bool = False  # resuming from a committed epoch (else the model starts afresh)
+    extended: bool = False  # resuming with more --epochs than the run was started with
     dataset: kdata.ImageData | None = None
     normalize: kdata.Normalization | None = None
     augmenter: aug.Augmenter | None = None
@@ -324,20 +356,40 @@ class _Run:
     log: Callable = print
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None = None) -> Path:
     """Train (or resume) a run; returns the run folder. The stages: open the run, load the data,
-    build the models, (then only) write the run folder, fit the phases, report on the test split."""
-    run = _open_run(cfg, resume)
-    _load_data(run)
-    _build_models(run)  # a model that cannot be built writes nothing
-    _start_run_folder(run)
-    _fit_phases(run)
-    _report(run)
+    build the models, (then only) write the run folder, fit the phases, report on the test split.
+
+    ``given`` maps the TrainConfig fields the user set explicitly to their option names; resuming, they
+    must match the run's, except ``epochs``, which may grow (see :func:`_apply_resume_options`)."""
+    run = _open_run(cfg, resume, given or {})
+    try:
+        _load_data(run)
+        _build_models(run)  # a model that cannot be built writes nothing
+        _start_run_folder(run)
+        _fit_phases(run)
+        _report(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
     return run.run_dir
 
 
-def _open_run(cfg: TrainConfig, resume: bool) -> _Run:
-    """Check the configuration, start the strategy and find the run folder (and, resuming, its state)."""
+def _holds_a_run(run_dir: Path, name_the_writer: bool = True) -> bool:
+    """Anything in the folder but hidden files (the lock, what an interrupted write left) and, in a
+    multi-worker run, other workers' sub-folders. Another command writing it is named."""
+    if not run_dir.exists():
+        return False
+    if not any(not p.name.startswith((".", "worker")) for p in run_dir.iterdir()):
+        return False
+    if name_the_writer:
+        WriteLock.for_run(run_dir).acquire().release()  # LockedError, naming the writer, while one runs
+    return True
+
+
+def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str]) -> _Run:
+    """Check the configuration, start the strategy and find the run folder (and, resuming, lock it,
+    finish or undo a half-done commit and read its state)."""
     from . import models
 
     cfg.check()
@@ -349,20 +401,67 @@ def _open_run(cfg: TrainConfig, resume: bool) -> _Run:
     if not chief:  # in a multi-worker run the other workers keep their files apart from the chief's
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         run_dir = run_dir / f"{task['type']}{task['index']}"
-    state = None
-    if resume:
+    if not resume:
+        if _holds_a_run(run_dir):
+            raise RunError(
+                f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new "
+                "run folder"
+            )
+        return _Run(cfg, resume, strategy, run_dir, chief)
+    if not (run_dir / "config.json").exists():
+        raise RunError(f"--resume: '{run_dir}' holds no run (no config.json); start it without --resume")
+    lock = WriteLock.for_run(run_dir).acquire()
+    try:
         saved = load_config(run_dir)
-        saved.quiet = cfg.quiet  # how to show progress is the resuming command's choice
-        cfg = saved
+        extended = _apply_resume_options(saved, cfg, given, run_dir)
         state = read_state(run_dir)
-        if state is None or not (run_dir / "checkpoint.keras").exists():
-            raise RunError(f"--resume: '{run_dir}' has no finished epoch to resume from; start it again")
-    elif run_dir.exists() and any(not p.name.startswith("worker") for p in run_dir.iterdir()):
-        # (other workers' sub-folders may appear first in a multi-worker run)
-        raise RunError(
-            f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new run folder"
+        recovered = recover_run_folder(run_dir, state)
+        from_checkpoint = bool(state and state.get("epoch")) and (run_dir / "checkpoint.keras").exists()
+    except BaseException:
+        lock.release()
+        raise
+    run = _Run(saved, resume, strategy, run_dir, chief, state, lock, from_checkpoint, extended)
+    run.messages.extend(f"--resume: {action}" for action in recovered)
+    if extended:
+        run.messages.append(
+            f"--resume: --epochs {saved.epochs}: the run is extended to {saved.epochs} epochs"
         )
-    return _Run(cfg, resume, strategy, run_dir, chief, state)
+    if not from_checkpoint:
+        run.messages.append("--resume: no epoch had finished; the run starts again from epoch 0")
+    return run
+
+
+def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str, str], run_dir: Path) -> bool:
+    """Resuming continues the saved configuration. Options given on the command line must match it,
+    except ``--epochs``, which may grow (the schedule is stretched to the new total; see
+    :func:`_fit_phases`); anything else is refused, naming the option. True when epochs grew."""
+    saved.quiet = cfg.quiet  # how to show progress is the resuming command's choice
+    extended = False
+    for name, option in given.items():
+        new, old = getattr(cfg, name), getattr(saved, name)
+        if name in ("quiet", "output") or new == old:
+            continue
+        if name == "epochs" and new > old and not saved.fine_tune_epochs:
+            saved.epochs, extended = new, True
+            continue
+        why = (
+            "a run can only be extended (more epochs, without --fine-tune-epochs)"
+            if name == "epochs"
+            else "a resumed run keeps the options it was started with"
+        )
+        raise ConfigError(
+            f"{option} {_shown(new)}: the run in '{run_dir}' was started with {_shown(old)}, and {why}; "
+            f"start a new run from its weights instead: --weights {run_dir} {option} {_shown(new)}"
+        )
+    return extended
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+    return "(default)" if value is None else str(value)
 
 
 def _load_data(run: _Run) -> None:
@@ -385,7 +484,7 @@ def _load_data(run: _Run) -> None:
         raise kdata.DataError(
             f"--data {cfg.data}: no validation images; use --val-split > 0 or a val/ folder"
         )
-    if run.resume and run.state.get("class_names") != dataset.class_names:
+    if run.from_checkpoint and run.state.get("class_names") != dataset.class_names:
         raise kdata.DataError(
             f"--resume: the classes of --data {cfg.data} ({', '.join(dataset.class_names)}) are not those "
             f"the run was started with ({', '.join(run.state.get('class_names') or [])})"
@@ -405,6 +504,7 @@ def _load_data(run: _Run) -> None:
     run.messages = [
         f"{'resuming' if run.resume else 'training'} {cfg.model} on {dataset.name}: {len(dataset.train)} "
         f"train, {len(dataset.val)} val, {test} test images, {dataset.num_classes} classes, input {shape}",
+        *run.messages,  # what _open_run found
         *(f"skipped unreadable image {path}: {reason}" for path, reason in dataset.skipped),
         *([f"{len(dataset.skipped)} unreadable image(s) skipped"] if dataset.skipped else []),
         f"strategy {type(run.strategy).__name__}, {run.strategy.num_replicas_in_sync} replica(s), "
@@ -417,8 +517,8 @@ def _build_models(run: _Run) -> None:
     inference model that is saved (GoogLeNet's auxiliary heads stripped)."""
     cfg, shape = run.cfg, run.cfg.input_shape
     with run.strategy.scope():
-        if run.resume:
-            model = keras.saving.load_model(run.run_dir / "checkpoint.keras", compile=True)
+        if run.from_checkpoint:
+            model = _load_checkpoint(run)
         else:
             model = build_model(cfg, run.dataset.num_classes, shape)
             if cfg.weights:
@@ -444,16 +544,57 @@ def _build_models(run: _Run) -> None:
     run.model, run.inference = model, inference
 
 
+def _load_checkpoint(run: _Run):
+    """checkpoint.keras, checked against the state.json it was committed with."""
+    path = run.run_dir / "checkpoint.keras"
+    try:
+        model = keras.saving.load_model(path, compile=True)
+    except Exception as e:  # noqa: BLE001 - any loader failure is a damaged file
+        raise RunError(f"--resume: {path} cannot be loaded ({type(e).__name__}: {e})") from None
+    want = run.state.get("optimizer_steps")
+    have = int(model.optimizer.iterations.numpy()) if model.optimizer is not None else None
+    if want is not None and have != want:
+        raise RunError(
+            f"--resume: {path} holds {have} optimizer steps, but state.json says epoch {run.state['epoch']} "
+            f"ended at {want}: the run folder was changed by hand; start a new run"
+        )
+    return model
+
+
 def _start_run_folder(run: _Run) -> None:
-    """The run folder, its log and (a new run) its config.json and initial state."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    run.log = _make_logger(run.run_dir)
+    """The run folder (locked), its log and (a new run) its config.json; the initial state when no
+    epoch has finished."""
     if not run.resume:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        run.lock = WriteLock.for_run(run.run_dir).acquire()
+        if _holds_a_run(run.run_dir, name_the_writer=False):  # started by another since _open_run looked
+            raise RunError(f"'{run.run_dir}' already holds a run; pass --output for a new run folder")
+        recover_run_folder(run.run_dir, None)  # what a run killed before its config.json left
         config = {"train": asdict(run.cfg), "kerascnn_version": _version()}
-        atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list)
+        _write_or_stop(
+            run, lambda: atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list)
+        )
+    if run.from_checkpoint:  # history.csv is derived from state.json: rewrite it to match
+        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
+    else:
         run.state = {"epoch": 0, "best": None, "history": [], "class_names": run.dataset.class_names}
+    run.log = _make_logger(run.run_dir)
     for message in run.messages:
         run.log(message)
+
+
+def _write_or_stop(run: _Run, write: Callable[[], object]):
+    """Run a write into the run folder; a full disk (or any OS error) becomes a RunError that names the
+    folder and says how to go on. The writers leave no partial file."""
+    try:
+        return write()
+    except OSError as e:
+        epoch = int(run.state["epoch"]) if run.state else 0
+        kept = f"epoch {epoch} and its files are kept" if epoch else "no epoch had finished"
+        raise RunError(
+            f"could not write to the run folder '{run.run_dir}': {e.strerror or e} ({kept}); free space "
+            "(or fix the folder) and continue with --resume"
+        ) from None
 
 
 def _fit_phases(run: _Run) -> None:
@@ -483,12 +624,14 @@ def _fit_phases(run: _Run) -> None:
     for phase, epochs, lr in run.phases:
         end = start + epochs
         if done < end:
-            if not run.resume or run.state.get("phase") != phase:
+            if not run.from_checkpoint or run.state.get("phase") != phase:
                 with run.strategy.scope():
                     if cfg.freeze_backbone:
                         set_backbone_trainable(model, phase == "fine_tune", run.new_layers, cfg.freeze_until)
                     optimizer = make_optimizer(cfg, make_schedule(cfg, steps, epochs, lr))
                     _compile(model, optimizer, cfg, dataset.num_classes)
+            elif run.extended:  # the same optimizer state, its schedule stretched to the new total
+                model.optimizer.learning_rate = make_schedule(cfg, steps, epochs, lr)
             if cfg.freeze_backbone:
                 trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
                 run.log(f"phase {phase}: {epochs} epochs at lr {lr:g}, {trainable:,d} trainable parameters")
@@ -505,9 +648,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
     stops the run with what is kept and what to do."""
     import tensorflow as tf
 
-    callback = RunCallback(
-        run.run_dir, run.model, run.inference, run.state, phase, run.log, run.chief, run.dataset.class_names
-    )
+    callback = RunCallback(run, phase)
     callbacks = [keras.callbacks.TerminateOnNaN(), callback]
     if run.chief:
         callbacks.append(
@@ -526,15 +667,21 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
         verbose=2 if run.cfg.quiet or not sys.stdout.isatty() else 1,
         shuffle=False,  # the pipeline shuffles
     )
-    if callback.nan_epoch is not None:
+    if callback.diverged is not None:
         epoch = run.state["epoch"]
         kept = (
-            f"The models of the last good epoch ({epoch}) are kept in {run.run_dir}; continue from them in "
-            f"a new run with a lower --lr: --weights {run.run_dir}"
+            f"The files of the last good epoch ({epoch}) are kept unchanged in {run.run_dir}; continue from "
+            f"them in a new run: --weights {run.run_dir}"
             if epoch
-            else "No epoch had finished, so there is nothing to resume: lower --lr and start again"
+            else "No epoch had finished, so there is nothing to resume: start again"
         )
-        raise RunError(f"the loss became NaN in epoch {callback.nan_epoch}; the run stopped. {kept}")
+        cfg = run.cfg
+        tips = [f"a lower --lr (this run: {cfg.lr or cfg.default_lr():g})"]
+        if not cfg.clip_norm:
+            tips.append("gradient clipping (--clip-norm 1.0)")
+        if cfg.precision != "float32":
+            tips.append("--precision float32")
+        raise RunError(f"{callback.diverged}; the run stopped. {kept}. Try {', '.join(tips)}.")
 
 
 def _report(run: _Run) -> None:
@@ -593,43 +740,73 @@ def _version() -> str:
     return __version__
 
 
-class RunCallback(keras.callbacks.Callback):
-    """After each finished epoch: checkpoint (training model + optimizer), last and best inference
-    models, history and state, each written atomically. A NaN loss stops training and saves
-    nothing, so the last good checkpoint stays."""
+def divergence(epoch: int, logs: dict, model, num_classes: int) -> str | None:
+    """What is wrong with an epoch that must not be kept, or None: a training or validation loss that is
+    NaN, inf or over 1000x that of a uniform guess (a diverged run), or weights that are not finite."""
+    bound = 1000 * math.log(max(2, num_classes))
+    for key, what in (("loss", "training loss"), ("val_loss", "validation loss")):
+        if key not in logs:
+            continue
+        value = float(logs[key])
+        if not math.isfinite(value):
+            return f"the {what} became {'NaN' if math.isnan(value) else 'inf'} in epoch {epoch}"
+        if value > bound:
+            return (
+                f"the {what} reached {value:.3g} in epoch {epoch} (a uniform guess scores {bound / 1000:.2f})"
+            )
+    for layer in model.layers:
+        for variable in layer.weights:
+            values = np.asarray(variable)
+            if not np.isfinite(values).all():
+                kind = "NaN" if np.isnan(values).any() else "inf"
+                return (
+                    f"the weights hold {kind} after epoch {epoch} (layer '{layer.name}', {variable.name}), "
+                    "although the loss was finite"
+                )
+    return None
 
-    def __init__(self, run_dir, train_model, inference, state, phase, log, chief, class_names):
+
+class RunCallback(keras.callbacks.Callback):
+    """After each finished epoch: check it (:func:`divergence`), then commit the checkpoint (training
+    model + optimizer), the last and best inference models and the state together
+    (:func:`kerascnn.runs.commit_epoch`), then the history. A diverged epoch stops training and saves
+    nothing, so the last good epoch's files stay as they were."""
+
+    def __init__(self, run: _Run, phase: str):
         super().__init__()
-        self.run_dir, self.train_model, self.inference = Path(run_dir), train_model, inference
-        self.state, self.phase, self.log, self.chief = state, phase, log, chief
-        self.class_names = class_names
-        self.nan_epoch = None
+        self.run, self.phase = run, phase
+        self.diverged: str | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        loss = logs.get("loss")
-        if loss is None or not math.isfinite(float(loss)):
-            self.nan_epoch = epoch + 1
+        run, logs = self.run, dict(logs or {})
+        problem = divergence(epoch + 1, logs, run.model, run.dataset.num_classes)
+        if problem is not None:
+            self.diverged = problem
             self.model.stop_training = True
-            self.log(f"epoch {epoch + 1}: loss is {loss}; stopping, nothing saved for this epoch")
+            run.log(f"epoch {epoch + 1}: {problem}; stopping, nothing saved for this epoch")
             return
-        lr = self.train_model.optimizer.learning_rate
-        row = {"epoch": epoch, "phase": self.phase, "lr": float(np.asarray(lr))}
+        optimizer = run.model.optimizer
+        row = {"epoch": epoch, "phase": self.phase, "lr": float(np.asarray(optimizer.learning_rate))}
         row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
         val = _val_accuracy(logs)
-        improved = val is not None and (self.state["best"] is None or val > self.state["best"])
+        best = run.state["best"]
+        improved = val is not None and (best is None or val > best)
         # All workers save (a multi-worker save is collective); the chief's is the run's.
-        atomic_save_model(self.train_model, self.run_dir / "checkpoint.keras")
-        atomic_save_model(self.inference, self.run_dir / "model_last.keras")
-        if improved or not (self.run_dir / "model_best.keras").exists():
-            atomic_save_model(self.inference, self.run_dir / "model_best.keras")
-            if improved:
-                self.state["best"] = val
-        self.state["history"].append(row)
-        self.state.update(epoch=epoch + 1, phase=self.phase, class_names=self.class_names)
-        _write_history(self.state["history"], self.run_dir / "history.csv")
-        atomic_write_json(self.run_dir / "state.json", self.state)
-        self.log(
+        models = {"checkpoint.keras": run.model, "model_last.keras": run.inference}
+        if improved or not (run.run_dir / "model_best.keras").exists():
+            models["model_best.keras"] = run.inference
+        state = {
+            **run.state,
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            "best": val if improved else best,
+            "history": [*run.state["history"], row],
+            "class_names": run.dataset.class_names,
+            "optimizer_steps": int(np.asarray(optimizer.iterations)),
+        }
+        run.state = _write_or_stop(run, lambda: commit_epoch(run.run_dir, epoch + 1, models, state))
+        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
+        run.log(
             f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, val_accuracy "
             f"{val if val is not None else float('nan'):.4f}{' (best)' if improved else ''}",
             echo=False,  # Keras' progress bar shows the epoch already

@@ -108,7 +108,7 @@ def test_bad_data_writes_nothing(tmp_path):
 
 def test_nan_loss_stops_with_clear_message(tmp_path):
     out = tmp_path / "nan"
-    with pytest.raises(RunError, match="loss became NaN in epoch 1.*nothing to resume"):
+    with pytest.raises(RunError, match="training loss became (NaN|inf) in epoch 1.*nothing to resume"):
         train(TrainConfig(**SMALL, epochs=2, optimizer="sgd", lr=1e12, schedule="constant", output=str(out)))
     state_file = out / "state.json"
     assert not state_file.exists() or json.loads(state_file.read_text())["epoch"] == 0

@@ -15,6 +15,7 @@ from .registry import (  # noqa: F401
     get_entry,
     list_families,
     list_models,
+    option_names,
     register_model,
 )
 

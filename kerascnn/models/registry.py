@@ -162,7 +162,28 @@ def register_variant(
             **options,
         )
 
+    builder.generic, builder.fixed = generic, fixed  # for option_names()
     builder.__name__ = builder.__qualname__ = name
     builder.__module__ = generic.__module__
     builder.__doc__ = doc or generic.__doc__
     return register_model(family, input_shape, num_classes, min_size, reference, name, params, paper)(builder)
+
+
+def option_names(name: str) -> list[str]:
+    """The keyword options a registered model's builder takes (what ``--model-kwargs`` may set)."""
+    import inspect
+
+    fn = get_entry(name).fn
+    internal = {"model_name", "default_shape", "min_size", "input_tensor", *getattr(fn, "fixed", {})}
+    names: list[str] = []
+    for f in (fn, getattr(fn, "generic", None)):
+        if f is None:
+            continue
+        for p in inspect.signature(f).parameters.values():
+            if (
+                p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.name not in internal
+                and p.name not in names
+            ):
+                names.append(p.name)
+    return names
