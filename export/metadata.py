@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,11 +84,24 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "metadata") -> ModelMetadata:
+        """The metadata of a file, each field's type checked: a wrong one is named with the file."""
+        if not isinstance(raw, dict):
+            raise MetadataError(f"{where}: the metadata is not a JSON object")
         known = set(cls.__dataclass_fields__)
         missing = {"model_name", "labels", "input_size", "channels"} - set(raw)
         if missing:
             raise MetadataError(f"{where}: metadata lacks {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        fields = {k: v for k, v in raw.items() if k in known}
+        for name, value in fields.items():
+            check = _FIELD_CHECKS.get(name, _is_str)
+            if value is not None and not check(value) or value is None and name not in _OPTIONAL:
+                raise MetadataError(
+                    f"{where}: metadata field '{name}' has a wrong type or value: {value!r:.80}"
+                )
+        try:
+            return cls(**fields)
+        except MetadataError as e:
+            raise MetadataError(f"{where}: {e}") from None
 
     def normalize(self, pixels):
         """0-255 pixels (N, H, W, C) -> float32 model input, by this metadata's mean/std."""
@@ -119,6 +133,41 @@ class ModelMetadata:
         return "\n".join(lines)
 
 
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_list(item_check, lengths=None):
+    return lambda v: (
+        isinstance(v, list) and (lengths is None or len(v) in lengths) and all(map(item_check, v))
+    )
+
+
+def _is_quantization(v) -> bool:
+    return isinstance(v, dict) and _is_number(v.get("scale")) and _is_int(v.get("zero_point"))
+
+
+_OPTIONAL = {"input_quantization", "output_quantization", "float_layers"}
+_FIELD_CHECKS = {
+    "labels": _is_list(_is_str),
+    "input_size": lambda v: _is_list(_is_int, (2,))(v) and min(v) >= 1,
+    "channels": lambda v: v in (1, 3) and _is_int(v),
+    "mean": _is_list(_is_number, (1, 3)),
+    "std": _is_list(_is_number, (1, 3)),
+    "input_quantization": _is_quantization,
+    "output_quantization": _is_quantization,
+    "float_layers": _is_list(_is_str),
+}
+
+
 def _fmt(values) -> str:
     return str(values[0]) if len(values) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
@@ -128,7 +177,7 @@ def _fmt(values) -> str:
 # ------------------------------------------------------------------------------------------------
 
 LABELS_ENTRY = "labels.txt"
-MAX_ENTRY_BYTES = 64 << 20  # an associated file larger than this is refused, not read into memory
+MAX_ENTRY_BYTES = 16 << 20  # an associated file larger than this is refused, not read into memory
 
 
 def standard_metadata(meta: ModelMetadata) -> dict:
@@ -277,11 +326,18 @@ def associated_files(data: bytes, where: str = "model") -> dict[str, bytes]:
                     f"(more than {MAX_ENTRY_BYTES >> 20} MB); refusing to read it"
                 )
             try:
-                files[info.filename] = zf.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+                with zf.open(info) as entry:  # read at most the cap, whatever the header claims
+                    content = entry.read(MAX_ENTRY_BYTES + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
                 raise MetadataError(
                     f"{where}: the packed file {info.filename} cannot be read ({e})"
                 ) from None
+            if len(content) > MAX_ENTRY_BYTES:
+                raise MetadataError(
+                    f"{where}: the packed file {info.filename} inflates to more than "
+                    f"{MAX_ENTRY_BYTES >> 20} MB; refusing to read it"
+                )
+            files[info.filename] = content
     return files
 
 
@@ -304,13 +360,14 @@ def embed_tflite_metadata(flatbuffer: bytes, meta: ModelMetadata) -> bytes:
     return buf.getvalue()
 
 
-def read_standard_metadata(path_or_bytes) -> dict | None:
+def read_standard_metadata(path_or_bytes, where: str | None = None) -> dict | None:
     """The standard TFLite Metadata of a ``.tflite`` as a dict (:mod:`kerascnn.export.tflite_metadata`),
     or None."""
     from . import tflite_metadata as tm
 
     data = _read_bytes(path_or_bytes)
-    where = str(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray)) else "model"
+    if where is None:
+        where = str(path_or_bytes) if not isinstance(path_or_bytes, (bytes, bytearray)) else "model"
     try:
         buffer = tm.model_metadata_buffer(strip_tflite_metadata(data))
     except Exception as e:  # noqa: BLE001 - any flatbuffer error: not a readable TFLite model
@@ -412,7 +469,7 @@ def read_tflite_metadata(path) -> ModelMetadata | None:
         if not isinstance(raw, dict):
             raise MetadataError(f"{path}: the embedded {ZIP_ENTRY} is not a JSON object")
         return ModelMetadata.from_dict(raw, str(path))
-    standard = read_standard_metadata(data)
+    standard = read_standard_metadata(data, str(path))
     if standard is None:
         return None
     return from_standard_metadata(standard, files, data, str(path))
@@ -528,8 +585,20 @@ def read_sidecar(folder) -> dict | None:
 
 
 def read_metadata(path) -> ModelMetadata | None:
-    """The metadata of any exported file: embedded for .tflite/.onnx, the sidecar for Keras files."""
-    path = Path(path)
+    """The metadata of any exported file: embedded for .tflite/.onnx, the sidecar for Keras files.
+    Whatever is wrong with the file (truncated, not a model, mistyped metadata) is a MetadataError that
+    names it."""
+    try:
+        return _read_metadata(Path(path))
+    except MetadataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a parser's own error on a damaged file
+        if isinstance(e, OSError) and not Path(path).is_file():
+            raise MetadataError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise MetadataError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+
+
+def _read_metadata(path: Path) -> ModelMetadata | None:
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         return read_tflite_metadata(path)

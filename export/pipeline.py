@@ -469,6 +469,8 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     from . import tflite as ktflite
 
     options = _check_options(source, options)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ExportError(f"--out {out}: is a file, not a folder; give a folder for the exported files")
     meta, model = source.metadata, source.model
     if options.rgb_input:
         model = rgb_input_model(model)

@@ -43,6 +43,15 @@ def dequantize(q: np.ndarray, params: dict) -> np.ndarray:
     )
 
 
+def check_single_io(path, inputs: int, outputs: int) -> None:
+    """kerascnn runs image classifiers: one image input, one scores output."""
+    if inputs != 1 or outputs != 1:
+        raise RuntimeLoadError(
+            f"{path}: the model has {inputs} input(s) and {outputs} output(s); kerascnn runs image "
+            "classifiers with one image input and one scores output"
+        )
+
+
 class Predictor:
     """``predict(pixels)`` -> float32 outputs (N, classes). ``metadata`` describes the file."""
 
@@ -105,6 +114,7 @@ class KerasPredictor(Predictor):
             raise RuntimeLoadError(
                 f"{self.path}: cannot load the Keras model ({type(e).__name__}: {e})"
             ) from e
+        check_single_io(self.path, len(self.model.inputs), len(self.model.outputs))
         self._fn = None
 
     def run(self, x):
@@ -130,8 +140,9 @@ class TFLitePredictor(Predictor):
                 self.interpreter.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise RuntimeLoadError(f"{self.path}: LiteRT cannot load it ({type(e).__name__}: {e})") from e
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        check_single_io(self.path, len(inputs), len(outputs))
+        self.input, self.output = inputs[0], outputs[0]
         self._batch = int(self.input["shape"][0])
 
     def run(self, x):
@@ -161,6 +172,7 @@ class OnnxPredictor(Predictor):
             raise RuntimeLoadError(
                 f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {e})"
             ) from e
+        check_single_io(self.path, len(self.session.get_inputs()), len(self.session.get_outputs()))
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, x):

@@ -178,9 +178,10 @@ def validate(
                 raise md.MetadataError(f"{f}: no kerascnn metadata (embedded, or in model.json beside it)")
             _check_sidecar_labels(f, pred.metadata)
             entries.append((Row(_variant(f, pred.metadata), f.name, size_mb=f.stat().st_size / 1e6), pred))
-        except (RuntimeLoadError, md.MetadataError, ValidateError) as e:
+        except Exception as e:  # noqa: BLE001 - one bad file is a FAIL row; the others go on
             pred = None
-            entries.append((Row(file_format(f), f.name, "FAIL", f.stat().st_size / 1e6, error=str(e)), None))
+            error = str(e) if isinstance(e, KerascnnError) else f"{f}: {type(e).__name__}: {e}"
+            entries.append((Row(file_format(f), f.name, "FAIL", f.stat().st_size / 1e6, error=error), None))
         if mediapipe and file_format(f) == "tflite" and mediapipe_note is None:
             row, mp_pred, mediapipe_note = _mediapipe_entry(f, pred)
             if row is not None:

@@ -17,6 +17,12 @@ from kerascnn import config as kconfig  # noqa: E402 - light: TrainConfig's defa
 from kerascnn.errors import KerascnnError  # noqa: E402
 from kerascnn.export import formats  # noqa: E402 - the format table (light: no TensorFlow)
 
+# numeric option types: a value out of range is refused by click, naming the option
+POSITIVE_INT = click.IntRange(min=1)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE_FLOAT = click.FloatRange(min=0)
+PERCENT = click.FloatRange(0, 100)
+
 
 def _parse_shape(value: str | None, param_hint: str = "--input-shape"):
     """'224,224,3', '224x224x3' or '224,224' (channels from the model's default)."""
@@ -43,9 +49,9 @@ def _load_or_build(model: str, input_shape, num_classes, include_top: bool, pool
     if model.endswith((".keras", ".h5")):
         if not os.path.exists(model):
             raise click.BadParameter(f"no such model file: {model}", param_hint="MODEL")
-        import keras
+        from kerascnn.runs import load_keras_model
 
-        return keras.saving.load_model(model, compile=False)
+        return load_keras_model(model)  # a damaged file: a ModelFileError naming it and why
     try:
         entry = models.get_entry(model)
     except models.UnknownModelError as e:
@@ -133,7 +139,7 @@ def models_cmd(pattern: str, family: str | None, stats: bool):
 @main.command("summary")
 @click.argument("model")
 @click.option("--input-shape", default=None, help="H,W,C (or H,W), e.g. 32,32,3. Default: the model's own.")
-@click.option("--num-classes", type=int, default=None, help="Number of classes of the head.")
+@click.option("--num-classes", type=POSITIVE_INT, default=None, help="Number of classes of the head.")
 @click.option(
     "--include-top/--no-top", default=True, show_default=True, help="With or without the classifier."
 )
@@ -187,6 +193,23 @@ def _parse_kwargs(values) -> dict:
 
 
 _TRAIN = kconfig.TrainConfig()  # the defaults `kerascnn train` shows
+# train options that set another TrainConfig field than their own name
+_TRAIN_FIELD = {
+    "model_kwargs": "model_options",
+    "no_aug_for": "augment_overrides",
+    **{op: "augment_overrides" for op in kaug.AugmentConfig.OPS},
+}
+
+
+def _given_train_fields(ctx: click.Context) -> dict[str, str]:
+    """The TrainConfig fields the command line set explicitly, with the option that set them."""
+    from click.core import ParameterSource
+
+    given = {}
+    for param in ctx.command.params:
+        if param.name != "resume" and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+            given.setdefault(_TRAIN_FIELD.get(param.name, param.name), param.opts[0])
+    return given
 
 
 def retrieval_backends() -> tuple[str, ...]:
@@ -207,21 +230,32 @@ def retrieval_backends() -> tuple[str, ...]:
     help="fashion_mnist, mnist, or a folder of class sub-folders (or train/ val/ test/).",
 )
 @click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
-@click.option("--epochs", type=int, default=_TRAIN.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True)
+@click.option("--epochs", type=POSITIVE_INT, default=_TRAIN.epochs, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=_TRAIN.batch_size, show_default=True)
 @click.option(
     "--optimizer", type=click.Choice(kconfig.OPTIMIZERS), default=_TRAIN.optimizer, show_default=True
 )
 @click.option(
     "--lr",
-    type=float,
+    type=POSITIVE_FLOAT,
     default=None,
     help=f"Peak learning rate [{', '.join(f'{k} {v:g}' for k, v in kconfig.DEFAULT_LR.items())}].",
 )
 @click.option("--schedule", type=click.Choice(kconfig.SCHEDULES), default=_TRAIN.schedule, show_default=True)
-@click.option("--warmup-epochs", type=float, default=_TRAIN.warmup_epochs, show_default=True)
-@click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True)
-@click.option("--label-smoothing", type=float, default=_TRAIN.label_smoothing, show_default=True)
+@click.option("--warmup-epochs", type=NON_NEGATIVE_FLOAT, default=_TRAIN.warmup_epochs, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=_TRAIN.weight_decay, show_default=True)
+@click.option(
+    "--clip-norm",
+    type=POSITIVE_FLOAT,
+    default=None,
+    help="Clip the gradients' global norm to this (a run that diverges: try 1.0).",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=_TRAIN.label_smoothing,
+    show_default=True,
+)
 @click.option(
     "--bn-momentum",
     type=float,
@@ -236,26 +270,33 @@ def retrieval_backends() -> tuple[str, ...]:
     show_default=True,
     help="Augmentation preset; the options below override single ops.",
 )
-@click.option("--shift", type=float, default=None)
-@click.option("--rotation", type=float, default=None, help="Degrees.")
-@click.option("--shear", type=float, default=None)
-@click.option("--zoom", type=float, default=None)
+@click.option("--shift", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--rotation", type=NON_NEGATIVE_FLOAT, default=None, help="Degrees.")
+@click.option("--shear", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--zoom", type=NON_NEGATIVE_FLOAT, default=None)
 @click.option("--flip", type=click.Choice(kaug.FLIP_MODES), default=None)
-@click.option("--perspective", type=float, default=None)
+@click.option("--perspective", type=NON_NEGATIVE_FLOAT, default=None)
 @click.option(
-    "--noise", type=float, default=None, help="Gaussian noise std as a fraction of the value range."
+    "--noise",
+    type=NON_NEGATIVE_FLOAT,
+    default=None,
+    help="Gaussian noise std as a fraction of the value range.",
 )
-@click.option("--brightness", type=float, default=None)
-@click.option("--contrast", type=float, default=None)
+@click.option("--brightness", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--contrast", type=NON_NEGATIVE_FLOAT, default=None)
 @click.option(
     "--no-aug-for", "no_aug_for", multiple=True, help="OP=CLASSES: skip an op for these class indices."
 )
-@click.option("--mixup", type=float, default=_TRAIN.mixup, show_default=True, help="Mixup alpha (0 = off).")
+@click.option(
+    "--mixup", type=NON_NEGATIVE_FLOAT, default=_TRAIN.mixup, show_default=True, help="Mixup alpha (0 = off)."
+)
 @click.option("--balance", type=click.Choice(kconfig.BALANCE_MODES), default=_TRAIN.balance)
-@click.option("--val-split", type=float, default=_TRAIN.val_split, show_default=True)
+@click.option(
+    "--val-split", type=click.FloatRange(0, 1, max_open=True), default=_TRAIN.val_split, show_default=True
+)
 @click.option(
     "--train-fraction",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True),
     default=_TRAIN.train_fraction,
     show_default=True,
     help="Train on this fraction of each class (few-data experiments).",
@@ -277,16 +318,20 @@ def retrieval_backends() -> tuple[str, ...]:
 )
 @click.option("--weights", default=None, help="Start from a .keras file or run folder, or 'imagenet'.")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the new head first.")
-@click.option("--fine-tune-epochs", type=int, default=_TRAIN.fine_tune_epochs, show_default=True)
-@click.option("--fine-tune-lr", type=float, default=None)
+@click.option(
+    "--fine-tune-epochs", type=click.IntRange(min=0), default=_TRAIN.fine_tune_epochs, show_default=True
+)
+@click.option("--fine-tune-lr", type=POSITIVE_FLOAT, default=None)
 @click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
 @click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
-def train_cmd(**opts):
+@click.pass_context
+def train_cmd(ctx, **opts):
     """Train MODEL on DATA into a run folder (models, config, history, plots, metrics)."""
     from kerascnn import models
     from kerascnn.train import TrainConfig, train
 
+    given = _given_train_fields(ctx)
     overrides = {op: opts.pop(op) for op in kaug.AugmentConfig.OPS}
     exclude = _parse_exclude(opts.pop("no_aug_for"))
     if exclude:
@@ -305,7 +350,7 @@ def train_cmd(**opts):
         augment_overrides={k: v for k, v in overrides.items() if v is not None},
     )
     try:
-        train(cfg, resume=resume)
+        train(cfg, resume=resume, given=given)
     except models.UnknownModelError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
 
@@ -314,9 +359,13 @@ def train_cmd(**opts):
 @click.argument("run_or_model")
 @click.option("--data", default=None, help="Dataset [default: the run's].")
 @click.option(
-    "--tta", type=int, default=1, show_default=True, help="Average the posteriors of N augmented copies."
+    "--tta",
+    type=POSITIVE_INT,
+    default=1,
+    show_default=True,
+    help="Average the posteriors of N augmented copies.",
 )
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
 @click.option("--json", "json_path", default=None, help="Write the metrics here.")
 @click.option("--confusion", default=None, help="Write the confusion matrix PNG here.")
 def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
@@ -388,28 +437,30 @@ def _floats(value: str | None, param_hint: str):
 @click.option(
     "--onnx", is_flag=True, help="Write ONNX (float; plus the int8 model when int8 TFLite is made)."
 )
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(min=7), default=17, show_default=True)
 @click.option(
     "--calibration-data", default=None, help="Images for int8 calibration [default: the run's data]."
 )
-@click.option("--calibration-steps", type=int, default=200, show_default=True, help="Calibration images.")
+@click.option(
+    "--calibration-steps", type=POSITIVE_INT, default=200, show_default=True, help="Calibration images."
+)
 @click.option(
     "--holdout",
-    type=int,
+    type=POSITIVE_INT,
     default=500,
     show_default=True,
     help="--quantize mixed: images held back from calibration to check the file on.",
 )
 @click.option(
     "--min-agreement",
-    type=float,
+    type=PERCENT,
     default=99.0,
     show_default=True,
     help="--quantize mixed: least top-1 agreement with Keras on the held-back images, in %.",
 )
 @click.option(
     "--max-drop",
-    type=float,
+    type=NON_NEGATIVE_FLOAT,
     default=None,
     help="--quantize mixed, labeled data: allowed top-1 loss in points (replaces --min-agreement).",
 )
@@ -427,13 +478,18 @@ def _floats(value: str | None, param_hint: str):
     "cameras and MediaPipe Tasks give them.",
 )
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning, then int8 TFLite.")
-@click.option("--qat-epochs", type=int, default=1, show_default=True)
-@click.option("--qat-lr", type=float, default=1e-4, show_default=True)
-@click.option("--prune", type=float, default=None, help="Target sparsity in (0, 1) (polynomial schedule).")
-@click.option("--prune-epochs", type=int, default=2, show_default=True)
+@click.option("--qat-epochs", type=POSITIVE_INT, default=1, show_default=True)
+@click.option("--qat-lr", type=POSITIVE_FLOAT, default=1e-4, show_default=True)
+@click.option(
+    "--prune",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Target sparsity in (0, 1) (polynomial schedule).",
+)
+@click.option("--prune-epochs", type=POSITIVE_INT, default=2, show_default=True)
 @click.option(
     "--train-fraction",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True),
     default=_TRAIN.train_fraction,
     show_default=True,
     help="Fraction of each class of the training data that QAT / pruning fine-tune on.",
@@ -505,23 +561,22 @@ def inspect_cmd(files, as_json, report):
             except (sensitivity.MixedPrecisionError, md.MetadataError, OSError) as e:
                 raise click.ClickException(str(e)) from None
         return
-    missing = False
+    failed = False  # a bad file is reported and the others are still printed; exit 1 at the end
     for path in files:
         try:
             meta = md.read_metadata(path)
+            standard, packed = None, {}
+            if meta is not None and str(path).lower().endswith(".tflite"):
+                standard = md.read_standard_metadata(path)
+                packed = md.associated_files(Path(path).read_bytes(), str(path))
         except (md.MetadataError, OSError) as e:
-            raise click.ClickException(str(e)) from None
+            click.echo(f"Error: {e}", err=True)
+            failed = True
+            continue
         if meta is None:
             click.echo(f"{path}: no kerascnn metadata", err=True)
-            missing = True
+            failed = True
             continue
-        standard = None
-        if str(path).lower().endswith(".tflite"):
-            try:
-                standard = md.read_standard_metadata(path)
-                files = md.associated_files(Path(path).read_bytes(), str(path))
-            except (md.MetadataError, OSError) as e:
-                raise click.ClickException(str(e)) from None
         if as_json:
             raw = json.loads(meta.to_json())
             if standard is not None:
@@ -530,11 +585,11 @@ def inspect_cmd(files, as_json, report):
             continue
         click.echo(f"{path}\n{meta.describe()}")
         if standard is not None:
-            click.echo(md.describe_standard(standard, files))
+            click.echo(md.describe_standard(standard, packed))
         elif str(path).lower().endswith(".tflite"):
             click.echo("TFLite Metadata: none (MediaPipe Tasks and ML Kit cannot preprocess this file)")
         click.echo()
-    if missing:
+    if failed:
         sys.exit(1)
 
 
@@ -543,16 +598,26 @@ def inspect_cmd(files, as_json, report):
 @click.option(
     "--data", required=True, help="Labeled dataset (its test split) or a folder of unlabeled images."
 )
-@click.option("--max-drop", type=float, default=1.0, show_default=True, help="Allowed top-1 loss in points.")
+@click.option(
+    "--max-drop",
+    type=NON_NEGATIVE_FLOAT,
+    default=1.0,
+    show_default=True,
+    help="Allowed top-1 loss in points.",
+)
 @click.option(
     "--min-agreement",
-    type=float,
+    type=PERCENT,
     default=90.0,
     show_default=True,
     help="Unlabeled data: least argmax agreement with Keras, in %.",
 )
-@click.option("--limit", type=int, default=None, help="Use this many images (a seeded random subset).")
-@click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
+@click.option(
+    "--limit", type=POSITIVE_INT, default=None, help="Use this many images (a seeded random subset)."
+)
+@click.option(
+    "--threads", type=POSITIVE_INT, default=None, help="Threads for TFLite/ONNX [default: runtime's]."
+)
 @click.option("--json", "json_path", default=None, help="Write the table as JSON here.")
 @click.option(
     "--mediapipe/--no-mediapipe",
@@ -586,9 +651,13 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
 
 @main.command("benchmark")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--batch", "batch_size", type=int, default=32, show_default=True)
-@click.option("--threads", type=int, default=None, help="Threads for TFLite/ONNX [default: runtime's].")
-@click.option("--runs", type=int, default=30, show_default=True, help="Timed calls per measurement (median).")
+@click.option("--batch", "batch_size", type=POSITIVE_INT, default=32, show_default=True)
+@click.option(
+    "--threads", type=POSITIVE_INT, default=None, help="Threads for TFLite/ONNX [default: runtime's]."
+)
+@click.option(
+    "--runs", type=POSITIVE_INT, default=30, show_default=True, help="Timed calls per measurement (median)."
+)
 @click.option(
     "--mediapipe/--no-mediapipe",
     default=True,
@@ -615,11 +684,13 @@ def benchmark_cmd(paths, batch_size, threads, runs, mediapipe):
 @click.option("--split", default=None, help="train or test (built-in data, train/test folders) [train].")
 @click.option("--mean", default=None, help="Normalization mean(s), pixel units [the run's, 127.5].")
 @click.option("--std", default=None, help="Normalization std(s), pixel units [the run's, 127.5].")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Start a new index instead of appending to --out.")
 @click.option("--eval", "evaluate", is_flag=True, help="precision@k and mAP: test queries, train gallery.")
 @click.option("--eval-k", default="1,5,10", show_default=True, help="The k of precision@k.")
-@click.option("--eval-queries", type=int, default=None, help="Evaluate on a random subset of the test split.")
+@click.option(
+    "--eval-queries", type=POSITIVE_INT, default=None, help="Evaluate on a random subset of the test split."
+)
 @click.option("--json", "json_path", default=None, help="Write the evaluation here.")
 def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, overwrite, evaluate, **opts):
     """Embed DATA with a model's feature extractor into a searchable index (L2-normalized vectors)."""
@@ -663,7 +734,7 @@ def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, over
 @main.command("search")
 @click.argument("index")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-k", type=int, default=5, show_default=True, help="Neighbours per query.")
+@click.option("-k", type=POSITIVE_INT, default=5, show_default=True, help="Neighbours per query.")
 @click.option("--model", default=None, help="Run folder or model file [default: the index's own].")
 @click.option("--backend", type=click.Choice(retrieval_backends()), default="auto", show_default=True)
 @click.option("--out", default="search_results", show_default=True, help="Folder for one PNG grid per query.")

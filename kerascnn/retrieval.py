@@ -33,6 +33,7 @@ import numpy as np
 
 from kerascnn import data as kdata
 from kerascnn.errors import KerascnnError
+from kerascnn.lock import WriteLock
 from kerascnn.runs import ModelFileError, Run, RunFileError, atomic_write_bytes, image_input_shape
 
 INDEX_FORMAT = 1
@@ -276,7 +277,12 @@ class Index:
             class_names=np.asarray(self.class_names, dtype=str),
             meta=np.asarray(json.dumps(self.meta)),
         )
-        atomic_write_bytes(path, buffer.getvalue())
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as e:  # a full disk: the old index (if any) is whole, no temporary file is left
+            raise RetrievalError(
+                f"cannot write the index {path}: {e.strerror or e} (it is unchanged)"
+            ) from None
         self.path = path
         return path
 
@@ -396,8 +402,14 @@ def build_index(
 ) -> tuple[Index, dict]:
     """Embed ``data`` into the index file ``out``: a new one, or appended to an existing one (made by
     the same model; images already in it are not embedded again). Returns the index and a report
-    (added, already indexed, skipped files with reasons)."""
-    out = Path(out)
+    (added, already indexed, skipped files with reasons). The index file is locked from reading the old
+    one to writing the new one: a second ``kerascnn index`` into the same file is refused at once (else
+    one of the two would silently drop the other's images)."""
+    with WriteLock.for_file(out):
+        return _build_index(extractor, data, Path(out), split, batch_size, overwrite, progress)
+
+
+def _build_index(extractor, data, out: Path, split, batch_size, overwrite, progress) -> tuple[Index, dict]:
     old = None
     if out.exists() and not overwrite:
         old = Index.load(out)

@@ -461,3 +461,113 @@ def test_android_flag_installs_the_int8_model_labels_and_metadata(run_dir, tmp_p
         result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "none"), *bad])
         assert result.exit_code != 0 and "--android" in result.output
         assert not (tmp_path / "none").exists()
+
+
+def _bad_files(exported, folder):
+    """A corpus of damaged files next to good ones: truncated and fake .tflite/.onnx/.keras/.h5, metadata
+    of the wrong type, and a .tflite whose packed metadata.json inflates to 40 MB (an archive bomb)."""
+    import io
+    import zipfile
+
+    import onnx
+
+    folder.mkdir()
+    shutil.copy(exported / "lenet5_float32.tflite", folder / "good.tflite")
+    tflite = (exported / "lenet5_float32.tflite").read_bytes()
+    (folder / "truncated.tflite").write_bytes(tflite[: len(tflite) // 2])
+    (folder / "fake.tflite").write_bytes(b"TFL3 this is no flatbuffer" * 10)
+    onnx_bytes = (exported / "lenet5.onnx").read_bytes()
+    (folder / "truncated.onnx").write_bytes(onnx_bytes[: len(onnx_bytes) // 3])
+    (folder / "fake.onnx").write_text("not a protobuf")
+    proto = onnx.load(str(exported / "lenet5.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == md.ONNX_KEY:
+            raw = json.loads(prop.value)
+            raw["labels"], raw["input_size"] = "T-shirt", ["28", 28]
+            prop.value = json.dumps(raw)
+    onnx.save(proto, str(folder / "mistyped.onnx"))
+    keras_bytes = (exported / "lenet5.keras").read_bytes()
+    (folder / "truncated.keras").write_bytes(keras_bytes[: len(keras_bytes) // 2])
+    (folder / "fake.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    buf = io.BytesIO()
+    buf.write(md.strip_tflite_metadata(tflite))
+    with zipfile.ZipFile(buf, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("metadata.json", b" " * (40 << 20))
+    (folder / "bomb.tflite").write_bytes(buf.getvalue())
+    assert (folder / "bomb.tflite").stat().st_size < 2 * len(tflite)
+    return folder
+
+
+BAD = ("truncated.tflite", "fake.tflite", "truncated.onnx", "fake.onnx", "mistyped.onnx", "truncated.keras",
+       "fake.h5", "bomb.tflite")  # fmt: skip
+
+
+def test_every_command_survives_a_corpus_of_bad_files(exported, tmp_path):
+    folder = _bad_files(exported, tmp_path / "bad")
+    runner = CliRunner()
+    report = tmp_path / "v.json"
+    result = runner.invoke(
+        main, ["validate", str(folder), "--data", "fashion_mnist", "--limit", "50", "--json", str(report),
+               "--no-mediapipe"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    rows = {r["file"]: r for r in json.loads(report.read_text())["rows"]}
+    assert rows["good.tflite"]["status"] == "ok", rows["good.tflite"]
+    for name in BAD:
+        assert rows[name]["status"] == "FAIL" and name in rows[name]["error"], (name, rows[name])
+    assert "wrong type" in rows["mistyped.onnx"]["error"] and "'labels'" in rows["mistyped.onnx"]["error"]
+    assert "more than 16 MB" in rows["bomb.tflite"]["error"]
+
+    result = runner.invoke(main, ["inspect", *(str(folder / n) for n in ("good.tflite", *BAD))])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "model        lenet5" in result.output  # the good file is still printed
+    for name in ("truncated.tflite", "fake.tflite", "truncated.onnx", "fake.onnx", "mistyped.onnx"):
+        assert str(folder / name) in result.output, name
+
+    result = runner.invoke(main, ["benchmark", str(folder), "--runs", "2", "--batch", "2", "--no-mediapipe"])
+    assert (
+        "Traceback" not in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    ), result.output
+    for name in ("good.tflite", *BAD):
+        assert name in result.output
+
+
+def test_a_model_with_two_outputs_is_a_clean_error(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(2)(x), keras.layers.Dense(3)(x)])
+    path = tmp_path / "two.keras"
+    model.save(path)
+    for args in (["export", str(path), "--out", str(tmp_path / "out")],
+                 ["evaluate", str(path), "--data", "fashion_mnist"]):  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert str(path) in result.output and "output" in result.output, result.output
+
+
+def test_export_out_an_existing_file_is_refused(exported, tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    result = CliRunner().invoke(
+        main, ["export", str(exported / "lenet5.keras"), "--tflite", "--out", str(target)]
+    )
+    assert result.exit_code != 0 and "--out" in result.output and str(target) in result.output
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["validate", "X", "--data", "fashion_mnist", "--max-drop", "-5"],
+     ["validate", "X", "--data", "fashion_mnist", "--limit", "-5"],
+     ["validate", "X", "--data", "fashion_mnist", "--min-agreement", "500"],
+     ["benchmark", "X", "--runs", "0"],
+     ["evaluate", "X", "--tta", "0"],
+     ["evaluate", "X", "--batch-size", "0"],
+     ["index", "X", "--data", "d", "--out", "o", "--batch-size", "0"]],
+)  # fmt: skip
+def test_nonsense_numbers_are_refused_naming_the_option(args):
+    result = CliRunner().invoke(main, args)
+    option = next(a for a in args if a.startswith("-") and a not in ("--data", "--out"))
+    assert result.exit_code == 2 and option in result.output, result.output
