@@ -193,11 +193,53 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The image files below ``folder``, by extension. A link that leads nowhere (broken, or a loop) is
+    listed too, so that decoding it fails and it is reported with the other unreadable files."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists()))
+    )
+
+
+def viewable(im):
+    """A Pillow image as an image viewer shows it, in 8-bit ``L`` or ``RGB``: the EXIF orientation
+    applied; 16-bit and 32-bit samples scaled to 8 bits (their most significant byte, as Pillow does for
+    16-bit RGB; not clipped at 255, which turns a 16-bit photo white); anything with transparency
+    (RGBA, LA, a palette with a transparent index) composited over white; CMYK, YCbCr and the other
+    modes converted by Pillow. An animation gives its first frame. The web demo's PNG decoder and the
+    Android core apply the same rules (mobile_demo/web/app/lib/png.js, Preprocess.kt)."""
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im).astype(np.int64)
+        if im.mode == "I" and wide.size and wide.max() > 65535:  # a 32-bit image: its own range
+            wide = wide * 65535 // max(1, int(wide.max()))
+        return Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), "L")
+    if im.mode == "F":
+        values = np.nan_to_num(np.asarray(im, np.float64))
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("L", "1") and "transparency" in im.info:  # a colour key (PNG tRNS)
+        im = im.convert("LA")
+    elif im.mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        composed = Image.alpha_composite(white, rgba).convert("RGB")
+        return composed.convert("L") if im.mode in ("LA", "La") else composed
+    if im.mode in ("L", "RGB"):
+        return im
+    return im.convert("RGB")
 
 
 def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Decode one image file to uint8 (H, W, C) at ``size`` = (height, width), converting channels.
+    """Decode one image file to uint8 (H, W, C) at ``size`` = (height, width): :func:`viewable`, then
+    Pillow's ``convert("L")``/``convert("RGB")`` and a bilinear resize.
 
     Raises ``OSError``/``ValueError`` (from Pillow) for unreadable files.
     """
@@ -205,7 +247,7 @@ def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        im = im.convert("L" if channels == 1 else "RGB")
+        im = viewable(im).convert("L" if channels == 1 else "RGB")
         if im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
@@ -376,7 +418,7 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
             labels += [label] * len(found)
     if not files:
         raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
-    ids = [str(p.resolve()) for p in files]
+    ids = [os.path.realpath(p) for p in files]  # (no error for a symlink loop: it is skipped when read)
 
     def read_files(positions):
         decoded = _decode_many([files[i] for i in positions], size, channels)

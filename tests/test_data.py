@@ -122,3 +122,66 @@ def test_pipeline_batches_normalises_and_oversamples():
     assert x.shape == (100, 4, 4, 1) and np.allclose(x, 1.0)
     assert y.shape == (100, 2)
     assert 35 <= y[:, 1].sum() <= 65  # the 10% class drawn about half the time
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding as a viewer shows the image
+# ------------------------------------------------------------------------------------------------
+
+
+def _viewer_corpus(folder):
+    """Images whose naive decoding is wrong, each with the 8-bit RGB a viewer shows (at 16x8)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    ramp = np.tile(np.linspace(0, 65535, 16).astype(np.uint16), (8, 1))
+    Image.fromarray(ramp).save(folder / "gray16.png")  # mode I;16: a 16-bit scan, not a white page
+    expected["gray16.png"] = np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, -1)
+    upright = np.zeros((8, 16, 3), np.uint8)
+    upright[:, :8] = (200, 30, 30)  # red left half, black right half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the camera stored it sideways
+    Image.fromarray(np.rot90(upright, 1).copy()).save(
+        folder / "rotated.jpg", exif=exif, quality=100, subsampling=0
+    )
+    expected["rotated.jpg"] = upright
+    rgba = np.zeros((8, 16, 4), np.uint8)
+    rgba[..., :3], rgba[:, :8, 3] = (10, 120, 250), 255  # right half fully transparent
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    expected["alpha.png"] = np.where(np.arange(16)[None, :, None] < 8, (10, 120, 250), 255).repeat(8, 0)
+    palette = Image.fromarray(np.where(np.arange(16)[None, :] < 8, 0, 1).repeat(8, 0).astype(np.uint8), "P")
+    palette.putpalette([0, 200, 0, 0, 0, 0] + [0] * 762)
+    palette.save(folder / "palette.png", transparency=1)  # index 1 is transparent
+    expected["palette.png"] = np.where(np.arange(16)[None, :, None] < 8, (0, 200, 0), 255).repeat(8, 0)
+    Image.new("CMYK", (16, 8), (0, 255, 255, 0)).save(folder / "cmyk.jpg", quality=100)  # red ink
+    expected["cmyk.jpg"] = np.full((8, 16, 3), (255, 0, 0), np.uint8)
+    frames = [Image.new("RGB", (16, 8), c) for c in ((0, 0, 255), (255, 255, 0))]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    expected["animated.gif"] = np.full((8, 16, 3), (0, 0, 255), np.uint8)  # the first frame
+    return expected
+
+
+def test_decoding_shows_what_a_viewer_shows(tmp_path):
+    for name, want in _viewer_corpus(tmp_path).items():
+        got = kdata.decode_image(tmp_path / name, (8, 16), 3)
+        assert got.shape == want.shape, name
+        tolerance = 6 if name.endswith(".jpg") else 0  # JPEG rounding
+        assert np.abs(got.astype(int) - want).max() <= tolerance, (name, got[0, ::4], want[0, ::4])
+    gray = kdata.decode_image(tmp_path / "gray16.png", (8, 16), 1)
+    assert 0 < gray.mean() < 255 and gray[0, -1, 0] == 255 and gray[0, 0, 0] == 0
+
+
+def test_unreadable_files_are_listed_symlink_loops_too(tmp_path):
+    import os
+
+    from kerascnn.data import open_images
+
+    root = make_folder(tmp_path / "pets", per_class=4)
+    os.symlink(root / "cat" / "loop.png", root / "cat" / "loop.png")  # a link to itself
+    os.symlink(tmp_path / "nowhere.jpg", root / "dog" / "gone.jpg")
+    ds = kdata.load_dataset(str(root), (16, 16), 3, val_split=0.25)
+    skipped = dict(ds.skipped)
+    assert set(skipped) == {str(root / "cat" / "loop.png"), str(root / "dog" / "gone.jpg")}
+    assert "symbolic links" in skipped[str(root / "cat" / "loop.png")]
+    source = open_images(str(root), (16, 16), 3)
+    _, good, bad = source.read(list(range(len(source.ids))))
+    assert len(good) == 8 and len(bad) == 2

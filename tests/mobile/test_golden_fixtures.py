@@ -1,12 +1,13 @@
 """Golden fixtures shared with the phone front ends: mobile_demo/android/core (Kotlin), mobile_demo/web (JS).
 
 The Python preprocessing that `kerascnn validate` applies (``kerascnn.data.decode_image``: Pillow decode,
-``convert("L"|"RGB")``, bilinear resize to the input size; then the file's metadata: ``(x - mean) / std``
-in float32 and, for int8/uint8 inputs, ``round_half_even(x / scale) + zero_point`` clipped) is run on
-sample PNGs for several input configurations. The resulting input tensors are the fixtures; the Kotlin
-and JS tests must produce the same bytes from the same pixels. So that neither needs Pillow's decoder,
-each image's decoded pixels are given too, as Android's ``Bitmap.getPixels`` returns them: one
-little-endian 32-bit ARGB int per pixel, row-major.
+``viewable`` (16-bit samples to 8 bits, transparency composited over white), ``convert("L"|"RGB")``,
+bilinear resize to the input size; then the file's metadata: ``(x - mean) / std`` in float32 and, for
+int8/uint8 inputs, ``round_half_even(x / scale) + zero_point`` clipped) is run on sample PNGs for several
+input configurations. The resulting input tensors are the fixtures; the Kotlin and JS tests must produce
+the same bytes from the same pixels. So that neither needs Pillow's decoder, each image's decoded pixels
+are given too, before the composite, as Android's ``Bitmap.getPixels`` returns them: one little-endian
+32-bit ARGB int per pixel (not premultiplied), row-major.
 
 Postprocessing fixtures (dequantize, softmax for logits, top-3) and the metadata embedded in the demo
 models' ``.tflite`` files are written alongside.
@@ -67,7 +68,8 @@ CONFIGS = {
 
 def _images() -> dict[str, Image.Image]:
     """Sample images covering the decode paths: grayscale, RGB downscaled (with Pillow's antialiasing
-    support) and upscaled, non-square, and RGBA (alpha dropped by convert("RGB"), not composited)."""
+    support) and upscaled, non-square, RGBA with every level of alpha and a palette image with a tRNS
+    chunk (both composited over white), and a 16-bit grayscale image (its most significant byte)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:47, 0:61]
     photo = np.stack([xx * 4, yy * 5, (xx + yy) * 2], -1) + rng.integers(0, 40, (47, 61, 3))
@@ -77,17 +79,28 @@ def _images() -> dict[str, Image.Image]:
     rgba = np.concatenate(
         [rng.integers(0, 256, (40, 40, 3)), np.tile(np.arange(40) * 6, (40, 1))[..., None]], -1
     )
+    palette = Image.fromarray(np.clip(photo[5:32, 10:43], 0, 255).astype(np.uint8), "RGB").quantize(16)
+    # alpha per palette entry: opaque, fully transparent and partial; the last entries have none (255)
+    palette.info["transparency"] = bytes([255, 0, 128, 30, 200, 0, 77, 255, 10, 250, 64, 180])
+    wide = np.add.outer(np.arange(30) * 1800, np.arange(26) * 500) + rng.integers(0, 256, (30, 26))
     return {
         "gray_28x28": Image.fromarray(gray, "L"),
         "photo_61x47": Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8), "RGB"),
         "small_20x15": Image.fromarray(small, "RGB"),
         "rgba_40x40": Image.fromarray(rgba.astype(np.uint8), "RGBA"),
+        "palette_trns_33x27": palette,
+        "gray16_26x30": Image.fromarray(wide.astype(np.uint16)),  # mode I;16
     }
 
 
-def _argb(image: Image.Image) -> bytes:
-    """Decoded pixels as Android's Bitmap.getPixels gives them: 0xAARRGGBB ints, little-endian."""
-    rgba = np.asarray(image.convert("RGBA"), np.uint32)
+def _argb(png: bytes) -> bytes:
+    """The PNG's decoded pixels as Android's Bitmap.getPixels gives them: 0xAARRGGBB ints, not
+    premultiplied, little-endian. Alpha from the alpha channel or tRNS chunk; 16-bit samples as the 8-bit
+    values ``viewable`` takes (the most significant byte)."""
+    with Image.open(io.BytesIO(png)) as image:
+        if image.mode == "I;16":
+            image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8), "L")
+        rgba = np.asarray(image.convert("RGBA"), np.uint32)
     argb = (rgba[..., 3] << 24) | (rgba[..., 0] << 16) | (rgba[..., 1] << 8) | rgba[..., 2]
     return argb.astype("<u4").tobytes()
 
@@ -146,7 +159,7 @@ def _generate() -> dict[str, bytes]:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         files[f"images/{name}.png"] = buffer.getvalue()
-        files[f"pixels/{name}.argb"] = _argb(image)
+        files[f"pixels/{name}.argb"] = _argb(files[f"images/{name}.png"])
     with tempfile.TemporaryDirectory() as tmp:
         for name, image in _images().items():
             png = Path(tmp) / f"{name}.png"

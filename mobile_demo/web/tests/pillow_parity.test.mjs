@@ -1,9 +1,9 @@
 // Parity of the page's image pipeline with Pillow beyond the golden fixtures: PNG files of every colour
-// type, bit depth and interlacing (written by this test's encoder, and by Pillow itself), random sizes
-// and target sizes (both resize pass orders, up- and downscaling), grayscale and RGB, float32/int8/uint8
-// inputs. Python computes the reference tensors exactly as `kerascnn validate` does
-// (tools/pillow_reference.py); the JS pipeline (app/lib/png.js + app/lib/preprocess.js) must give the
-// same bytes.
+// type, bit depth and interlacing, with and without transparency (written by this test's encoder, and by
+// Pillow itself), random sizes and target sizes (both resize pass orders, up- and downscaling), grayscale
+// and RGB, float32/int8/uint8 inputs. Python computes the reference tensors exactly as `kerascnn
+// validate` does (tools/pillow_reference.py); the JS pipeline (app/lib/png.js + app/lib/preprocess.js)
+// must give the same bytes.
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -41,6 +41,9 @@ const DEPTHS = { 0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6
 let dir;
 const cases = [];
 
+/** A tRNS colour key: each sample as 2 big-endian bytes. */
+const keyBytes = (samples) => Uint8Array.from(samples.flatMap((v) => [v >> 8, v & 0xff]));
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "kerascnn-web-parity-"));
   const random = rng(20240607);
@@ -57,8 +60,15 @@ before(async () => {
         const max = colorType === "3" ? (1 << Math.min(bitDepth, 8)) - 1 : 2 ** bitDepth - 1;
         const entries = Math.min(max + 1, 256);
         const palette = colorType === "3" ? Uint8Array.from({ length: entries * 3 }, () => int(0, 255)) : undefined;
-        const trns = colorType === "3" ? Uint8Array.from({ length: Math.min(entries, 7) }, () => int(0, 255)) : undefined;
         const pixels = Array.from({ length: width * height }, () => Array.from({ length: channels }, () => int(0, max)));
+        // tRNS: alpha for the first palette entries; for gray and RGB, in the interlaced files (the others
+        // have none), a random pixel's samples as the colour key, 2 bytes each.
+        let trns;
+        if (colorType === "3") {
+          trns = Uint8Array.from({ length: Math.min(entries, 7) }, () => int(0, 255));
+        } else if ((colorType === "0" || colorType === "2") && interlace) {
+          trns = keyBytes(pixels[int(0, pixels.length - 1)]);
+        }
         const png = encodePng({ width, height, colorType: Number(colorType), bitDepth, interlace, palette, trns, sample: (x, y) => pixels[y * width + x] });
         const path = join(dir, `enc_${n++}_ct${colorType}_d${bitDepth}${interlace ? "_i" : ""}.png`);
         writeFileSync(path, png);
@@ -66,11 +76,32 @@ before(async () => {
       }
     }
   }
+  // Colour keys that Pillow matches unlike the PNG spec (the key's low byte against the 8-bit value): a
+  // 2/4-bit gray key equal to a scaled value, 1-bit keys, a 16-bit RGB key whose low bytes are a pixel's
+  // high bytes, and a 16-bit gray key (ignored).
+  const keyed = [
+    [0, 2, [85], [[0], [1], [2], [3]]],
+    [0, 2, [1], [[0], [1], [2], [3]]],
+    [0, 4, [17], [[0], [1], [15], [2]]],
+    [0, 1, [1], [[0], [1]]],
+    [0, 1, [0], [[0], [1]]],
+    [0, 16, [0x1234], [[0x1234], [0x8000]]],
+    [2, 16, [0x12, 0x34, 0x56], [[0x1200, 0x3400, 0x5600], [0x1234, 0x3456, 0x5678], [0x12, 0x34, 0x56]]],
+  ];
+  for (const [colorType, bitDepth, key, samples] of keyed) {
+    const sample = (x, y) => samples[(x + y) % samples.length];
+    const png = encodePng({ width: 5, height: 3, colorType, bitDepth, trns: keyBytes(key), sample });
+    const path = join(dir, `key_${n++}_ct${colorType}_d${bitDepth}.png`);
+    writeFileSync(path, png);
+    files.push(path);
+  }
   // PNGs written by Pillow itself.
   const written = [];
-  for (const [i, mode] of ["L", "LA", "RGB", "RGBA", "P", "1", "I;16"].entries()) {
+  const modes = ["L", "LA", "RGB", "RGBA", "P", "1", "I;16"].map((mode) => [mode, false]);
+  modes.push(["P", true], ["RGB", true], ["L", true], ["I;16", true]); // with a tRNS chunk
+  for (const [i, [mode, transparent]] of modes.entries()) {
     const path = join(dir, `pil_${i}.png`);
-    written.push({ write_png: path, mode, size: [int(2, 80), int(2, 80)], seed: i });
+    written.push({ write_png: path, mode, transparent, size: [int(2, 80), int(2, 80)], seed: i });
     files.push(path);
   }
   // Target sizes: random, plus sizes that exercise both pass orders and one-pass resizes.

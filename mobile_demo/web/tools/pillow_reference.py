@@ -4,10 +4,11 @@ Reads a JSON job list on stdin: [{"png": path, "config": {input_size, channels, 
 input_quantization}}, ...] and prints one JSON list: for each job the tensor bytes (base64, little-endian),
 dtype and shape, computed exactly as tests/mobile/test_golden_fixtures.py does: kerascnn.data.decode_image
 (Pillow) then ModelMetadata.normalize and, for int8/uint8 inputs, kerascnn.export.runtime.quantize.
-Also, for {"write_png": path, "mode": ..., "size": [w, h], "seed": n} jobs, writes a random image of that
-Pillow mode with Pillow's own PNG encoder first (so the page's decoder is checked on Pillow-written files),
-and for {"write_jpeg": path, "from": png, "size": [w, h], "quality": q, "subsampling": s} jobs, a JPEG made
-from a PNG (for the browser-decoder path of the e2e tests).
+Also, for {"write_png": path, "mode": ..., "size": [w, h], "seed": n, "transparent": bool} jobs, writes a
+random image of that Pillow mode with Pillow's own PNG encoder first (so the page's decoder is checked on
+Pillow-written files; "transparent": with a tRNS chunk, see write_png), and for {"write_jpeg": path, "from":
+png, "size": [w, h], "quality": q, "subsampling": s} jobs, a JPEG made from a PNG (for the browser-decoder
+path of the e2e tests).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from kerascnn.export.metadata import ModelMetadata
 from kerascnn.export.runtime import quantize
 
 
-def write_png(path: str, mode: str, size, seed: int) -> None:
+def write_png(path: str, mode: str, size, seed: int, transparent: bool = False) -> None:
+    """A random image; ``transparent``: with a tRNS chunk, a random alpha per palette entry for "P", else
+    the first pixel's value as the colour key (so that at least one pixel matches it)."""
     rng = np.random.default_rng(seed)
     w, h = size
     if mode == "I;16":
@@ -37,7 +40,13 @@ def write_png(path: str, mode: str, size, seed: int) -> None:
         bands = Image.getmodebands(mode)
         shape = (h, w) if bands == 1 else (h, w, bands)
         image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
-    image.save(path, format="PNG")
+    options = {}
+    if transparent:
+        if mode == "P":
+            options["transparency"] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        else:
+            options["transparency"] = image.getpixel((0, 0))
+    image.save(path, format="PNG", **options)
 
 
 def tensor(png: str, config: dict) -> dict:
@@ -62,7 +71,7 @@ def main() -> None:
                 )
             out.append({"written": job["write_jpeg"]})
         elif "write_png" in job:
-            write_png(job["write_png"], job["mode"], job["size"], job["seed"])
+            write_png(job["write_png"], job["mode"], job["size"], job["seed"], job.get("transparent", False))
             out.append({"written": job["write_png"]})
         else:
             out.append(tensor(job["png"], job["config"]))

@@ -5,7 +5,7 @@
 // a level or so in some pixels, so only PNG input is guaranteed bit-identical to `kerascnn validate`.
 import { decodePng, isPng } from "./png.js";
 
-export async function decodeImageFile(blob, { exifRotate = false } = {}) {
+export async function decodeImageFile(blob, { exifRotate = true } = {}) {
   const bytes = new Uint8Array(await blob.arrayBuffer());
   if (isPng(bytes)) {
     const png = await decodePng(bytes);

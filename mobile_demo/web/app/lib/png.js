@@ -4,9 +4,16 @@
 // apply gAMA/ICC colour management, which Pillow does not.
 //
 // Supported: every colour type (gray, RGB, palette, gray+alpha, RGBA), bit depths 1/2/4/8/16, Adam7
-// interlacing, tRNS (ignored for the colour values, as Pillow's convert("RGB"/"L") ignores it).
-// 16-bit samples: Pillow keeps the most significant byte for RGB/RGBA/LA ("RGB;16B" etc.); a 16-bit
-// grayscale image opens as mode "I;16" whose conversion to L/RGB clips the value to 255.
+// interlacing, tRNS. The values are those kerascnn.data.viewable composites over white (preprocess.js
+// does that step):
+// - 16-bit samples keep their most significant byte: Pillow's "RGB;16B" etc. for RGB/RGBA/LA, and
+//   viewable's v >> 8 for 16-bit grayscale (which Pillow opens as "I;16").
+// - tRNS becomes the alpha byte. Palette: one alpha per index, 255 past the chunk's end. Gray and RGB
+//   colour keys (alpha 0 where a pixel matches) are matched as Pillow's convert("LA"/"RGBA") matches
+//   them: the low byte of each key against the 8-bit value (for 2/4-bit gray the scaled value, for
+//   16-bit RGB the most significant byte), a 1-bit key as 0 or 255; a 16-bit gray key not at all
+//   (viewable reads the "I;16" samples without it). Pillow fails on a gray/RGB key shorter than 2/6
+//   bytes and on a palette tRNS of more than 256 entries, so this decoder does too.
 // Inflate uses DecompressionStream("deflate") (zlib format), available in browsers and node >= 18.
 
 export class PngError extends Error {}
@@ -74,8 +81,8 @@ function unfilter(data, pos, width, height, bpp, bitsPerPixel) {
 
 /**
  * Decode PNG bytes to {width, height, rgba, colorType, bitDepth, interlaced}: rgba holds the colour
- * values Pillow's convert("RGB") would see (gray replicated to R=G=B, palette looked up) and the alpha
- * (255 where the image has none).
+ * values Pillow's convert("RGBA") would see (gray replicated to R=G=B, palette looked up) and the alpha
+ * of the alpha channel or tRNS chunk (255 where the image has neither).
  */
 export async function decodePng(bytes) {
   if (!isPng(bytes)) throw new PngError("not a PNG file");
@@ -83,6 +90,7 @@ export async function decodePng(bytes) {
   let pos = 8;
   let header = null;
   let palette = null;
+  let trns = null;
   const idat = [];
   while (pos + 8 <= bytes.length) {
     const len = dv.getUint32(pos);
@@ -99,6 +107,8 @@ export async function decodePng(bytes) {
       };
     } else if (type === "PLTE") {
       palette = body;
+    } else if (type === "tRNS") {
+      trns = body;
     } else if (type === "IDAT") {
       idat.push(body);
     } else if (type === "IEND") {
@@ -137,6 +147,24 @@ export async function decodePng(bytes) {
     const bit = (x * channels + ch) * bitDepth;
     return (rows[rowStart + (bit >> 3)] >> (8 - bitDepth - (bit & 7))) & maxSample;
   };
+  const to8 = (v) => {
+    if (bitDepth === 16) return v >> 8;
+    if (bitDepth === 8) return v;
+    return Math.round((v * 255) / maxSample); // 1/2/4-bit gray: 0..255 in equal steps (x255, x85, x17)
+  };
+  // tRNS: the palette's alpha table, or the colour key as 8-bit values (null: none; see the header).
+  const alpha = new Uint8Array(256).fill(255);
+  let key = null;
+  if (trns && colorType === 3) {
+    if (trns.length > 256) throw new PngError("png: tRNS chunk with more than 256 entries");
+    alpha.set(trns);
+  } else if (trns && (colorType === 0 || colorType === 2)) {
+    if (trns.length < (colorType === 2 ? 6 : 2)) throw new PngError("png: truncated tRNS chunk");
+    const raw = (i) => (trns[i * 2] << 8) | trns[i * 2 + 1];
+    if (colorType === 2) key = [raw(0) & 0xff, raw(1) & 0xff, raw(2) & 0xff];
+    else if (bitDepth === 1) key = raw(0) ? 255 : 0;
+    else if (bitDepth !== 16) key = raw(0) & 0xff;
+  }
   const put = (rows, rowStart, x, target) => {
     const o = target * 4;
     if (colorType === 3) {
@@ -146,24 +174,19 @@ export async function decodePng(bytes) {
         rgba[o + 1] = palette[idx * 3 + 1];
         rgba[o + 2] = palette[idx * 3 + 2];
       } // indices past the palette decode as black, like Pillow's zero-filled palette
-      rgba[o + 3] = 255;
+      rgba[o + 3] = alpha[idx];
       return;
     }
-    const to8 = (v) => {
-      if (bitDepth === 16) return v >> 8;
-      if (bitDepth === 8) return v;
-      return Math.round((v * 255) / maxSample); // 1/2/4-bit gray: 0..255 in equal steps (x255, x85, x17)
-    };
     if (colorType === 0 || colorType === 4) {
-      let g = sample(rows, rowStart, x, 0);
-      g = colorType === 0 && bitDepth === 16 ? Math.min(g, 255) : to8(g); // I;16 -> L clips
+      const g = to8(sample(rows, rowStart, x, 0));
       rgba[o] = rgba[o + 1] = rgba[o + 2] = g;
-      rgba[o + 3] = colorType === 4 ? to8(sample(rows, rowStart, x, 1)) : 255;
+      rgba[o + 3] = colorType === 4 ? to8(sample(rows, rowStart, x, 1)) : g === key ? 0 : 255;
     } else {
-      rgba[o] = to8(sample(rows, rowStart, x, 0));
-      rgba[o + 1] = to8(sample(rows, rowStart, x, 1));
-      rgba[o + 2] = to8(sample(rows, rowStart, x, 2));
-      rgba[o + 3] = colorType === 6 ? to8(sample(rows, rowStart, x, 3)) : 255;
+      const r = (rgba[o] = to8(sample(rows, rowStart, x, 0)));
+      const g = (rgba[o + 1] = to8(sample(rows, rowStart, x, 1)));
+      const b = (rgba[o + 2] = to8(sample(rows, rowStart, x, 2)));
+      if (colorType === 6) rgba[o + 3] = to8(sample(rows, rowStart, x, 3));
+      else rgba[o + 3] = key && r === key[0] && g === key[1] && b === key[2] ? 0 : 255;
     }
   };
 

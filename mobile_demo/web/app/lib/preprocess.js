@@ -1,12 +1,22 @@
 // The preprocessing of `kerascnn validate`, bit for bit (kerascnn/data.py::decode_image, then
 // export/runtime.py::Predictor.prepare):
-//   Pillow convert("L" | "RGB")  ->  Pillow resize((W, H), BILINEAR)  ->  (float32(p) - mean) / std in
-//   float32  ->  for int8/uint8 inputs: clip(round_half_even(x / scale) + zero_point).
-// Input pixels are RGBA bytes (canvas ImageData order, or the PNG decoder in png.js); alpha is dropped,
-// never composited, as Pillow's RGBA->RGB and RGBA->L conversions do.
+//   viewable(): composite over white  ->  Pillow convert("L" | "RGB")  ->  Pillow resize((W, H),
+//   BILINEAR)  ->  (float32(p) - mean) / std in float32  ->  for int8/uint8 inputs:
+//   clip(round_half_even(x / scale) + zero_point).
+// Input pixels are RGBA bytes, not premultiplied (canvas ImageData order, or the PNG decoder in png.js);
+// transparent pixels show the white behind them, as in an image viewer.
 
 /**
- * Pillow's ImagingConvert to "L" or "RGB" from RGBA bytes.
+ * One colour value c over opaque white with alpha a: Pillow's Image.alpha_composite(white, src) in its
+ * integer arithmetic (equal to Pillow for all 65536 (c, a) pairs; a = 255 gives c back).
+ */
+export function overWhite(c, a) {
+  const t = (c * a + 255 * (255 - a)) * 128 + 16384;
+  return (((t >> 8) + t) >> 8) >> 7;
+}
+
+/**
+ * viewable()'s composite over white, then Pillow's ImagingConvert to "L" or "RGB", from RGBA bytes.
  * Returns {width, height, bands, data}: bands = 1 (L, one byte per pixel) or 3 (RGB, 3 bytes per pixel).
  * RGB->L is Pillow's L24 fixed-point formula: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
  */
@@ -16,16 +26,21 @@ export function convertRGBA(rgba, width, height, channels) {
   if (channels === 1) {
     const out = new Uint8Array(n);
     for (let i = 0, p = 0; i < n; i++, p += 4) {
-      out[i] = (rgba[p] * 19595 + rgba[p + 1] * 38470 + rgba[p + 2] * 7471 + 0x8000) >>> 16;
+      const a = rgba[p + 3];
+      const r = overWhite(rgba[p], a);
+      const g = overWhite(rgba[p + 1], a);
+      const b = overWhite(rgba[p + 2], a);
+      out[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
     }
     return { width, height, bands: 1, data: out };
   }
   if (channels !== 3) throw new RangeError(`channels must be 1 or 3, got ${channels}`);
   const out = new Uint8Array(n * 3);
   for (let i = 0, p = 0, q = 0; i < n; i++, p += 4, q += 3) {
-    out[q] = rgba[p];
-    out[q + 1] = rgba[p + 1];
-    out[q + 2] = rgba[p + 2];
+    const a = rgba[p + 3];
+    out[q] = overWhite(rgba[p], a);
+    out[q + 1] = overWhite(rgba[p + 1], a);
+    out[q + 2] = overWhite(rgba[p + 2], a);
   }
   return { width, height, bands: 3, data: out };
 }

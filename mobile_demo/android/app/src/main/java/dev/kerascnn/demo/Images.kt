@@ -18,7 +18,8 @@ object Images {
     /**
      * A picked image, decoded as `kerascnn validate` would see it (the whole picture, resized later by
      * the core's Pillow-exact bilinear filter). ImageDecoder (Android 9+) applies the EXIF rotation,
-     * which Pillow's `Image.open` does not; photos larger than [MAX_SIDE] are decoded smaller first.
+     * as `kerascnn validate` does (`kerascnn.data.viewable`); the core composites transparency over
+     * white. Photos larger than [MAX_SIDE] are decoded smaller first.
      */
     fun decode(context: Context, uri: Uri): Bitmap {
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.P) {

@@ -52,22 +52,33 @@ class InputTensor(val dtype: String, val shape: IntArray, val bytes: ByteArray, 
 
 /**
  * The input preprocessing of `kerascnn validate`, bit for bit, from Android's `Bitmap.getPixels` ints
- * (0xAARRGGBB):
+ * (0xAARRGGBB, not premultiplied):
  *
- * 1. Pillow's `convert("L")` (ITU-R 601-2 luma, `(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`) for one
- *    channel, or `convert("RGB")` (alpha dropped, not composited) for three;
- * 2. when the size differs, Pillow 13's `resize((W, H), BILINEAR)`: a port of `ImagingResample` for
+ * 1. the pixels over opaque white, as an image viewer shows them (`kerascnn.data.viewable`: Pillow's
+ *    `Image.alpha_composite(white, image)`, see [overWhite]); opaque pixels are unchanged;
+ * 2. Pillow's `convert("L")` (ITU-R 601-2 luma, `(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`) for one
+ *    channel, or `convert("RGB")` for three;
+ * 3. when the size differs, Pillow 13's `resize((W, H), BILINEAR)`: a port of `ImagingResample` for
  *    8-bit images (src/libImaging/Resample.c), a separable two-pass filter whose support widens by
  *    the downscale factor (antialiasing), fixed-point coefficients with 22 fractional bits, the
  *    passes in Pillow's order;
- * 3. `(float32(pixel) - float32(mean)) / float32(std)` in float32;
- * 4. for int8/uint8 inputs, `clip(round_half_even(x / float32(scale)) + zero_point)`.
+ * 4. `(float32(pixel) - float32(mean)) / float32(std)` in float32;
+ * 5. for int8/uint8 inputs, `clip(round_half_even(x / float32(scale)) + zero_point)`.
  */
 object Preprocess {
     /** Pillow's PRECISION_BITS: 32 - 8 bits for the result - 2 bits for overflow. */
     private const val PRECISION_BITS = 32 - 8 - 2
 
-    /** Pillow's `convert("L" if channels == 1 else "RGB")` of ARGB pixels. */
+    /**
+     * Colour value [c] (0-255) with alpha [a] over opaque white: Pillow's `alpha_composite` in its own
+     * integer arithmetic (the same result for all 65536 pairs); `a == 255` gives [c] back.
+     */
+    fun overWhite(c: Int, a: Int): Int {
+        val t = (c * a + 255 * (255 - a)) * 128 + 16384
+        return (((t shr 8) + t) shr 8) shr 7
+    }
+
+    /** ARGB pixels over white ([overWhite]), then Pillow's `convert("L" if channels == 1 else "RGB")`. */
     fun fromArgb(argb: IntArray, width: Int, height: Int, channels: Int): Image8 {
         require(width > 0 && height > 0) { "image size must be > 0, got ${width}x$height" }
         require(argb.size == width * height) { "expected ${width * height} pixels for ${width}x$height, got ${argb.size}" }
@@ -76,9 +87,10 @@ object Preprocess {
         val data = IntArray(n * channels)
         for (i in 0 until n) {
             val p = argb[i]
-            val r = (p shr 16) and 0xFF
-            val g = (p shr 8) and 0xFF
-            val b = p and 0xFF
+            val a = p ushr 24
+            val r = overWhite((p shr 16) and 0xFF, a)
+            val g = overWhite((p shr 8) and 0xFF, a)
+            val b = overWhite(p and 0xFF, a)
             if (channels == 1) {
                 data[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) shr 16
             } else {

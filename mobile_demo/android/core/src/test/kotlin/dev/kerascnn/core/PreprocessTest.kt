@@ -17,16 +17,33 @@ class PreprocessTest {
 
     @Test
     fun grayscaleIsPillowsFixedPointLuma() {
-        val pixels = intArrayOf(argb(255, 0, 0), argb(0, 255, 0), argb(0, 0, 255), argb(255, 255, 255), argb(10, 200, 30, 0))
+        val pixels = intArrayOf(argb(255, 0, 0), argb(0, 255, 0), argb(0, 0, 255), argb(255, 255, 255), argb(10, 200, 30))
         val image = Preprocess.fromArgb(pixels, 5, 1, 1)
-        // (R*19595 + G*38470 + B*7471 + 0x8000) >> 16; alpha ignored
+        // (R*19595 + G*38470 + B*7471 + 0x8000) >> 16
         assertArrayEquals(intArrayOf(76, 150, 29, 255, (10 * 19595 + 200 * 38470 + 30 * 7471 + 0x8000) shr 16), image.data)
     }
 
     @Test
-    fun rgbDropsAlphaWithoutCompositing() {
-        val image = Preprocess.fromArgb(intArrayOf(argb(1, 2, 3, 0), argb(250, 128, 7, 17)), 2, 1, 3)
-        assertArrayEquals(intArrayOf(1, 2, 3, 250, 128, 7), image.data)
+    fun overWhiteIsPillowsAlphaComposite() {
+        // (c, a, Pillow's Image.alpha_composite(white, (c, c, c, a))), computed with Pillow 13
+        val pillow = arrayOf(
+            intArrayOf(0, 0, 255), intArrayOf(0, 1, 254), intArrayOf(1, 2, 253), intArrayOf(0, 128, 127),
+            intArrayOf(128, 128, 191), intArrayOf(10, 200, 63), intArrayOf(100, 50, 225), intArrayOf(200, 100, 233),
+            intArrayOf(250, 17, 255), intArrayOf(17, 254, 18), intArrayOf(255, 0, 255), intArrayOf(77, 255, 77)
+        )
+        for ((c, a, expected) in pillow) assertEquals("c=$c a=$a", expected, Preprocess.overWhite(c, a))
+        for (c in 0..255) assertEquals("opaque c=$c", c, Preprocess.overWhite(c, 255))
+    }
+
+    @Test
+    fun transparentPixelsAreCompositedOverWhite() {
+        // Pillow: Image.alpha_composite(white, rgba).convert("RGB") and then .convert("L")
+        val pixels = intArrayOf(argb(10, 200, 30, 0), argb(10, 200, 30, 128), argb(250, 128, 7, 17), argb(1, 2, 3))
+        assertArrayEquals(
+            intArrayOf(255, 255, 255, 132, 227, 142, 255, 247, 238, 1, 2, 3),
+            Preprocess.fromArgb(pixels, 4, 1, 3).data
+        )
+        assertArrayEquals(intArrayOf(255, 189, 248, 2), Preprocess.fromArgb(pixels, 4, 1, 1).data)
     }
 
     @Test
