@@ -548,17 +548,24 @@ def retrieval_metrics(
     query_labels: np.ndarray,
     ks: Sequence[int] = (1, 5, 10),
     chunk: int = 128,
+    self_index: np.ndarray | None = None,
 ) -> dict:
     """precision@k (the fraction of the k nearest that share the query's label) and mAP (mean over
-    queries of the average precision over the whole ranked gallery), ranking by inner product."""
+    queries of the average precision over the whole ranked gallery), ranking by inner product.
+
+    ``self_index`` (leave-one-out: the queries are gallery images) gives each query's own position in
+    the gallery; it is left out of its ranking, so each image queries all the others."""
     gallery = np.asarray(gallery, np.float32)
-    n = len(gallery)
+    n = len(gallery) - (self_index is not None)
     ranks = np.arange(1, n + 1, dtype=np.float64)
     hits_at = dict.fromkeys(ks, 0.0)
     ap_sum = 0.0
     for start in range(0, len(queries), chunk):
         q, ql = queries[start : start + chunk], query_labels[start : start + chunk]
-        order = np.argsort(-(q @ gallery.T), axis=1, kind="stable")
+        scores = q @ gallery.T
+        if self_index is not None:  # ranked last, then cut off
+            scores[np.arange(len(q)), self_index[start : start + chunk]] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
         relevant = gallery_labels[order] == ql[:, None]
         for k in ks:
             hits_at[k] += relevant[:, :k].mean(axis=1).sum()
@@ -588,23 +595,30 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 256,
 ) -> dict:
-    """The test split of ``data`` as queries against its train split as gallery, in the latent space
-    and in raw pixels. Gallery vectors are taken from ``index`` when it holds them (no re-embedding)."""
+    """Precision@k and mAP in the latent space and in raw pixels. With a test split (the built-ins, a
+    folder with train/ and test/), its images query the train split as gallery; without one (a folder
+    of class folders), leave-one-out over the gallery: each image queries all the others, as retrieval
+    benchmarks (CUB, SOP) do. The report's "protocol" says which. Gallery vectors are taken from
+    ``index`` when it holds them (no re-embedding)."""
     size, channels = extractor.input_shape[:2], extractor.input_shape[2]
     try:
         gallery = open_source(data, size, channels, "train")
         test = open_source(data, size, channels, "test")
-    except RetrievalError as e:
-        raise RetrievalError(f"--eval needs labeled train and test splits: {e}") from None
-    if (gallery.labels < 0).any():
-        raise RetrievalError(f"--eval: '{data}' is unlabeled; precision needs labels")
-    picks = np.arange(len(test.ids))
+    except RetrievalError:
+        gallery = test = open_source(data, size, channels)  # no splits: leave-one-out
+    leave_one_out = test is gallery
+    if not gallery.class_names:
+        raise RetrievalError(f"--eval: '{data}' is unlabeled; precision needs labels (class folders)")
+    g_images, g_good, _ = gallery.read(list(range(len(gallery.ids))))
+    g_labels = gallery.labels[g_good]
+    picks = np.arange(len(g_good) if leave_one_out else len(test.ids))
     if max_queries is not None and max_queries < len(picks):
         picks = np.sort(np.random.default_rng(seed).choice(picks, max_queries, replace=False))
-    q_images, q_good, _ = test.read(list(picks))
-    g_images, g_good, _ = gallery.read(list(range(len(gallery.ids))))
-    q_labels = _map_labels(test, gallery.class_names)[q_good]
-    g_labels = gallery.labels[g_good]
+    if leave_one_out:  # the queries are gallery images (positions into the decoded gallery)
+        q_images, q_labels, self_index = g_images[picks], g_labels[picks], picks
+    else:
+        q_images, q_good, _ = test.read(list(picks))
+        q_labels, self_index = _map_labels(test, gallery.class_names)[q_good], None
     rows = None
     if index is not None:
         where = {item: i for i, item in enumerate(index.ids)}
@@ -613,15 +627,18 @@ def evaluate(
         g_latent = index.vectors[rows]
     else:
         g_latent = extractor.embed(g_images, batch_size)
-    q_latent = extractor.embed(q_images, batch_size)
+    q_latent = g_latent[picks] if leave_one_out else extractor.embed(q_images, batch_size)
+    g_pixels = pixel_vectors(g_images)
+    q_pixels = g_pixels[picks] if leave_one_out else pixel_vectors(q_images)
     return {
         "data": data,
-        "queries": len(q_good),
+        "protocol": "leave-one-out" if leave_one_out else "test queries, train gallery",
+        "queries": len(q_images),
         "gallery": len(g_good),
         "layer": extractor.layer,
         "dim": int(q_latent.shape[1]),
-        "latent": retrieval_metrics(g_latent, g_labels, q_latent, q_labels, ks),
-        "pixels": retrieval_metrics(pixel_vectors(g_images), g_labels, pixel_vectors(q_images), q_labels, ks),
+        "latent": retrieval_metrics(g_latent, g_labels, q_latent, q_labels, ks, self_index=self_index),
+        "pixels": retrieval_metrics(g_pixels, g_labels, q_pixels, q_labels, ks, self_index=self_index),
     }
 
 
@@ -635,8 +652,14 @@ def _map_labels(source: Source, class_names: list[str]) -> np.ndarray:
 def format_evaluation(report: dict) -> str:
     keys = list(report["latent"])
     lines = [
-        f"retrieval on {report['data']}: {report['queries']} test queries, {report['gallery']} train images "
-        f"as gallery; latent = layer {report['layer']} ({report['dim']}-d), cosine",
+        (
+            f"retrieval on {report['data']}, leave-one-out: each of {report['queries']} images queries the "
+            f"{report['gallery'] - 1} others"
+            if report.get("protocol") == "leave-one-out"
+            else f"retrieval on {report['data']}: {report['queries']} test queries, {report['gallery']} "
+            "train images as gallery"
+        )
+        + f"; latent = layer {report['layer']} ({report['dim']}-d), cosine",
         f"{'':<12}" + "".join(f"{k:>9}" for k in keys),
     ]
     for name in ("latent", "pixels"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -232,8 +233,11 @@ def test_bad_input_is_named(run_dir, fashion_pngs, tmp_path):
     assert result.exit_code != 0 and "not a kerascnn index" in result.output
     result = runner.invoke(main, [*index_args, "no_such_data"])
     assert result.exit_code != 0 and "neither a folder nor a built-in dataset" in result.output
-    result = runner.invoke(main, [*index_args, str(fashion_pngs), "--eval", "--overwrite"])
-    assert result.exit_code != 0 and "--eval needs labeled train and test splits" in result.output
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(next((fashion_pngs / "bag").iterdir()), flat / "one.png")
+    result = runner.invoke(main, [*index_args, str(flat), "--eval", "--overwrite"])
+    assert result.exit_code != 0 and "is unlabeled; precision needs labels" in result.output
     result = runner.invoke(main, [*index_args, str(fashion_pngs), "--eval-k", "0,5"])
     assert result.exit_code != 0 and "--eval-k" in result.output
 
@@ -245,3 +249,32 @@ def test_metrics_on_a_worked_example():
     m = retrieval.retrieval_metrics(gallery, labels, query, np.array([0]), ks=(1, 2))
     # ranking: g0 (rel), g1, g3, g2 (rel) -> P@1 = 1, P@2 = 0.5, AP = (1/1 + 2/4) / 2 = 0.75
     assert m == pytest.approx({"P@1": 1.0, "P@2": 0.5, "mAP": 0.75})
+
+
+def test_metrics_leave_one_out_skip_the_query_itself():
+    gallery = retrieval.l2_normalize(np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32))
+    labels = np.array([0, 1, 0, 1])
+    m = retrieval.retrieval_metrics(gallery, labels, gallery, labels, ks=(1,), self_index=np.arange(4))
+    # g0 ranks g1, g3, g2: its relevant g2 at rank 3 (AP 1/3); g1 ranks g0, g3 (rel, rank 2), g2: AP 1/2;
+    # g2 ranks g3, g1, g0 (rel, rank 3): AP 1/3; g3 ranks g2, g1 (rel, rank 2), g0: AP 1/2. P@1 = 0.
+    assert m == pytest.approx({"P@1": 0.0, "mAP": (1 / 3 + 1 / 2 + 1 / 3 + 1 / 2) / 4})
+
+
+def test_eval_on_class_folders_is_leave_one_out(run_dir, fashion_pngs, tmp_path):
+    """A folder of class folders has no test split: --eval lets each image query all the others."""
+    report = tmp_path / "loo.json"
+    result = CliRunner().invoke(
+        main, ["index", str(run_dir), "--data", str(fashion_pngs), "--out", str(tmp_path / "g.npz"), "--eval",
+               "--eval-k", "1,5", "--json", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "leave-one-out: each of 18 images queries the 17 others" in result.output
+    metrics = json.loads(report.read_text())
+    assert metrics["protocol"] == "leave-one-out" and metrics["queries"] == metrics["gallery"] == 18
+    # by hand: the model's embeddings of the 18 images, each ranked against the 17 others
+    index = retrieval.Index.load(tmp_path / "g.npz")
+    sims = index.vectors @ index.vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = sims.argmax(1)
+    assert metrics["latent"]["P@1"] == pytest.approx((index.labels[nearest] == index.labels).mean(), abs=1e-6)
+    assert metrics["latent"]["P@1"] > 0.8  # three well-separated classes (boot, trouser, bag)
