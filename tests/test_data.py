@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -185,3 +187,60 @@ def test_unreadable_files_are_listed_symlink_loops_too(tmp_path):
     source = open_images(str(root), (16, 16), 3)
     _, good, bad = source.read(list(range(len(source.ids))))
     assert len(good) == 8 and len(bad) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# File lists (CSV/TSV)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_csv_file_list_resolves_relative_paths_and_lists_missing_files(tmp_path):
+    root = make_folder(tmp_path / "imgs", classes=("cat", "dog", "owl"), per_class=6)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    rows = ["filename,label"]  # a header
+    for cls in ("cat", "dog", "owl"):
+        rows += [f"../imgs/{cls}/{p.name},{cls}" for p in sorted((root / cls).iterdir())]
+    rows += ["", f"{root / 'owl' / 'gone.png'},owl"]  # a blank line; an absolute path that is missing
+    (lists / "all.csv").write_text("\n".join(rows) + "\n")
+    ds = kdata.load_dataset(str(lists / "all.csv"), (16, 16), 3, val_split=0.25)
+    assert ds.class_names == ["cat", "dog", "owl"] and ds.name == "all"
+    assert len(ds.train) + len(ds.val) == 18 and ds.test is None
+    assert [p for p, _ in ds.skipped] == [str(root / "owl" / "gone.png")]
+    source = kdata.open_images(str(lists / "all.csv"), (16, 16), 1)
+    assert len(source.ids) == 19 and source.class_names == ["cat", "dog", "owl"]
+
+
+def test_tsv_with_a_split_column(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=6)
+    lines = [f"{cls}/{i}{('.png', '.jpg', '.bmp')[i % 3]}\t{cls}\t{'test' if i < 2 else 'train'}"
+             for cls in ("cat", "dog") for i in range(6)]  # fmt: skip
+    (root / "list.tsv").write_text("\n".join(lines))
+    ds = kdata.load_dataset(str(root / "list.tsv"), (8, 8), 1, val_split=0.25)
+    assert len(ds.test) == 4 and len(ds.train) + len(ds.val) == 8
+    test = kdata.open_images(str(root / "list.tsv"), (8, 8), 1, split="test")
+    assert len(test.ids) == 4 and set(test.labels.tolist()) == {0, 1}
+
+
+def test_bad_rows_are_reported_with_their_line_numbers(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na.png,cat\nb.png\n,dog\nc.png,dog,holdout\nd.png,dog\n")
+    with pytest.raises(kdata.DataError) as info:
+        kdata.load_dataset(str(bad), (8, 8), 1)
+    message = str(info.value)
+    assert message.startswith(f"--data {bad}: 3 bad row(s)")
+    assert "line 3: 1 fields" in message and "line 4: empty path" in message
+    assert "line 5: split 'holdout'" in message
+
+
+def test_train_on_a_csv_file_list(tmp_path):
+    from kerascnn.train import TrainConfig, train
+
+    root = make_folder(tmp_path / "imgs", per_class=10)
+    rows = [f"{cls}/{i}{('.png', '.jpg', '.bmp')[i % 3]},{cls}" for cls in ("cat", "dog") for i in range(10)]
+    (root / "train.csv").write_text("\n".join(rows))
+    out = tmp_path / "run"
+    train(TrainConfig(model="lenet5", data=str(root / "train.csv"), input_shape=(28, 28, 1), epochs=1,
+                      batch_size=8, output=str(out), quiet=True, val_split=0.2))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "val" and len(metrics["per_class_accuracy"]) == 2
