@@ -227,8 +227,8 @@ def retrieval_backends() -> tuple[str, ...]:
     "--data",
     default=_TRAIN.data,
     show_default=True,
-    help="fashion_mnist, mnist, a folder of class sub-folders (or train/ val/ test/), or a .csv/.tsv "
-    "of path,label[,split] rows.",
+    help="fashion_mnist, mnist, a folder of class sub-folders (or train/ val/ test/), a .csv/.tsv "
+    "of path,label[,split] rows, or tfds:NAME.",
 )
 @click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
 @click.option("--epochs", type=POSITIVE_INT, default=_TRAIN.epochs, show_default=True)

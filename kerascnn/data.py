@@ -251,11 +251,30 @@ def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        im = viewable(im).convert("L" if channels == 1 else "RGB")
-        if im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        return _sized(viewable(im), size, channels)
+
+
+def _sized(im, size, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    im = im.convert("L" if channels == 1 else "RGB")
+    if im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
+
+
+def image_from_array(arr: np.ndarray, size, channels: int) -> np.ndarray:
+    """A decoded uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (a TFDS example) at ``size``
+    with ``channels``, by the same rules as a file (:func:`viewable`, then the bilinear resize)."""
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return _sized(viewable(Image.fromarray(arr)), size, channels)
 
 
 def _decode_many(paths: list[Path], size, channels, workers: int = 8):
@@ -332,6 +351,94 @@ def _check_classes(root: Path, class_names: list[str]):
         raise DataError(
             f"'{root}' has a single class ('{class_names[0]}'); classification needs at least two"
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorFlow Datasets: --data tfds:NAME (the optional tensorflow-datasets library)
+# ------------------------------------------------------------------------------------------------
+
+TFDS_PREFIX = "tfds:"
+_TFDS_VAL_SPLITS = ("validation", "val", "valid")
+
+
+def is_tfds(data: str) -> bool:
+    return data.startswith(TFDS_PREFIX)
+
+
+@dataclass
+class _Tfds:
+    tfds: object  # the tensorflow_datasets module
+    name: str
+    data_dir: str | None
+    builder: object
+    image_key: str
+    label_key: str
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.builder.info.features[self.label_key].names)
+
+    @property
+    def splits(self) -> list[str]:
+        """The dataset's splits (TFDS' offline mock knows none: then train and test)."""
+        return list(self.builder.info.splits) or ["train", "test"]
+
+    def read(self, split: str, size, channels: int) -> Split:
+        """A whole split decoded at ``size``; downloading it first if its data_dir lacks it."""
+        try:
+            ds = self.tfds.load(self.name, split=split, data_dir=self.data_dir, shuffle_files=False)
+            images, labels = [], []
+            for example in self.tfds.as_numpy(ds):
+                images.append(image_from_array(example[self.image_key], size, channels))
+                labels.append(int(example[self.label_key]))
+        except Exception as e:  # noqa: BLE001 - a download or preparation failure: say where and why
+            where = self.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+            raise DataError(
+                f"--data {TFDS_PREFIX}{self.name}: split '{split}' cannot be loaded from {where} "
+                f"({type(e).__name__}: {str(e)[:300]}); TFDS downloads and prepares it there once "
+                "(internet needed), or point TFDS_DATA_DIR / tfds:NAME@DIR at a prepared copy"
+            ) from None
+        if not images:
+            raise DataError(f"--data {TFDS_PREFIX}{self.name}: split '{split}' is empty")
+        return Split(np.stack(images), np.asarray(labels, np.int32))
+
+
+def _open_tfds(data: str) -> _Tfds:
+    """``tfds:NAME`` or ``tfds:NAME@DATA_DIR`` (else TFDS' own data_dir: $TFDS_DATA_DIR or
+    ~/tensorflow_datasets): the builder and its image and class-label features."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            f"--data {data}: needs the tensorflow-datasets library: pip install 'kerascnn[tfds]'"
+        ) from None
+    name, _, data_dir = data[len(TFDS_PREFIX) :].partition("@")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # noqa: BLE001 - an unknown name: TFDS' message lists close ones
+        raise DataError(f"--data {data}: {type(e).__name__}: {str(e)[:500]}") from None
+    features = builder.info.features
+    image = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+    label = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+    if image is None or label is None:
+        raise DataError(
+            f"--data {data}: kerascnn needs an image feature and a class label; it has {features}"
+        )
+    return _Tfds(tfds, name, data_dir or None, builder, image, label)
+
+
+def load_tfds(data: str, size, channels: int, val_split: float = 0.1, seed: int = 0) -> ImageData:
+    source = _open_tfds(data)
+    splits = source.splits
+    if "train" not in splits:
+        raise DataError(f"--data {data}: no 'train' split (it has {', '.join(splits)})")
+    train = source.read("train", size, channels)
+    val_name = next((s for s in _TFDS_VAL_SPLITS if s in splits), None)
+    val = source.read(val_name, size, channels) if val_name else None
+    test = source.read("test", size, channels) if "test" in splits else None
+    if val is None:
+        train, val = split_validation(train, val_split, seed)
+    return ImageData(source.name, source.class_names, train, val, test)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -513,6 +620,18 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
 
         ids = [f"{data}:{split}:{i}" for i in range(len(images))]
         return ImageSource(ids, labels.astype(np.int32), list(classes), read_builtin)
+    if is_tfds(data):
+        tfds_source = _open_tfds(data)
+        split = split or "train"
+        if split not in tfds_source.splits:
+            raise DataError(f"--split {split}: {data} has the splits {', '.join(tfds_source.splits)}")
+        part = tfds_source.read(split, size, channels)
+
+        def read_tfds(positions):
+            return part.images[np.asarray(positions, int)], list(positions), []
+
+        ids = [f"{data}:{split}:{i}" for i in range(len(part))]
+        return ImageSource(ids, part.labels, tfds_source.class_names, read_tfds)
     root = Path(data)
     if is_file_list(data):
         rows = read_file_list(data)
@@ -642,6 +761,8 @@ def load_dataset(
         result = ImageData(data, list(classes), train, val, test)
     elif is_file_list(data):
         result = load_file_list(data, size, channels, val_split, seed)
+    elif is_tfds(data):
+        result = load_tfds(data, size, channels, val_split, seed)
     elif os.path.sep in data or os.path.isdir(data):
         result = load_folder(data, size, channels, val_split, seed)
     else:

@@ -244,3 +244,31 @@ def test_train_on_a_csv_file_list(tmp_path):
                       batch_size=8, output=str(out), quiet=True, val_split=0.2))  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "val" and len(metrics["per_class_accuracy"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorFlow Datasets (offline: TFDS' own mock, nothing is downloaded)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_tfds_dataset_through_its_offline_mock():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=9):
+        ds = kdata.load_dataset("tfds:beans", (16, 16), 3, val_split=0.34)
+        assert ds.name == "beans" and ds.class_names == ["angular_leaf_spot", "bean_rust", "healthy"]
+        assert ds.train.images.shape[1:] == (16, 16, 3) and ds.train.images.dtype == np.uint8
+        assert len(ds.test) == 9 and len(ds.train) + len(ds.val) == 9
+        source = kdata.open_images("tfds:beans", (8, 8), 1, split="test")
+        images, good, skipped = source.read([0, 4])
+        assert images.shape == (2, 8, 8, 1) and good == [0, 4] and not skipped
+        assert source.ids[4] == "tfds:beans:test:4"
+    with pytest.raises(kdata.DataError, match="tfds:no_such_dataset"):
+        kdata.load_dataset("tfds:no_such_dataset", (8, 8), 1)
+
+
+def test_tfds_data_dir_is_honoured_and_a_missing_download_is_named(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(kdata.DataError) as info:
+        kdata.load_dataset(f"tfds:beans@{tmp_path}", (8, 8), 1)  # offline: no prepared copy there
+    assert f"cannot be loaded from {tmp_path}" in str(info.value) and "TFDS_DATA_DIR" in str(info.value)
