@@ -121,9 +121,11 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
     name = "test" if dataset.test is not None else "val"
     if split.paths is not None:
         frames = FileFrames([split.paths[i] for i in idx])
-    else:  # a built-in: its test images at their own size (the test split is never resampled)
+    elif data in kdata.BUILTINS:  # its test images at their own size (the test split is never resampled)
         native = kdata.load_builtin(data)[1][0]
         frames = native[idx][..., None] if native.ndim == 3 else native[idx]
+    else:  # a TFDS dataset: its images as loaded, at the model's size
+        frames = split.images[idx]
     return EvalData(
         split.images[idx],
         split.labels[idx],

@@ -272,3 +272,15 @@ def test_tfds_data_dir_is_honoured_and_a_missing_download_is_named(tmp_path):
     with pytest.raises(kdata.DataError) as info:
         kdata.load_dataset(f"tfds:beans@{tmp_path}", (8, 8), 1)  # offline: no prepared copy there
     assert f"cannot be loaded from {tmp_path}" in str(info.value) and "TFDS_DATA_DIR" in str(info.value)
+
+
+def test_validate_reads_a_tfds_test_split():
+    import tensorflow_datasets as tfds
+    from kerascnn.export.metadata import ModelMetadata
+    from kerascnn.export.validate import load_eval_data
+
+    meta = ModelMetadata("m", ["angular_leaf_spot", "bean_rust", "healthy"], [12, 12], 3)
+    with tfds.testing.mock_data(num_examples=6):
+        data = load_eval_data("tfds:beans", meta, limit=4)
+    assert data.pixels.shape == (4, 12, 12, 3) and data.class_names == meta.labels
+    assert len(data.frames) == 4 and data.description == "4 test images of tfds:beans"
