@@ -106,14 +106,12 @@ class KerasPredictor(Predictor):
 
     def __init__(self, path, metadata, threads=None):
         super().__init__(path, metadata, threads)
-        import keras
+        from kerascnn.runs import ModelFileError, load_keras_model
 
         try:
-            self.model = keras.saving.load_model(self.path, compile=False)
-        except Exception as e:  # noqa: BLE001 - any load failure is reported with the file
-            raise RuntimeLoadError(
-                f"{self.path}: cannot load the Keras model ({type(e).__name__}: {e})"
-            ) from e
+            self.model = load_keras_model(self.path)
+        except ModelFileError as e:  # any load failure, reported with the file
+            raise RuntimeLoadError(str(e)) from None
         check_single_io(self.path, len(self.model.inputs), len(self.model.outputs))
         self._fn = None
 

@@ -118,8 +118,16 @@ def resolve_model_file(path) -> Path:
 
 def load_keras_model(model_file):
     """Load a ``.keras``/``.h5`` file for inference; any failure is a :class:`ModelFileError` naming it."""
+    import zipfile
+
     import keras
 
+    path = Path(model_file)
+    if path.suffix.lower() == ".keras" and path.is_file() and not zipfile.is_zipfile(path):
+        # (Keras itself would say "File not found" for a file that is there)
+        raise ModelFileError(
+            f"{model_file}: cannot load the Keras model (not a .keras zip archive; truncated?)"
+        )
     try:
         return keras.saving.load_model(model_file, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt, foreign or custom-layer file: say which and why
