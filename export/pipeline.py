@@ -154,7 +154,7 @@ def calibration_split(meta: md.ModelMetadata, data: str, steps: int, holdout: in
         files = images.files
         n, labels = len(files), None
     else:
-        dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed)
+        dataset = kdata.load_dataset(data, size, channels, val_split=val_split, seed=seed, cache="stream")
         n, labels = len(dataset.train), dataset.train.labels
     perm = rng.permutation(n)
     if holdout and n < steps + holdout:

@@ -71,7 +71,7 @@ def _variant(path: Path, meta: md.ModelMetadata | None) -> str:
 
 @dataclass
 class EvalData:
-    pixels: np.ndarray  # uint8 (N, H, W, C), decoded and resized by kerascnn to the model's input
+    pixels: np.ndarray  # uint8 (N, H, W, C), decoded and resized by kerascnn (or LazyImages, as big)
     labels: np.ndarray | None  # None: unlabeled
     class_names: list[str] | None
     description: str
@@ -111,7 +111,7 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
         pixels = np.stack([kdata.decode_image(f, size, channels) for f in files])
         return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}", FileFrames(files))
     try:
-        dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed)
+        dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed, cache="stream")
     except kdata.DataError as e:
         raise ValidateError(str(e)) from None
     split = dataset.eval_split
@@ -126,8 +126,11 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
         frames = native[idx][..., None] if native.ndim == 3 else native[idx]
     else:  # a TFDS dataset: its images as loaded, at the model's size
         frames = split.images[idx]
+    pixels = split.subset(idx).images
+    if not split.in_memory and kdata.resolve_cache("auto", len(idx), size, channels) == "ram":
+        pixels = np.asarray(pixels)  # every runtime reads them: decode once when they fit
     return EvalData(
-        split.images[idx],
+        pixels,
         split.labels[idx],
         dataset.class_names,
         f"{len(idx)} {name} images of {data}",

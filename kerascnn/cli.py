@@ -302,6 +302,15 @@ def retrieval_backends() -> tuple[str, ...]:
     show_default=True,
     help="Train on this fraction of each class (few-data experiments).",
 )
+@click.option(
+    "--cache",
+    type=click.Choice(kconfig.CACHE_MODES),
+    default=_TRAIN.cache,
+    show_default=True,
+    help="Decoded images of a folder or file list: in RAM, once into a disk cache (reused by later "
+    "runs, evaluate, validate), or none (decoded from the files each epoch); auto: RAM when they fit "
+    "in a quarter of the available memory, else none.",
+)
 @click.option("--input-shape", default=None, help="H,W,C [default: the model's].")
 @click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 @click.option(
@@ -387,7 +396,7 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     data = data or run.data
     if data is None:
         raise click.BadParameter("give --data for a model file", param_hint="--data")
-    dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split)
+    dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split, cache="stream")
     classes = model.output_shape[-1]
     if classes != dataset.num_classes:
         raise click.ClickException(

@@ -15,6 +15,7 @@ SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 BALANCE_MODES = ("oversample", "weights")  # --balance
+CACHE_MODES = ("auto", "ram", "disk", "none")  # --cache (kerascnn.data.CACHE_MODES)
 DEFAULT_MODEL = "mobilenet_v1"
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 2e-3}  # peak learning rate per optimizer
 
@@ -41,6 +42,7 @@ class TrainConfig:
     balance: str | None = None  # None | "oversample" | "weights"
     val_split: float = 0.1
     train_fraction: float = 1.0
+    cache: str = "auto"  # decoded images: in RAM, in a disk cache, or none (streamed from the files)
     input_shape: tuple | None = None
     model_options: dict = field(default_factory=dict)
     mean: tuple = (127.5,)
@@ -74,6 +76,8 @@ class TrainConfig:
             bad("--precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
             bad("--strategy", f"choose one of {', '.join(STRATEGIES)}")
+        if self.cache not in CACHE_MODES:
+            bad("--cache", f"choose one of {', '.join(CACHE_MODES)}")
         if self.balance not in (None, *BALANCE_MODES):
             bad("--balance", f"choose one of {', '.join(BALANCE_MODES)}")
         if self.clip_norm is not None and not self.clip_norm > 0:

@@ -24,6 +24,7 @@ import gzip
 import importlib.metadata
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class DataError(KerascnnError, ValueError):
 
 @dataclass
 class Split:
-    images: np.ndarray  # uint8, (N, H, W, C)
+    images: np.ndarray  # uint8, (N, H, W, C); or LazyImages (read a batch at a time)
     labels: np.ndarray  # int32, (N,)
     paths: list[str] | None = None  # source file of each image, for folder datasets
 
@@ -63,7 +64,12 @@ class Split:
 
     def subset(self, indices) -> Split:
         paths = None if self.paths is None else [self.paths[i] for i in indices]
-        return Split(self.images[indices], self.labels[indices], paths)
+        images = self.images.take(indices) if isinstance(self.images, LazyImages) else self.images[indices]
+        return Split(images, self.labels[indices], paths)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.images, np.ndarray)
 
 
 @dataclass
@@ -288,29 +294,52 @@ def _decode_many(paths: list[Path], size, channels, workers: int = 8):
         return list(pool.map(one, paths))
 
 
-def _load_folder_split(root: Path, class_names: list[str], size, channels, skipped) -> Split:
-    images, labels, paths = [], [], []
+def _materialize(listed: dict, size, channels: int, cache: str, skipped: list, say=None) -> dict[str, Split]:
+    """Each listed split ``{name: (files, labels)}`` as a Split by the cache mode (``auto`` decided on
+    the images of all splits together)."""
+    total = sum(len(files) for files, _ in listed.values())
+    mode = resolve_cache(cache, total, size, channels)
+    if say and cache == "auto":
+        needed = total * int(np.prod(size)) * channels
+        say(
+            f"--cache auto: {total} images take {needed / 2**20:,.0f} MiB decoded; "
+            + ("kept in memory" if mode == "ram" else f"more than {RAM_SHARE:.0%} of the available memory, "
+               "streamed from the files (--cache disk decodes them once into a cache)")
+        )  # fmt: skip
+    splits = {}
+    for name, (files, labels) in listed.items():
+        images, kept = images_of(files, size, channels, mode, skipped, say)
+        splits[name] = Split(
+            images, np.asarray([labels[i] for i in kept], np.int32), [str(files[i]) for i in kept]
+        )
+    return splits
+
+
+def _listed_folder(root: Path, class_names: list[str]) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
     for label, cls in enumerate(class_names):
-        files = _image_files(root / cls)
-        ok = 0
-        for path, (arr, err) in zip(files, _decode_many(files, size, channels), strict=True):
-            if arr is None:
-                skipped.append((str(path), err))
-                continue
-            images.append(arr)
-            labels.append(label)
-            paths.append(str(path))
-            ok += 1
-        if ok == 0:
+        found = _image_files(root / cls)
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def _check_readable(root: Path, class_names: list[str], split: Split, listed_files, listed_labels):
+    """Every class folder has at least one readable image."""
+    have = np.bincount(split.labels, minlength=len(class_names))
+    for label, cls in enumerate(class_names):
+        if not have[label]:
+            count = sum(1 for lab in listed_labels if lab == label)
             raise DataError(
                 f"class folder '{root / cls}' has no readable image "
-                f"({len(files)} file(s) with extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                f"({count} file(s) with extensions {', '.join(IMAGE_EXTENSIONS)}); "
                 "add images or remove the folder"
             )
-    return Split(np.stack(images), np.asarray(labels, np.int32), paths)
 
 
-def load_folder(root, size, channels: int, val_split: float = 0.1, seed: int = 0) -> ImageData:
+def load_folder(
+    root, size, channels: int, val_split: float = 0.1, seed: int = 0, cache: str = "ram", say=None
+) -> ImageData:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder '{root}' does not exist")
@@ -318,7 +347,7 @@ def load_folder(root, size, channels: int, val_split: float = 0.1, seed: int = 0
     if (root / "train").is_dir():
         class_names = _class_folders(root / "train")
         _check_classes(root / "train", class_names)
-        splits = {}
+        folders = {}
         for split in ("train", "val", "test"):
             if (root / split).is_dir():
                 names = _class_folders(root / split)
@@ -328,16 +357,22 @@ def load_folder(root, size, channels: int, val_split: float = 0.1, seed: int = 0
                         f"'{root / 'train'}' ({', '.join(class_names)}); every split needs the same class "
                         "folders"
                     )
-                splits[split] = _load_folder_split(root / split, class_names, size, channels, skipped)
-        train, val, test = splits["train"], splits.get("val"), splits.get("test")
-        if val is None:
-            train, val = split_validation(train, val_split, seed)
+                folders[split] = root / split
     else:
         class_names = _class_folders(root)
         _check_classes(root, class_names)
-        full = _load_folder_split(root, class_names, size, channels, skipped)
-        train, val = split_validation(full, val_split, seed)
+        folders = {"all": root}
+    listed = {name: _listed_folder(folder, class_names) for name, folder in folders.items()}
+    splits = _materialize(listed, size, channels, cache, skipped, say)
+    for name, folder in folders.items():
+        _check_readable(folder, class_names, splits[name], *listed[name])
+    if "all" in splits:
+        train, val = split_validation(splits["all"], val_split, seed)
         test = None
+    else:
+        train, val, test = splits["train"], splits.get("val"), splits.get("test")
+        if val is None:
+            train, val = split_validation(train, val_split, seed)
     return ImageData(root.name, class_names, train, val, test, skipped)
 
 
@@ -516,41 +551,34 @@ def read_file_list(path) -> FileList:
     return FileList(path, paths, labels, splits)
 
 
-def _load_list_split(rows: FileList, picks: list[int], class_names, size, channels, skipped) -> Split:
-    files = [rows.paths[i] for i in picks]
-    images, labels, paths = [], [], []
-    for i, file, (arr, err) in zip(picks, files, _decode_many(files, size, channels), strict=True):
-        if arr is None:
-            skipped.append((str(file), err))
-            continue
-        images.append(arr)
-        labels.append(class_names.index(rows.labels[i]))
-        paths.append(str(file))
-    if not images:
-        raise DataError(f"--data {rows.source}: none of its {len(files)} image(s) could be read")
-    return Split(np.stack(images), np.asarray(labels, np.int32), paths)
-
-
-def load_file_list(data, size, channels: int, val_split: float = 0.1, seed: int = 0) -> ImageData:
+def load_file_list(
+    data, size, channels: int, val_split: float = 0.1, seed: int = 0, cache: str = "ram", say=None
+) -> ImageData:
     rows = read_file_list(data)
     class_names = rows.class_names
     if len(class_names) < 2:
         raise DataError(f"--data {data}: a single class ('{class_names[0]}'); classification needs two")
     skipped: list[tuple[str, str]] = []
-    if rows.has_splits:
-        parts = {}
-        for split in (s for s in SPLITS if s in rows.splits):
-            picks = [i for i, s in enumerate(rows.splits) if s == split]
-            parts[split] = _load_list_split(rows, picks, class_names, size, channels, skipped)
-        if "train" not in parts:
-            raise DataError(f"--data {data}: no row of split 'train'")
-        train, val, test = parts["train"], parts.get("val"), parts.get("test")
+    names = [s for s in SPLITS if s in rows.splits] if rows.has_splits else ["all"]
+    if rows.has_splits and "train" not in names:
+        raise DataError(f"--data {data}: no row of split 'train'")
+    listed = {}
+    for name in names:
+        picks = [i for i, s in enumerate(rows.splits) if name == "all" or s == name]
+        listed[name] = ([rows.paths[i] for i in picks], [class_names.index(rows.labels[i]) for i in picks])
+    splits = _materialize(listed, size, channels, cache, skipped, say)
+    for name, split in splits.items():
+        if not len(split):
+            raise DataError(
+                f"--data {rows.source}: none of its {len(listed[name][0])} image(s) could be read"
+            )
+    if "all" in splits:
+        train, val = split_validation(splits["all"], val_split, seed)
+        test = None
+    else:
+        train, val, test = splits["train"], splits.get("val"), splits.get("test")
         if val is None:
             train, val = split_validation(train, val_split, seed)
-    else:
-        full = _load_list_split(rows, list(range(len(rows.paths))), class_names, size, channels, skipped)
-        train, val = split_validation(full, val_split, seed)
-        test = None
     missing = [c for i, c in enumerate(class_names) if not (train.labels == i).any()]
     if missing:
         raise DataError(f"--data {data}: no readable training image of class(es) {', '.join(missing)}")
@@ -566,6 +594,270 @@ def is_unlabeled_folder(data: str) -> bool:
 def list_unlabeled_images(folder) -> list[Path]:
     """The image files of a folder (recursively), for data without class folders."""
     return _image_files(Path(folder))
+
+
+# ------------------------------------------------------------------------------------------------
+# Images that stay on disk: decoded from their files, or read from a disk cache, a batch at a time
+# ------------------------------------------------------------------------------------------------
+
+CACHE_MODES = ("auto", "ram", "disk", "none")
+RAM_SHARE = 0.25  # --cache auto keeps the decoded images in memory when they fit in this share of it
+_CACHE_FORMAT = 1  # bump when the decoder's output changes: old caches are then not reused
+
+
+class LazyImages:
+    """uint8 images (N, H, W, C) that are decoded only when indexed: an array-like the training
+    pipeline, evaluation and calibration read a batch at a time, so memory does not grow with N.
+
+    ``images[i]``, ``images[a:b]`` and ``images[index_array]`` give numpy arrays; ``take(indices)`` a
+    lazy subset; ``read(indices)`` the pipeline's batch read, ``(images, decoded)`` where an image that
+    fails to decode is left out (and reported once) instead of stopping a run."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, size, channels: int, rows: np.ndarray):
+        self.size, self.channels = tuple(int(s) for s in size), int(channels)
+        self.rows = np.asarray(rows, np.int64)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.rows), *self.size, self.channels)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, indices):
+        subset = object.__new__(type(self))
+        subset.__dict__.update(self.__dict__)
+        subset.rows = self.rows[np.asarray(indices, np.int64)]
+        return subset
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self[np.asarray([index])][0]
+        picked = self.rows[index] if isinstance(index, slice) else self.rows[np.asarray(index, np.int64)]
+        images, decoded = self._read_rows(picked)
+        if not decoded.all():
+            first = int(picked[np.flatnonzero(~decoded)[0]])
+            raise DataError(f"{self.describe(first)}: cannot be decoded any more (changed since listed?)")
+        return images
+
+    def __array__(self, dtype=None, copy=None):  # np.asarray(lazy): every image, in memory
+        images = self[:]
+        return images if dtype is None else images.astype(dtype)
+
+    def read(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        return self._read_rows(self.rows[np.asarray(positions, np.int64)])
+
+    def describe(self, row: int) -> str:
+        raise NotImplementedError
+
+    def _read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class FileImages(LazyImages):
+    """Decoded from their files at every read (``--cache none``), by :func:`decode_image`: the same
+    pixels as ``--cache ram``, so the cache mode never changes what a model sees."""
+
+    def __init__(self, files: Sequence, size, channels: int):
+        super().__init__(size, channels, np.arange(len(files)))
+        self.files = [str(f) for f in files]
+        self.reported: set[str] = set()
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.files[r] for r in self.rows]
+
+    def describe(self, row: int) -> str:
+        return f"image '{self.files[row]}'"
+
+    def _read_rows(self, rows):
+        out = np.zeros((len(rows), *self.size, self.channels), np.uint8)
+        decoded = np.ones(len(rows), bool)
+        files = [self.files[r] for r in rows]
+        for i, (arr, err) in enumerate(_decode_many(files, self.size, self.channels, workers=4)):
+            if arr is None:
+                decoded[i] = False
+                if files[i] not in self.reported:
+                    self.reported.add(files[i])
+                    print(f"kerascnn: skipped unreadable image {files[i]}: {err}", file=sys.stderr)
+            else:
+                out[i] = arr
+        return out, decoded
+
+
+class DiskImages(LazyImages):
+    """Read from a disk cache (``--cache disk``): one file of decoded rows, read with ``pread`` (not
+    mapped, so the pages read do not stay in this process' memory)."""
+
+    def __init__(self, path: Path, count: int, size, channels: int, describe_rows: list[str]):
+        super().__init__(size, channels, np.arange(count))
+        self.path, self.sources = Path(path), describe_rows
+
+    def describe(self, row: int) -> str:
+        return f"image '{self.sources[row]}' (cached in {self.path})"
+
+    def _read_rows(self, rows):
+        row_bytes = int(np.prod(self.shape[1:]))
+        out = np.empty((len(rows), row_bytes), np.uint8)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i, r in enumerate(rows):
+                chunk = os.pread(fd, row_bytes, int(r) * row_bytes)
+                if len(chunk) != row_bytes:
+                    raise DataError(f"the cache file {self.path} is truncated; delete it and run again")
+                out[i] = np.frombuffer(chunk, np.uint8)
+        finally:
+            os.close(fd)
+        return out.reshape(len(rows), *self.shape[1:]), np.ones(len(rows), bool)
+
+
+def cache_dir() -> Path:
+    """Where ``--cache disk`` keeps decoded images: $KERASCNN_CACHE, else $XDG_CACHE_HOME/kerascnn
+    (~/.cache/kerascnn)."""
+    if os.environ.get("KERASCNN_CACHE"):
+        return Path(os.environ["KERASCNN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kerascnn"
+
+
+def _cache_key(files: Sequence[Path], size, channels: int) -> str:
+    """The file list with each file's size and mtime, the image size and channels: a changed, added or
+    removed file (or another model input) is another key, so a stale cache is never read."""
+    import hashlib
+
+    digest = hashlib.sha256(f"kerascnn-images/{_CACHE_FORMAT}/{tuple(size)}/{channels}\n".encode())
+    for f in files:
+        try:
+            st = os.stat(f)
+            stamp = f"{st.st_size}/{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{os.path.realpath(f)}\t{stamp}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _cache_paths(files, size, channels: int) -> tuple[Path, Path]:
+    key = _cache_key(files, size, channels)
+    folder = cache_dir() / "images"
+    return folder / f"{key}.u8", folder / f"{key}.json"
+
+
+def _has_disk_cache(files, size, channels: int) -> bool:
+    return all(p.exists() for p in _cache_paths(files, size, channels))
+
+
+def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None):
+    """(DiskImages, the positions of ``files`` it holds): the cache for this file list, written first
+    (decoded a chunk at a time, renamed into place when complete) when there is none."""
+    import json
+
+    data_path, index_path = _cache_paths(files, size, channels)
+    folder, key = data_path.parent, data_path.stem
+    row_bytes = int(np.prod(size)) * channels
+    try:
+        index = json.loads(index_path.read_text())
+        if data_path.stat().st_size == len(index["kept"]) * row_bytes:
+            skipped.extend(tuple(s) for s in index["skipped"])
+            kept = index["kept"]
+            return DiskImages(data_path, len(kept), size, channels, [str(files[k]) for k in kept]), kept
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache (or a broken one): write it
+    if say:
+        say(f"--cache disk: decoding {len(files)} images once into {data_path}")
+    tmp = data_path.with_name(f".{key}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        kept, new_skipped = [], []
+        with open(tmp, "wb") as out:
+            for start in range(0, len(files), 256):
+                chunk = files[start : start + 256]
+                for i, (arr, err) in enumerate(_decode_many(chunk, size, channels)):
+                    if arr is None:
+                        new_skipped.append((str(chunk[i]), err))
+                    else:
+                        out.write(arr.tobytes())
+                        kept.append(start + i)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, data_path)
+        from .runs import atomic_write_json
+
+        atomic_write_json(
+            index_path, {"kept": kept, "skipped": new_skipped, "size": list(size), "channels": channels}
+        )
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"--cache disk: cannot write the image cache in {folder} ({e.strerror or e}); free space, "
+            "set KERASCNN_CACHE to another folder, or use --cache none"
+        ) from None
+    skipped.extend(new_skipped)
+    return DiskImages(data_path, len(kept), size, channels, [str(files[k]) for k in kept]), kept
+
+
+def _openable(files: list[Path]) -> list[str | None]:
+    """A cheap check for ``--cache none`` (the header only, nothing decoded): None for a file Pillow
+    recognises, else why not; an image that is truncated further on is found when it is read."""
+    from PIL import Image
+
+    def one(path):
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - the header is parsed
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
+            return f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, files))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or a conservative 4 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def resolve_cache(cache: str, count: int, size, channels: int) -> str:
+    """``auto``: ``ram`` when the decoded images fit in RAM_SHARE of the available memory, else ``none``
+    (streamed from the files; ``--cache disk`` is asked for, never picked: it writes to the disk)."""
+    if cache not in (*CACHE_MODES, "stream"):
+        raise DataError(f"--cache must be one of {', '.join(CACHE_MODES)}, got '{cache}'")
+    if cache != "auto":
+        return cache
+    needed = count * int(np.prod(size)) * channels
+    return "ram" if needed <= RAM_SHARE * available_memory() else "none"
+
+
+def images_of(files: list[Path], size, channels: int, cache: str, skipped: list, say=None):
+    """The images of ``files`` at ``size`` by the ``cache`` mode (ram, disk, none; auto resolved by the
+    caller), with the positions of ``files`` that are in it: unreadable files are left out and added to
+    ``skipped`` as (path, reason). ``stream`` (what evaluate, validate, calibration use): the disk
+    cache a run wrote for these files when there is one, else the files."""
+    if cache == "ram":
+        kept, arrays = [], []
+        for i, (arr, err) in enumerate(_decode_many(files, size, channels)):
+            if arr is None:
+                skipped.append((str(files[i]), err))
+            else:
+                kept.append(i)
+                arrays.append(arr)
+        empty = np.zeros((0, *size, channels), np.uint8)
+        return (np.stack(arrays) if arrays else empty), kept
+    if cache == "disk" or (cache == "stream" and _has_disk_cache(files, size, channels)):
+        return _disk_cached(files, size, channels, skipped, say)
+    problems = _openable(files)
+    kept = [i for i, p in enumerate(problems) if p is None]
+    skipped.extend((str(files[i]), p) for i, p in enumerate(problems) if p is not None)
+    return FileImages([files[i] for i in kept], size, channels), kept
 
 
 # ------------------------------------------------------------------------------------------------
@@ -670,6 +962,10 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
     if not files:
         raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     ids = [os.path.realpath(p) for p in files]  # (no error for a symlink loop: it is skipped when read)
+    if _has_disk_cache(files, size, channels):  # a run's --cache disk copy of these very files
+        return ImageSource(
+            ids, np.asarray(labels, np.int32), classes, _cache_reader(files, ids, size, channels), files
+        )
 
     def read_files(positions):
         decoded = _decode_many([files[i] for i in positions], size, channels)
@@ -680,6 +976,26 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
         return (np.stack(arrays) if arrays else empty), good, skipped
 
     return ImageSource(ids, np.asarray(labels, np.int32), classes, read_files, files)
+
+
+def _cache_reader(files, ids, size, channels: int):
+    """ImageSource.read from the disk cache of ``files``: what did not decode when it was written is
+    reported as skipped, as the decoder would."""
+    skipped: list[tuple[str, str]] = []
+    store, kept = _disk_cached(files, size, channels, skipped)
+    row = {k: i for i, k in enumerate(kept)}
+    why = {path: reason for path, reason in skipped}
+
+    def read(positions):
+        good = [p for p in positions if p in row]
+        images = store[[row[p] for p in good]] if good else np.zeros((0, *size, channels), np.uint8)
+        return (
+            images,
+            good,
+            [(ids[p], why.get(str(files[p]), "unreadable")) for p in positions if p not in row],
+        )
+
+    return read
 
 
 # ------------------------------------------------------------------------------------------------
@@ -748,9 +1064,14 @@ def load_dataset(
     val_split: float = 0.1,
     train_fraction: float = 1.0,
     seed: int = 0,
+    cache: str = "ram",
+    say=None,
 ) -> ImageData:
     """Load ``data`` (a built-in name, a folder or a CSV/TSV file list) at ``image_size`` (H, W) with
-    ``channels``."""
+    ``channels``. ``cache`` (folders and file lists; the built-ins and TFDS are in memory): ``ram``
+    decodes every image now, ``none`` lists the files and decodes them when read, ``disk`` reads a
+    decoded copy written once, ``auto`` picks ram when it fits (:func:`resolve_cache`), ``stream`` is
+    ``none`` that reads a disk cache when one exists. ``say`` gets a line about what was decided."""
     size = tuple(int(s) for s in image_size)
     if data in BUILTINS:
         (x_train, y_train), (x_test, y_test) = load_builtin(data)
@@ -760,11 +1081,11 @@ def load_dataset(
         classes = FASHION_MNIST_CLASSES if data == "fashion_mnist" else MNIST_CLASSES
         result = ImageData(data, list(classes), train, val, test)
     elif is_file_list(data):
-        result = load_file_list(data, size, channels, val_split, seed)
+        result = load_file_list(data, size, channels, val_split, seed, cache, say)
     elif is_tfds(data):
         result = load_tfds(data, size, channels, val_split, seed)
     elif os.path.sep in data or os.path.isdir(data):
-        result = load_folder(data, size, channels, val_split, seed)
+        result = load_folder(data, size, channels, val_split, seed, cache, say)
     else:
         raise DataError(
             f"--data '{data}' is neither a folder nor a built-in dataset ({', '.join(BUILTINS)}), nor a "
@@ -809,29 +1130,33 @@ def make_dataset(
     oversample: bool = False,
     seed: int = 0,
     label_fn=None,
+    shard: tuple[int, int] | None = None,
 ):
     """Batches of (normalised float32 images, one-hot labels) from a uint8 split.
 
     Training: shuffle every epoch, (optionally) draw classes uniformly (``oversample``), batch,
     augment on the fly, mixup, prefetch. Evaluation: batch, normalise, prefetch. ``label_fn`` maps the
     one-hot batch to what the model's outputs need (a dict for multi-output models).
+
+    A split in memory is sliced as tensors; a lazy one (:class:`LazyImages`) is served as shuffled
+    batches of indices whose images are read (decoded, or from the disk cache) in parallel map calls,
+    so nothing but the index list and the batches in flight is held. ``shard`` = (workers, index):
+    with a lazy split, this worker reads only its own equal share of the images (a multi-worker run).
     """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if training:
-        if oversample:
-            per_class = []
-            for c in range(num_classes):
-                idx = np.flatnonzero(split.labels == c)
-                if len(idx):
-                    sub = tf.data.Dataset.from_tensor_slices((split.images[idx], split.labels[idx]))
-                    per_class.append(sub.shuffle(len(idx), seed=seed + c).repeat())
-            ds = tf.data.Dataset.sample_from_datasets(per_class, seed=seed).take(len(split))
-        else:
-            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    if split.in_memory:
+        ds = _tensor_source(split, num_classes, training, oversample, seed)
+    else:
+        ds = _index_source(split, num_classes, training, oversample, seed, shard)
     ds = ds.batch(batch_size, drop_remainder=False)
+    if not split.in_memory:
+        ds = ds.map(_lazy_reader(split), num_parallel_calls=autotune)
+        if shard:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+            ds = ds.with_options(options)
 
     def prepare(images, labels):
         images = tf.cast(images, tf.float32)
@@ -846,3 +1171,63 @@ def make_dataset(
         return x, (label_fn(y) if label_fn else y)
 
     return ds.map(prepare, num_parallel_calls=autotune).prefetch(autotune)
+
+
+def _tensor_source(split: Split, num_classes: int, training: bool, oversample: bool, seed: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if training and oversample:
+        per_class = []
+        for c in range(num_classes):
+            idx = np.flatnonzero(split.labels == c)
+            if len(idx):
+                sub = tf.data.Dataset.from_tensor_slices((split.images[idx], split.labels[idx]))
+                per_class.append(sub.shuffle(len(idx), seed=seed + c).repeat())
+        return tf.data.Dataset.sample_from_datasets(per_class, seed=seed).take(len(split))
+    if training:
+        return ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _index_source(split: Split, num_classes: int, training: bool, oversample: bool, seed: int, shard):
+    """Image indices (int64) of ``split`` in the order of an epoch; with ``shard``, this worker's share
+    (every worker the same count, so that their steps line up)."""
+    import tensorflow as tf
+
+    indices = np.arange(len(split), dtype=np.int64)
+    if shard:
+        workers, index = shard
+        indices = indices[index::workers][: len(split) // workers]
+    labels = split.labels[indices]
+    if training and oversample:
+        per_class = []
+        for c in range(num_classes):
+            idx = indices[labels == c]
+            if len(idx):
+                sub = tf.data.Dataset.from_tensor_slices(idx)
+                per_class.append(sub.shuffle(len(idx), seed=seed + c).repeat())
+        return tf.data.Dataset.sample_from_datasets(per_class, seed=seed).take(len(indices))
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if training:
+        return ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _lazy_reader(split: Split):
+    """The map function from a batch of indices to (uint8 images, labels): the images are read by
+    ``split.images.read`` (Pillow, the same decoder as every other path, or the disk cache); an image
+    that fails to decode is dropped from its batch."""
+    import tensorflow as tf
+
+    store = split.images
+    labels = tf.constant(split.labels, tf.int32)
+    shape = store.shape[1:]
+
+    def read(indices):
+        images, decoded = tf.numpy_function(store.read, [indices], [tf.uint8, tf.bool], stateful=False)
+        images.set_shape([None, *shape])
+        decoded.set_shape([None])
+        return tf.boolean_mask(images, decoded), tf.boolean_mask(tf.gather(labels, indices), decoded)
+
+    return read

@@ -441,6 +441,9 @@ def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str,
         new, old = getattr(cfg, name), getattr(saved, name)
         if name in ("quiet", "output") or new == old:
             continue
+        if name == "cache":  # how the images are kept never changes their pixels: the new choice holds
+            saved.cache = new
+            continue
         if name == "epochs" and new > old and not saved.fine_tune_epochs:
             saved.epochs, extended = new, True
             continue
@@ -479,6 +482,8 @@ def _load_data(run: _Run) -> None:
         val_split=cfg.val_split,
         train_fraction=cfg.train_fraction,
         seed=cfg.seed,
+        cache=cfg.cache,
+        say=run.messages.append,
     )
     if dataset.val is None:
         raise kdata.DataError(
@@ -608,13 +613,14 @@ def _fit_phases(run: _Run) -> None:
         def label_fn(y):
             return {name: y for name in output_names}
 
+    shard = _worker_shard(run.strategy)
     train_ds = kdata.make_dataset(
         dataset.train, dataset.num_classes, cfg.batch_size, run.normalize, training=True,
         augmenter=run.augmenter, mixup_alpha=cfg.mixup, oversample=cfg.balance == "oversample",
-        seed=cfg.seed, label_fn=label_fn,
+        seed=cfg.seed, label_fn=label_fn, shard=shard,
     )  # fmt: skip
     val_ds = kdata.make_dataset(
-        dataset.val, dataset.num_classes, cfg.batch_size, run.normalize, label_fn=label_fn
+        dataset.val, dataset.num_classes, cfg.batch_size, run.normalize, label_fn=label_fn, shard=shard
     )
     class_weight = (
         aug.class_weights(dataset.train.labels, dataset.num_classes) if cfg.balance == "weights" else None
@@ -641,6 +647,21 @@ def _fit_phases(run: _Run) -> None:
     total = sum(p[1] for p in run.phases)
     if done < total:
         raise RunError(f"the run stopped at epoch {done} of {total}")
+
+
+def _worker_shard(strategy) -> tuple[int, int] | None:
+    """(workers, this worker's index) in a multi-worker run, from TF_CONFIG: which share of a streamed
+    dataset this worker reads (None in a single-process run)."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    chiefs = len(cluster.get("chief", []))
+    workers = chiefs + len(cluster.get("worker", []))
+    index = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
+    return (workers, index) if workers > 1 else None
 
 
 def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: int, end_epoch: int) -> None:

@@ -20,9 +20,16 @@ def free_port() -> int:
 
 
 def test_two_workers_end_with_identical_weights(tmp_path):
+    """On a folder streamed from its files (--cache none): each worker reads only its own half."""
+    from tests.test_streaming import make_photos
+
+    photos = make_photos(tmp_path / "photos", per_class=40)
     out = tmp_path / "mw"
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    args = cli_train_args(out, "--strategy", "multiworker")
+    args = cli_train_args(
+        out, "--strategy", "multiworker", "--data", str(photos), "--cache", "none", fraction="1"
+    )
+    args[args.index("--input-shape") + 1] = "28,28,3"
     procs = []
     for index in range(2):
         env = dict(
