@@ -108,7 +108,9 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
         raise ValidateError(str(e)) from None
     if not images.labeled:
         files = images.files[: limit or None]
-        pixels = np.stack([kdata.decode_image(f, size, channels) for f in files])
+        pixels = kdata.FileImages(files, size, channels)
+        if kdata.resolve_cache("auto", len(files), size, channels) == "ram":
+            pixels = np.asarray(pixels)  # every runtime reads them: decode once when they fit
         return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}", FileFrames(files))
     try:
         dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed, cache="stream")

@@ -302,7 +302,7 @@ def _materialize(listed: dict, size, channels: int, cache: str, skipped: list, s
     if say and cache == "auto":
         needed = total * int(np.prod(size)) * channels
         say(
-            f"--cache auto: {total} images take {needed / 2**20:,.0f} MiB decoded; "
+            f"--cache auto: {total} images take {needed / 2**20:,.1f} MiB decoded; "
             + ("kept in memory" if mode == "ram" else f"more than {RAM_SHARE:.0%} of the available memory, "
                "streamed from the files (--cache disk decodes them once into a cache)")
         )  # fmt: skip
@@ -640,7 +640,9 @@ class LazyImages:
         images, decoded = self._read_rows(picked)
         if not decoded.all():
             first = int(picked[np.flatnonzero(~decoded)[0]])
-            raise DataError(f"{self.describe(first)}: cannot be decoded any more (changed since listed?)")
+            raise DataError(
+                f"{self.describe(first)} cannot be decoded (not an image, or changed since it was listed)"
+            )
         return images
 
     def __array__(self, dtype=None, copy=None):  # np.asarray(lazy): every image, in memory
