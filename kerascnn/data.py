@@ -324,7 +324,7 @@ def _listed_folder(root: Path, class_names: list[str]) -> tuple[list[Path], list
     return files, labels
 
 
-def _check_readable(root: Path, class_names: list[str], split: Split, listed_files, listed_labels):
+def _check_readable(root: Path, class_names: list[str], split: Split, listed_labels: list[int]):
     """Every class folder has at least one readable image."""
     have = np.bincount(split.labels, minlength=len(class_names))
     for label, cls in enumerate(class_names):
@@ -365,7 +365,7 @@ def load_folder(
     listed = {name: _listed_folder(folder, class_names) for name, folder in folders.items()}
     splits = _materialize(listed, size, channels, cache, skipped, say)
     for name, folder in folders.items():
-        _check_readable(folder, class_names, splits[name], *listed[name])
+        _check_readable(folder, class_names, splits[name], listed[name][1])
     if "all" in splits:
         train, val = split_validation(splits["all"], val_split, seed)
         test = None
