@@ -844,16 +844,18 @@ def images_of(files: list[Path], size, channels: int, cache: str, skipped: list,
     caller), with the positions of ``files`` that are in it: unreadable files are left out and added to
     ``skipped`` as (path, reason). ``stream`` (what evaluate, validate, calibration use): the disk
     cache a run wrote for these files when there is one, else the files."""
-    if cache == "ram":
-        kept, arrays = [], []
-        for i, (arr, err) in enumerate(_decode_many(files, size, channels)):
-            if arr is None:
-                skipped.append((str(files[i]), err))
-            else:
-                kept.append(i)
-                arrays.append(arr)
-        empty = np.zeros((0, *size, channels), np.uint8)
-        return (np.stack(arrays) if arrays else empty), kept
+    if cache == "ram":  # decoded into one array (a chunk of files at a time), not a list then a copy
+        out = np.empty((len(files), *size, channels), np.uint8)
+        kept = []
+        for start in range(0, len(files), 1024):
+            chunk = files[start : start + 1024]
+            for i, (arr, err) in enumerate(_decode_many(chunk, size, channels)):
+                if arr is None:
+                    skipped.append((str(chunk[i]), err))
+                else:
+                    out[len(kept)] = arr
+                    kept.append(start + i)
+        return out[: len(kept)], kept
     if cache == "disk" or (cache == "stream" and _has_disk_cache(files, size, channels)):
         return _disk_cached(files, size, channels, skipped, say)
     problems = _openable(files)
