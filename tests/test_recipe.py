@@ -146,3 +146,39 @@ def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     # an option given on resume must match the recorded choice
     bad = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--batch-size", "64"])
     assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "16" in bad.output
+
+
+def test_first_validation_is_not_at_chance_level(tmp_path):
+    """A new mobilenet_v1 after one epoch of ~35 steps validated at chance level, predicting one class:
+    its BatchNorm moving variances still held most of their initial 1 while the activations' variances
+    are ~0.01. The statistics are now measured under the epoch's weights before each validation."""
+    import keras
+
+    from kerascnn import data as kdata
+    from kerascnn.train import TrainConfig, train
+
+    (x, y), _ = kdata.load_builtin("mnist")
+    pick = np.random.default_rng(0).permutation(len(x))[:1200]
+    for i in pick:
+        folder = tmp_path / "digits" / str(y[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).resize((64, 64)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        model="mobilenet_v1", model_options={"alpha": 0.5}, input_shape=(64, 64, 1),
+        data=str(tmp_path / "digits"), epochs=1, batch_size=32, augment="none", output=str(out), quiet=True,
+    )  # fmt: skip
+    train(cfg)  # the library call: every field as set (the old defaults: no warm-up, lr 2e-3)
+    state = json.loads((out / "state.json").read_text())
+    assert state["history"][0]["accuracy"] > 0.15  # the training epoch learns something
+    model = keras.saving.load_model(out / "model_last.keras")
+    data = kdata.load_dataset(str(tmp_path / "digits"), (64, 64), 1)
+    norm = kdata.Normalization((127.5,), (127.5,))
+    predicted = model.predict(norm.numpy(data.val.images), verbose=0).argmax(1)
+    assert len(set(predicted.tolist())) >= 3, np.bincount(predicted)  # was: one class for everything
+    assert state["best"] > 0.15, state["history"]  # chance: 0.1
+    images = norm.numpy(data.train.images[::4])
+    bn = model.get_layer("conv1_bn")
+    inputs = keras.Model(model.inputs, bn.input).predict(images, verbose=0)
+    ratio = np.median(inputs.var(axis=(0, 1, 2)) / np.asarray(bn.moving_variance))
+    assert 0.5 < ratio < 2, ratio  # the saved statistics are those of the saved weights (was 0.05)
