@@ -935,10 +935,11 @@ class RunCallback(keras.callbacks.Callback):
 
     def _early_stop(self, history: list[dict], epoch: int) -> dict | None:
         """Early stopping on val_loss, from the committed history (so a resumed run counts on where it
-        was): ``patience`` epochs of this phase in a row without a lower val_loss, before its last."""
-        patience = self.run.cfg.patience
-        if not patience or self.phase != "train" or (self.end_epoch is not None and epoch >= self.end_epoch):
-            return None
+        was): ``patience`` epochs of the last phase in a row without a lower val_loss, before its end."""
+        patience, last_phase = self.run.cfg.patience, self.run.phases[-1][0]
+        at_end = self.end_epoch is not None and epoch >= self.end_epoch
+        if not patience or self.phase != last_phase or at_end:
+            return None  # (the head phase of --fine-tune-epochs always hands over to the fine-tuning)
         losses = [row.get("val_loss") for row in history if row.get("phase", "train") == self.phase]
         if not losses or any(v is None for v in losses):
             return None
