@@ -33,6 +33,7 @@ import numpy as np
 RUNS = {
     "mnist20": [
         ("defaults", []),
+        ("defaults, flip off", ["--flip", "none"]),
         (
             "old defaults, lenet5",
             ["--model", "lenet5", "--batch-size", "128", "--epochs", "10", "--patience", "0"],
