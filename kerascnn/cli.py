@@ -220,7 +220,10 @@ def retrieval_backends() -> tuple[str, ...]:
 
 @main.command("train")
 @click.option(
-    "--model", default=_TRAIN.model, show_default=True, help="A registered model (kerascnn models)."
+    "--model",
+    default=_TRAIN.model,
+    help="A registered model (kerascnn models) [default: from the images' size: lenet5 at 32x32 up to 32 px, "
+    "else mobilenet_v1 alpha=0.5 at their size up to 128; see README 'The default recipe'].",
 )
 @click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
 @click.option(
@@ -231,8 +234,15 @@ def retrieval_backends() -> tuple[str, ...]:
     "of path,label[,split] rows, or tfds:NAME.",
 )
 @click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
-@click.option("--epochs", type=POSITIVE_INT, default=_TRAIN.epochs, show_default=True)
-@click.option("--batch-size", type=POSITIVE_INT, default=_TRAIN.batch_size, show_default=True)
+@click.option(
+    "--epochs", type=POSITIVE_INT, default=_TRAIN.epochs, help="[default: ~4,000 steps' worth, 10 to 40]"
+)
+@click.option(
+    "--batch-size",
+    type=POSITIVE_INT,
+    default=_TRAIN.batch_size,
+    help="[default: ~train images/128, 16 to 128]",
+)
 @click.option(
     "--optimizer", type=click.Choice(kconfig.OPTIMIZERS), default=_TRAIN.optimizer, show_default=True
 )
@@ -240,10 +250,22 @@ def retrieval_backends() -> tuple[str, ...]:
     "--lr",
     type=POSITIVE_FLOAT,
     default=None,
-    help=f"Peak learning rate [{', '.join(f'{k} {v:g}' for k, v in kconfig.DEFAULT_LR.items())}].",
+    help=f"Peak learning rate [{', '.join(f'{k} {v:g}' for k, v in kconfig.DEFAULT_LR.items())}; sgd scaled "
+    "with the batch from 128].",
 )
 @click.option("--schedule", type=click.Choice(kconfig.SCHEDULES), default=_TRAIN.schedule, show_default=True)
-@click.option("--warmup-epochs", type=NON_NEGATIVE_FLOAT, default=_TRAIN.warmup_epochs, show_default=True)
+@click.option(
+    "--warmup-epochs",
+    type=NON_NEGATIVE_FLOAT,
+    default=_TRAIN.warmup_epochs,
+    help="[default: the first ~300 steps, at most a fifth of the run]",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=_TRAIN.patience,
+    help="Stop after N epochs without a lower val_loss; 0: off [default: max(3, epochs/5)].",
+)
 @click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=_TRAIN.weight_decay, show_default=True)
 @click.option(
     "--clip-norm",
@@ -311,7 +333,11 @@ def retrieval_backends() -> tuple[str, ...]:
     "runs, evaluate, validate), or none (decoded from the files each epoch); auto: RAM when they fit "
     "in a quarter of the available memory, else none.",
 )
-@click.option("--input-shape", default=None, help="H,W,C [default: the model's].")
+@click.option(
+    "--input-shape",
+    default=None,
+    help="H,W,C [default: with --model, the model's; without, from the images (never upscaled)].",
+)
 @click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 @click.option(
     "--precision",

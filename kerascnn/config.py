@@ -56,6 +56,12 @@ class TrainConfig:
     fine_tune_lr: float | None = None
     freeze_until: str | None = None
     quiet: bool = False
+    # Early stopping: stop after this many epochs without a lower val_loss (0: off); the best epoch's
+    # model is model_best.keras. `kerascnn train` derives it (kerascnn.recipe) unless --patience is given.
+    patience: int = 0
+    # What the default recipe chose for the options left out (kerascnn.recipe), with its reason; {} when
+    # nothing was derived (a Python caller that set every field, or a run from before the recipe).
+    recipe: dict = field(default_factory=dict)
 
     def default_lr(self) -> float:
         return DEFAULT_LR[self.optimizer]
@@ -104,6 +110,8 @@ class TrainConfig:
             )
         if not 0 <= self.val_split < 1:
             bad("--val-split", f"must be in [0, 1), got {self.val_split}")
+        if self.patience < 0:
+            bad("--patience", f"must be >= 0 (0: no early stopping), got {self.patience}")
         if self.fine_tune_epochs < 0:
             bad("--fine-tune-epochs", f"must be >= 0, got {self.fine_tune_epochs}")
         if self.fine_tune_epochs and not self.freeze_backbone:

@@ -240,6 +240,41 @@ def set_bn_momentum(model, momentum: float) -> int:
     return len(layers)
 
 
+BN_STAT_IMAGES, BN_STAT_BATCH = 1024, 256  # training images the BatchNorm statistics are measured on
+
+
+def recompute_bn_statistics(model, images, batch_size: int = BN_STAT_BATCH, normalize=None) -> int:
+    """Set the moving mean and variance of every trainable BatchNormalization layer to the statistics
+    of ``images`` (normalised, unaugmented) under the model's current weights, averaged over batches in
+    training mode ("precise BN", as in pycls); returns how many layers.
+
+    Why: the moving averages start at mean 0 and variance 1, and after t steps at momentum m the 1 still
+    weighs m**t, while a fresh net's activations have variances of ~0.01 and less: after one epoch of 16
+    steps (0.9**16 = 0.19) mobilenet_v1's first BN divides by a variance 20x too large, every later layer
+    compounds it, and in inference mode the net predicts one class for everything (a first validation at
+    chance level after a working training epoch; the same weights score like the training epoch with
+    the statistics measured). Called before each validation, the validation and the saved models use
+    statistics that belong to their weights. Frozen layers (--freeze-backbone) keep theirs."""
+    layers = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    if not layers or not len(images):
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for i, start in enumerate(range(0, len(images), batch_size)):
+            for layer in layers:  # moving = the running mean of the batches' statistics
+                layer.momentum = i / (i + 1)
+            batch = images[start : start + batch_size]
+            model(normalize(batch) if normalize is not None else batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
 def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: str | None = None):
     """Freeze/unfreeze everything but the head: the layers after the global pooling / flatten and the
     ``new_layers`` that did not come from the pretrained model.
@@ -353,6 +388,8 @@ class _Run:
     model: object = None  # the model trained (with GoogLeNet's auxiliary heads)
     inference: object = None  # the model saved (without them)
     new_layers: list[str] = field(default_factory=list)  # layers --weights did not fill
+    derive: tuple | None = None  # a new run's (given, native size, model reason) for kerascnn.recipe
+    bn_images: object = None  # the training images BatchNorm statistics are measured on (or None)
     log: Callable = print
 
 
@@ -361,8 +398,10 @@ def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None =
     build the models, (then only) write the run folder, fit the phases, report on the test split.
 
     ``given`` maps the TrainConfig fields the user set explicitly to their option names; resuming, they
-    must match the run's, except ``epochs``, which may grow (see :func:`_apply_resume_options`)."""
-    run = _open_run(cfg, resume, given or {})
+    must match the run's, except ``epochs``, which may grow (see :func:`_apply_resume_options`). With
+    ``given`` (``kerascnn train`` always passes it), a new run derives the fields not in it from the data
+    (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is."""
+    run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume)
     try:
         _load_data(run)
         _build_models(run)  # a model that cannot be built writes nothing
@@ -387,12 +426,16 @@ def _holds_a_run(run_dir: Path, name_the_writer: bool = True) -> bool:
     return True
 
 
-def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str]) -> _Run:
+def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: bool = False) -> _Run:
     """Check the configuration, start the strategy and find the run folder (and, resuming, lock it,
-    finish or undo a half-done commit and read its state)."""
+    finish or undo a half-done commit and read its state). ``derive``: a new run whose model and input
+    shape (when --model is not given) come from the data (:func:`kerascnn.recipe.choose_model`)."""
     from . import models
 
     cfg.check()
+    native, model_reason = None, None
+    if derive:
+        native, model_reason = _choose_model_from_data(cfg, given)
     models.get_entry(cfg.model)  # unknown model: error before anything is written
     # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
     strategy = make_strategy(cfg.strategy)
@@ -407,7 +450,9 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str]) -> _Run:
                 f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new "
                 "run folder"
             )
-        return _Run(cfg, resume, strategy, run_dir, chief)
+        return _Run(
+            cfg, resume, strategy, run_dir, chief, derive=(given, native, model_reason) if derive else None
+        )
     if not (run_dir / "config.json").exists():
         raise RunError(f"--resume: '{run_dir}' holds no run (no config.json); start it without --resume")
     lock = WriteLock.for_run(run_dir).acquire()
@@ -428,7 +473,30 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str]) -> _Run:
         )
     if not from_checkpoint:
         run.messages.append("--resume: no epoch had finished; the run starts again from epoch 0")
+    if saved.recipe.get("reason"):
+        run.messages.append(f"--resume: the recipe recorded in config.json: {saved.recipe['reason']}")
+    stopped = (state or {}).get("stopped_early")
+    if stopped:
+        run.messages.append(
+            f"--resume: the run stopped early at epoch {stopped['epoch']} ({stopped['reason']}); it is not "
+            "continued. Start a new run (--weights "
+            f"{run_dir}) to train more"
+        )
     return run
+
+
+def _choose_model_from_data(cfg: TrainConfig, given: dict[str, str]):
+    """With no --model: the model and input shape from the images' native size (kerascnn.recipe)."""
+    from . import recipe
+
+    if "model" in given or "model_options" in given:
+        return None, None
+    native = recipe.peek_native_size(cfg.data)
+    choice = recipe.choose_model(native, given, cfg.input_shape)
+    if choice is None:
+        return native, None
+    cfg.model, cfg.model_options, cfg.input_shape = choice.model, choice.model_options, choice.input_shape
+    return native, choice.reason
 
 
 def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str, str], run_dir: Path) -> bool:
@@ -501,6 +569,7 @@ def _load_data(run: _Run) -> None:
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
+    recipe_line = _apply_recipe(run) if run.derive is not None else None
     lr = cfg.lr or cfg.default_lr()
     run.phases = [("train", cfg.epochs, lr)]
     if cfg.fine_tune_epochs:
@@ -514,7 +583,40 @@ def _load_data(run: _Run) -> None:
         *([f"{len(dataset.skipped)} unreadable image(s) skipped"] if dataset.skipped else []),
         f"strategy {type(run.strategy).__name__}, {run.strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.precision}",
+        *([recipe_line] if recipe_line else []),
     ]
+
+
+def _apply_recipe(run: _Run) -> str:
+    """Epochs, batch size, lr, warm-up and patience derived from the loaded data for the fields the
+    command line left out (:func:`kerascnn.recipe.choose_schedule`), written into the config (so that
+    --resume continues the same run) and recorded in ``cfg.recipe``; returns the line for the log."""
+    from . import recipe
+
+    cfg, dataset = run.cfg, run.dataset
+    given, native, model_reason = run.derive
+    sched = recipe.choose_schedule(
+        len(dataset.train), epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
+        lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
+        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone),
+    )  # fmt: skip
+    cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
+    cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
+    line = recipe.describe(
+        len(dataset.train), dataset.num_classes, native, cfg.model, cfg.model_options, cfg.input_shape,
+        sched, model_reason,
+    )  # fmt: skip
+    chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
+    cfg.recipe = {
+        "chosen": chosen,
+        "train_images": len(dataset.train),
+        "classes": dataset.num_classes,
+        "native_size": str(native) if native else None,
+        **{name: getattr(cfg, name) for name in chosen},
+        "reason": line,
+    }
+    cfg.check()
+    return line
 
 
 def _build_models(run: _Run) -> None:
@@ -627,9 +729,16 @@ def _fit_phases(run: _Run) -> None:
     )
     steps = math.ceil(len(dataset.train) / cfg.batch_size)
     done, start = int(run.state["epoch"]), 0
+    if run.strategy.num_replicas_in_sync == 1 and any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
+    ):  # measured BatchNorm statistics before each validation (see recompute_bn_statistics)
+        pick = np.random.default_rng(cfg.seed).permutation(len(dataset.train))[:BN_STAT_IMAGES]
+        # uint8, normalised a batch at a time (a quarter of the memory of float32: 154 MB at 224x224x3)
+        run.bn_images = dataset.train.images[pick]  # (read once from a streamed split)
+    stopped = run.state.get("stopped_early")
     for phase, epochs, lr in run.phases:
         end = start + epochs
-        if done < end:
+        if done < end and not stopped:
             if not run.from_checkpoint or run.state.get("phase") != phase:
                 with run.strategy.scope():
                     if cfg.freeze_backbone:
@@ -643,9 +752,10 @@ def _fit_phases(run: _Run) -> None:
                 run.log(f"phase {phase}: {epochs} epochs at lr {lr:g}, {trainable:,d} trainable parameters")
             _fit(run, phase, train_ds, val_ds, class_weight, initial_epoch=max(done, start), end_epoch=end)
             done = int(run.state["epoch"])
+            stopped = run.state.get("stopped_early")
         start = end
     total = sum(p[1] for p in run.phases)
-    if done < total:
+    if done < total and not stopped:
         raise RunError(f"the run stopped at epoch {done} of {total}")
 
 
@@ -669,7 +779,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
     stops the run with what is kept and what to do."""
     import tensorflow as tf
 
-    callback = RunCallback(run, phase)
+    callback = RunCallback(run, phase, end_epoch)
     callbacks = [keras.callbacks.TerminateOnNaN(), callback]
     if run.chief:
         callbacks.append(
@@ -793,10 +903,14 @@ class RunCallback(keras.callbacks.Callback):
     (:func:`kerascnn.runs.commit_epoch`), then the history. A diverged epoch stops training and saves
     nothing, so the last good epoch's files stay as they were."""
 
-    def __init__(self, run: _Run, phase: str):
+    def __init__(self, run: _Run, phase: str, end_epoch: int | None = None):
         super().__init__()
-        self.run, self.phase = run, phase
+        self.run, self.phase, self.end_epoch = run, phase, end_epoch
         self.diverged: str | None = None
+
+    def on_test_begin(self, logs=None):  # the validation of each epoch, inside fit
+        if self.run.bn_images is not None:
+            recompute_bn_statistics(self.run.model, self.run.bn_images, normalize=self.run.normalize)
 
     def on_epoch_end(self, epoch, logs=None):
         run, logs = self.run, dict(logs or {})
@@ -825,6 +939,9 @@ class RunCallback(keras.callbacks.Callback):
             "class_names": run.dataset.class_names,
             "optimizer_steps": int(np.asarray(optimizer.iterations)),
         }
+        stop = self._early_stop(state["history"], epoch + 1)
+        if stop:  # committed with the epoch, so a resumed run knows the run is over
+            state["stopped_early"] = stop
         run.state = _write_or_stop(run, lambda: commit_epoch(run.run_dir, epoch + 1, models, state))
         _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
         run.log(
@@ -832,6 +949,36 @@ class RunCallback(keras.callbacks.Callback):
             f"{val if val is not None else float('nan'):.4f}{' (best)' if improved else ''}",
             echo=False,  # Keras' progress bar shows the epoch already
         )
+        if stop:
+            self.model.stop_training = True
+            run.log(
+                f"early stop after epoch {epoch + 1} of {self.end_epoch}: {stop['reason']}; "
+                f"model_best.keras is the epoch with the best val_accuracy ({_shown(run.state['best'])})"
+            )
+
+    def _early_stop(self, history: list[dict], epoch: int) -> dict | None:
+        """Early stopping on val_loss, from the committed history (so a resumed run counts on where it
+        was): ``patience`` epochs of the last phase in a row without a lower val_loss, before its end."""
+        patience, last_phase = self.run.cfg.patience, self.run.phases[-1][0]
+        at_end = self.end_epoch is not None and epoch >= self.end_epoch
+        if not patience or self.phase != last_phase or at_end:
+            return None  # (the head phase of --fine-tune-epochs always hands over to the fine-tuning)
+        losses = [row.get("val_loss") for row in history if row.get("phase", "train") == self.phase]
+        if not losses or any(v is None for v in losses):
+            return None
+        best = min(range(len(losses)), key=lambda i: (losses[i], i))
+        since = len(losses) - 1 - best
+        if since < patience:
+            return None
+        return {
+            "epoch": epoch,
+            "best_val_loss_epoch": best + 1,
+            "patience": patience,
+            "reason": (
+                f"val_loss has not gone below {losses[best]:.4f} (epoch {best + 1}) for {since} epochs "
+                f"(--patience {patience})"
+            ),
+        }
 
 
 def _write_history(history: list[dict], path: Path):

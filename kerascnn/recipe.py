@@ -1,0 +1,203 @@
+"""The default recipe: what ``kerascnn train`` chooses, from the data, for the options the user left out.
+
+Two pure functions, testable without training, and one peek at the files:
+
+* :func:`choose_model` (before the data is loaded, from the images' native size): with no ``--model``,
+  small images (at most 32 px a side) train ``lenet5`` at 32x32, larger ones ``mobilenet_v1`` with
+  ``alpha=0.5`` at their own size up to 128 px; never upscaled to 224, grayscale data gets 1 channel.
+* :func:`choose_schedule` (once the data is loaded): a step budget instead of a fixed epoch count, a
+  smaller batch on small sets, a warm-up over the first few hundred steps, early stopping on val_loss.
+
+Every option the user gave (``given``: TrainConfig field -> option name, from the command line) wins;
+the choices land in the config's own fields (so ``--resume`` continues the same run and never derives
+again) and in ``TrainConfig.recipe`` (the values chosen and a one-line reason, kept in config.json).
+The numbers below come from the measurements of BENCHMARKS.md ("The default recipe against hand-tuned
+commands", 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SMALL_SIDE = 32  # images up to this side train a small net at 32x32
+SMALL_MODEL = "lenet5"
+MEDIUM_MODEL, MEDIUM_OPTIONS = "mobilenet_v1", {"alpha": 0.5}
+MEDIUM_MAX_SIDE = 128  # larger images are downscaled to this (cost grows with the square of the side)
+STEP_BUDGET = 4000  # optimizer steps a run from scratch gets (a hand-tuned lenet5 on 4,500 digits: ~4,200)
+MIN_EPOCHS, MAX_EPOCHS = 10, 40
+BATCH_PER_IMAGES = 128  # about one batch per 128 training images: 4,500 -> 32, >= 16,384 -> 128
+MIN_BATCH, MAX_BATCH = 16, 128
+WARMUP_STEPS = 300  # linear warm-up over the first few hundred steps (at most 20% of the run)
+SAMPLE_FILES = 64  # image headers peeked at to learn the native size
+
+_COLOUR_MODES = {"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA"}
+
+
+@dataclass(frozen=True)
+class NativeSize:
+    """The images' own size: the median height and width of a sample, 3 channels when any is colour."""
+
+    height: int
+    width: int
+    channels: int
+    sampled: int  # how many files were looked at (0 for a built-in)
+
+    def __str__(self) -> str:
+        return f"{self.height}x{self.width}x{self.channels}"
+
+
+def peek_native_size(data: str, sample: int = SAMPLE_FILES) -> NativeSize | None:
+    """The native size of ``data``'s images, from the headers of up to ``sample`` files spread over the
+    listing (Pillow reads the size and mode without decoding); None when it cannot be told (tfds:, no
+    readable file)."""
+    from . import data as kdata
+
+    if data in kdata.BUILTINS:
+        return NativeSize(28, 28, 1, 0)
+    if kdata.is_tfds(data):
+        return None
+    try:
+        files = kdata.open_images(data, (1, 1), 1).files or []
+    except kdata.DataError:
+        return None  # the loader says what is wrong with --data, with its own message
+    if not files:
+        return None
+    step = max(1, len(files) // sample)
+    sizes, colour = [], False
+    from PIL import Image
+
+    for path in files[::step][:sample]:
+        try:
+            with Image.open(Path(path)) as im:
+                sizes.append(im.size)
+                colour |= im.mode in _COLOUR_MODES
+        except Exception:  # noqa: BLE001, S112 - an unreadable file is reported by the loader later
+            continue
+    if not sizes:
+        return None
+    widths, heights = sorted(s[0] for s in sizes), sorted(s[1] for s in sizes)
+    mid = len(sizes) // 2
+    return NativeSize(heights[mid], widths[mid], 3 if colour else 1, len(sizes))
+
+
+@dataclass
+class ModelChoice:
+    model: str
+    model_options: dict
+    input_shape: tuple
+    reason: str
+
+
+def choose_model(
+    native: NativeSize | None, given: dict, input_shape: tuple | None = None
+) -> ModelChoice | None:
+    """The model and input shape for data of ``native`` size when ``--model`` was not given (else None:
+    the model's own input shape, or ``--input-shape``, as always). ``--model-kwargs`` without ``--model``
+    are options of the documented default model, so the choice is left alone then too."""
+    if "model" in given or "model_options" in given:
+        return None
+    if input_shape is not None:  # --input-shape without --model: a model for that size
+        h, w, c = input_shape
+        side = min(h, w)
+        model, options = (SMALL_MODEL, {}) if side <= SMALL_SIDE else (MEDIUM_MODEL, dict(MEDIUM_OPTIONS))
+        return ModelChoice(model, options, tuple(input_shape), f"--input-shape {h},{w},{c}")
+    if native is None:
+        return None
+    side = min(native.height, native.width)
+    c = native.channels
+    if max(native.height, native.width) <= SMALL_SIDE:
+        return ModelChoice(SMALL_MODEL, {}, (SMALL_SIDE, SMALL_SIDE, c), f"{native} images")
+    side = max(SMALL_SIDE, min(side, MEDIUM_MAX_SIDE) // 16 * 16)  # no upscaling (but >= the net's 32)
+    return ModelChoice(MEDIUM_MODEL, dict(MEDIUM_OPTIONS), (side, side, c), f"{native} images")
+
+
+@dataclass
+class Schedule:
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_epochs: float
+    patience: int
+    steps_per_epoch: int
+    chosen: list[str]  # the fields the recipe set (the others were given)
+
+
+def choose_schedule(
+    train_images: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float | None,
+    warmup_epochs: float,
+    schedule: str,
+    patience: int,
+    given: dict,
+    fine_tune: bool = False,
+) -> Schedule:
+    """Epochs, batch size, peak lr, warm-up and early-stopping patience for ``train_images`` training
+    images; each value passed in that ``given`` names is kept as it is.
+
+    * batch: about one per 128 images, a power of two in [16, 128] (4,500 images -> 32): small sets
+      get more, noisier steps, which is what they need;
+    * epochs: enough for a budget of ~4,000 optimizer steps, in [10, 40] epochs (a large set gets 10);
+    * lr: the optimizer's default peak for Adam/AdamW (their step size does not grow with the batch),
+      scaled linearly with the batch from 128 for SGD;
+    * warm-up: the first ~300 steps (at most a fifth of the run; none with --schedule step);
+    * patience: stop after max(3, epochs/5) epochs without a lower val_loss (off with fine-tuning).
+    """
+    from .config import DEFAULT_LR
+
+    chosen = []
+    if "batch_size" not in given:
+        b = 2 ** round(math.log2(max(1, train_images) / BATCH_PER_IMAGES)) if train_images else MIN_BATCH
+        batch_size = int(min(MAX_BATCH, max(MIN_BATCH, b)))
+        chosen.append("batch_size")
+    steps = max(1, math.ceil(train_images / batch_size))
+    if "epochs" not in given:
+        epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
+        chosen.append("epochs")
+    if "lr" not in given and lr is None:
+        lr = DEFAULT_LR[optimizer] * (batch_size / 128 if optimizer == "sgd" else 1.0)
+        chosen.append("lr")
+    if "warmup_epochs" not in given:
+        if schedule == "step":
+            warmup_epochs = 0.0
+        else:
+            warmup_epochs = min(WARMUP_STEPS / steps, 0.2 * epochs)
+            warmup_epochs = math.floor(warmup_epochs * 10) / 10  # tenths of an epoch, < epochs
+        chosen.append("warmup_epochs")
+    if "patience" not in given:
+        patience = 0 if fine_tune else max(3, math.ceil(epochs / 5))
+        if patience >= epochs:
+            patience = 0  # it could never fire before the end
+        chosen.append("patience")
+    return Schedule(epochs, batch_size, lr, warmup_epochs, patience, steps, chosen)
+
+
+def describe(
+    train_images: int, classes: int, native: NativeSize | None, model: str, model_options: dict,
+    input_shape, sched: Schedule, model_reason: str | None,
+) -> str:  # fmt: skip
+    """The one line the run log prints: what was chosen, and from what."""
+    what = f"{train_images:,d} train images, {classes} classes"
+    if native is not None:
+        what += f", {native}"
+    net = model + "".join(f" {k}={v}" for k, v in model_options.items())
+    shape = "x".join(str(s) for s in input_shape)
+    parts = [f"{net} at {shape}" + (f" ({model_reason})" if model_reason else " (given)")]
+    total = sched.epochs * sched.steps_per_epoch
+    parts.append(f"batch {sched.batch_size}{'' if 'batch_size' in sched.chosen else ' (given)'}")
+    parts.append(f"{sched.epochs} epochs (~{total:,d} steps){'' if 'epochs' in sched.chosen else ' (given)'}")
+    parts.append(f"lr {sched.lr:g}{'' if 'lr' in sched.chosen else ' (given)'}")
+    warm = f"warm-up {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else "no warm-up"
+    parts.append(warm + ("" if "warmup_epochs" in sched.chosen else " (given)"))
+    stop = (
+        f"early stop after {sched.patience} epochs without a lower val_loss"
+        if sched.patience
+        else "no early stopping"
+    )
+    parts.append(stop + ("" if "patience" in sched.chosen else " (given)"))
+    return f"recipe: {what} -> {', '.join(parts)}; set any of them to override"

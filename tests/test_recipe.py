@@ -1,0 +1,184 @@
+"""The default recipe (kerascnn.recipe): its choices for a few dataset shapes, explicit options winning,
+config.json recording it, --resume keeping it, and one tiny `kerascnn train --data DIR` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from kerascnn import recipe
+from kerascnn.cli import main
+from kerascnn.config import DEFAULT_LR
+
+
+def sched(n, given=(), **kw):
+    args = dict(epochs=10, batch_size=128, optimizer="adamw", lr=None, warmup_epochs=0.0, schedule="cosine")
+    args.update(patience=0)
+    args.update(kw)
+    return recipe.choose_schedule(n, given={k: f"--{k}" for k in given}, **args)
+
+
+def test_small_set_gets_small_batches_and_a_step_budget():
+    s = sched(4500)  # 5,000 digits less the 10% validation
+    assert (s.batch_size, s.steps_per_epoch, s.epochs) == (32, 141, 29)  # ~4,100 steps
+    assert s.lr == DEFAULT_LR["adamw"]
+    assert s.warmup_epochs == 2.1  # the first ~300 steps
+    assert s.patience == 6
+    assert set(s.chosen) == {"batch_size", "epochs", "lr", "warmup_epochs", "patience"}
+
+
+def test_large_set_gets_full_batches_and_the_minimum_epochs():
+    s = sched(54000)  # Fashion-MNIST's training set
+    assert (s.batch_size, s.epochs, s.patience) == (128, 10, 3)
+    assert s.warmup_epochs == 0.7
+
+
+def test_tiny_set_is_capped():
+    s = sched(36)
+    assert (s.batch_size, s.steps_per_epoch, s.epochs) == (16, 3, 40)
+    assert s.warmup_epochs == 8.0  # at most a fifth of the run
+    assert s.patience == 8
+
+
+def test_sgd_scales_lr_with_batch_and_step_schedule_has_no_warmup():
+    s = sched(4500, optimizer="sgd", schedule="step")
+    assert s.lr == pytest.approx(DEFAULT_LR["sgd"] * 32 / 128)
+    assert s.warmup_epochs == 0
+
+
+def test_explicit_options_win():
+    given = ("batch_size", "epochs", "lr", "warmup_epochs", "patience")
+    s = sched(4500, given, epochs=3, batch_size=100, lr=0.1, warmup_epochs=0.5, patience=0)
+    assert (s.epochs, s.batch_size, s.lr, s.warmup_epochs, s.patience) == (3, 100, 0.1, 0.5, 0)
+    assert s.chosen == []
+    s = sched(4500, ("epochs",), epochs=2)  # early stopping that could never fire is off
+    assert (s.epochs, s.batch_size, s.patience) == (2, 32, 0)
+    assert sched(4500, fine_tune=True).patience == 0
+
+
+@pytest.mark.parametrize(
+    "native, model, options, shape",
+    [
+        (recipe.NativeSize(20, 20, 1, 64), "lenet5", {}, (32, 32, 1)),
+        (recipe.NativeSize(28, 28, 1, 0), "lenet5", {}, (32, 32, 1)),
+        (recipe.NativeSize(32, 32, 3, 64), "lenet5", {}, (32, 32, 3)),
+        (recipe.NativeSize(96, 96, 3, 64), "mobilenet_v1", {"alpha": 0.5}, (96, 96, 3)),
+        (recipe.NativeSize(100, 150, 1, 64), "mobilenet_v1", {"alpha": 0.5}, (96, 96, 1)),
+        (recipe.NativeSize(480, 640, 3, 64), "mobilenet_v1", {"alpha": 0.5}, (128, 128, 3)),
+    ],
+)
+def test_model_and_input_from_the_images(native, model, options, shape):
+    choice = recipe.choose_model(native, {})
+    assert (choice.model, choice.model_options, choice.input_shape) == (model, options, shape)
+    assert max(shape[:2]) <= max(32, native.height, native.width)  # never upscaled past 32
+
+
+def test_model_choice_yields_to_the_command_line():
+    native = recipe.NativeSize(20, 20, 1, 64)
+    assert recipe.choose_model(native, {"model": "--model"}) is None
+    assert recipe.choose_model(native, {"model_options": "--model-kwargs"}) is None
+    chosen = recipe.choose_model(native, {"input_shape": "--input-shape"}, (64, 64, 3))
+    assert (chosen.model, chosen.input_shape) == ("mobilenet_v1", (64, 64, 3))
+    assert recipe.choose_model(None, {}) is None  # unknown size (tfds:): the documented default
+
+
+def _folder(root, per_class=20, size=12, classes=3, seed=0):
+    """Class folders of small grayscale PNGs whose labels are noise: val_loss cannot improve for long."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(
+                root / f"c{c}" / f"{i}.png"
+            )
+    return root
+
+
+def test_peek_native_size(tmp_path):
+    _folder(tmp_path / "d", per_class=2, size=12, classes=2)
+    Image.new("RGB", (30, 20)).save(tmp_path / "d" / "c0" / "colour.jpg")
+    assert recipe.peek_native_size(str(tmp_path / "d")) == recipe.NativeSize(12, 12, 3, 5)
+    assert recipe.peek_native_size("mnist") == recipe.NativeSize(28, 28, 1, 0)
+    assert recipe.peek_native_size(str(tmp_path / "missing")) is None
+
+
+def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
+    data = _folder(tmp_path / "noise")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--output", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("recipe: ")]
+    assert len(lines) == 1, result.output
+    assert (
+        "54 train images, 3 classes, 12x12x1 -> lenet5 at 32x32x1 (12x12x1 images), batch 16, 40 epochs"
+        in lines[0]
+    )
+    assert "early stop after 8 epochs without a lower val_loss" in lines[0]
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    assert (cfg["model"], cfg["input_shape"], cfg["batch_size"], cfg["epochs"]) == (
+        "lenet5",
+        [32, 32, 1],
+        16,
+        40,
+    )
+    assert (cfg["patience"], cfg["warmup_epochs"]) == (8, 8.0)
+    assert cfg["recipe"]["reason"] == lines[0]
+    assert set(cfg["recipe"]["chosen"]) >= {"model", "input_shape", "epochs", "batch_size", "lr", "patience"}
+    state = json.loads((out / "state.json").read_text())
+    stopped = state["stopped_early"]
+    assert state["epoch"] == stopped["epoch"] < 40
+    assert stopped["epoch"] - stopped["best_val_loss_epoch"] == 8
+    assert "early stop after epoch" in (out / "run.log").read_text()
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == stopped["epoch"]
+    # --resume keeps the recorded recipe and does not continue a run that stopped early
+    again = CliRunner().invoke(
+        main, ["train", "--data", str(data), "--output", str(out), "--resume", "--quiet"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "--resume: the recipe recorded in config.json: recipe: " in again.output
+    assert "stopped early" in again.output and "not continued" in again.output
+    assert json.loads((out / "state.json").read_text())["epoch"] == stopped["epoch"]
+    assert json.loads((out / "config.json").read_text())["train"] == cfg
+    # an option given on resume must match the recorded choice
+    bad = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--batch-size", "64"])
+    assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "16" in bad.output
+
+
+def test_first_validation_is_not_at_chance_level(tmp_path):
+    """A new mobilenet_v1 after one epoch of ~35 steps validated at chance level, predicting one class:
+    its BatchNorm moving variances still held most of their initial 1 while the activations' variances
+    are ~0.01. The statistics are now measured under the epoch's weights before each validation."""
+    import keras
+
+    from kerascnn import data as kdata
+    from kerascnn.train import TrainConfig, train
+
+    (x, y), _ = kdata.load_builtin("mnist")
+    pick = np.random.default_rng(0).permutation(len(x))[:1200]
+    for i in pick:
+        folder = tmp_path / "digits" / str(y[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).resize((64, 64)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        model="mobilenet_v1", model_options={"alpha": 0.5}, input_shape=(64, 64, 1),
+        data=str(tmp_path / "digits"), epochs=1, batch_size=32, augment="none", output=str(out), quiet=True,
+    )  # fmt: skip
+    train(cfg)  # the library call: every field as set (the old defaults: no warm-up, lr 2e-3)
+    state = json.loads((out / "state.json").read_text())
+    assert state["history"][0]["accuracy"] > 0.15  # the training epoch learns something
+    model = keras.saving.load_model(out / "model_last.keras")
+    data = kdata.load_dataset(str(tmp_path / "digits"), (64, 64), 1)
+    norm = kdata.Normalization((127.5,), (127.5,))
+    predicted = model.predict(norm.numpy(data.val.images), verbose=0).argmax(1)
+    assert len(set(predicted.tolist())) >= 3, np.bincount(predicted)  # was: one class for everything
+    assert state["best"] > 0.15, state["history"]  # chance: 0.1
+    images = norm.numpy(data.train.images[::4])
+    bn = model.get_layer("conv1_bn")
+    inputs = keras.Model(model.inputs, bn.input).predict(images, verbose=0)
+    ratio = np.median(inputs.var(axis=(0, 1, 2)) / np.asarray(bn.moving_variance))
+    assert 0.5 < ratio < 2, ratio  # the saved statistics are those of the saved weights (was 0.05)
