@@ -1142,25 +1142,21 @@ def make_dataset(
     augment on the fly, mixup, prefetch. Evaluation: batch, normalise, prefetch. ``label_fn`` maps the
     one-hot batch to what the model's outputs need (a dict for multi-output models).
 
-    A split in memory is sliced as tensors; a lazy one (:class:`LazyImages`) is served as shuffled
-    batches of indices whose images are read (decoded, or from the disk cache) in parallel map calls,
-    so nothing but the index list and the batches in flight is held. ``shard`` = (workers, index):
-    with a lazy split, this worker reads only its own equal share of the images (a multi-worker run).
+    The pipeline shuffles and batches image indices; each batch's images are gathered from memory, or
+    read (decoded, or from the disk cache) for a lazy split (:class:`LazyImages`), in parallel map
+    calls, so nothing but the index list and the batches in flight is added to what the split holds.
+    ``shard`` = (workers, index): this worker reads only its own equal share of the images (a
+    multi-worker run).
     """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    if split.in_memory:
-        ds = _tensor_source(split, num_classes, training, oversample, seed)
-    else:
-        ds = _index_source(split, num_classes, training, oversample, seed, shard)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    if not split.in_memory:
-        ds = ds.map(_lazy_reader(split), num_parallel_calls=autotune)
-        if shard:
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-            ds = ds.with_options(options)
+    ds = _index_source(split, num_classes, training, oversample, seed, shard)
+    ds = ds.batch(batch_size, drop_remainder=False).map(_batch_reader(split), num_parallel_calls=autotune)
+    if shard:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
 
     def prepare(images, labels):
         images = tf.cast(images, tf.float32)
@@ -1175,23 +1171,6 @@ def make_dataset(
         return x, (label_fn(y) if label_fn else y)
 
     return ds.map(prepare, num_parallel_calls=autotune).prefetch(autotune)
-
-
-def _tensor_source(split: Split, num_classes: int, training: bool, oversample: bool, seed: int):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if training and oversample:
-        per_class = []
-        for c in range(num_classes):
-            idx = np.flatnonzero(split.labels == c)
-            if len(idx):
-                sub = tf.data.Dataset.from_tensor_slices((split.images[idx], split.labels[idx]))
-                per_class.append(sub.shuffle(len(idx), seed=seed + c).repeat())
-        return tf.data.Dataset.sample_from_datasets(per_class, seed=seed).take(len(split))
-    if training:
-        return ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds
 
 
 def _index_source(split: Split, num_classes: int, training: bool, oversample: bool, seed: int, shard):
@@ -1218,18 +1197,26 @@ def _index_source(split: Split, num_classes: int, training: bool, oversample: bo
     return ds
 
 
-def _lazy_reader(split: Split):
-    """The map function from a batch of indices to (uint8 images, labels): the images are read by
-    ``split.images.read`` (Pillow, the same decoder as every other path, or the disk cache); an image
-    that fails to decode is dropped from its batch."""
+def _batch_reader(split: Split):
+    """The map function from a batch of indices to (uint8 images, labels): the images are gathered from
+    the split's array (never copied into a tensor or a shuffle buffer: --cache ram holds the images
+    once), or read by ``split.images.read`` (Pillow, the same decoder as every other path, or the disk
+    cache); an image that fails to decode is dropped from its batch."""
     import tensorflow as tf
 
     store = split.images
+    if split.in_memory:
+
+        def gather(indices):
+            return store[indices], np.ones(len(indices), bool)
+
+    else:
+        gather = store.read
     labels = tf.constant(split.labels, tf.int32)
     shape = store.shape[1:]
 
     def read(indices):
-        images, decoded = tf.numpy_function(store.read, [indices], [tf.uint8, tf.bool], stateful=False)
+        images, decoded = tf.numpy_function(gather, [indices], [tf.uint8, tf.bool], stateful=False)
         images.set_shape([None, *shape])
         decoded.set_shape([None])
         return tf.boolean_mask(images, decoded), tf.boolean_mask(tf.gather(labels, indices), decoded)
