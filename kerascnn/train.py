@@ -401,6 +401,8 @@ def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None =
     must match the run's, except ``epochs``, which may grow (see :func:`_apply_resume_options`). With
     ``given`` (``kerascnn train`` always passes it), a new run derives the fields not in it from the data
     (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is."""
+    if resume and given is not None and not cfg.output:  # the folder of a run whose model the recipe
+        _choose_model_from_data(cfg, given)  # chose: runs/<the model chosen for this data>
     run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume)
     try:
         _load_data(run)

@@ -182,3 +182,23 @@ def test_first_validation_is_not_at_chance_level(tmp_path):
     inputs = keras.Model(model.inputs, bn.input).predict(images, verbose=0)
     ratio = np.median(inputs.var(axis=(0, 1, 2)) / np.asarray(bn.moving_variance))
     assert 0.5 < ratio < 2, ratio  # the saved statistics are those of the saved weights (was 0.05)
+
+
+def test_resume_without_output_finds_the_derived_run_folder(tmp_path, monkeypatch):
+    """`kerascnn train --data DIR` saves into runs/<the model the recipe chose>; `--resume` with the
+    same --data and no --output looks there, not in runs/<the documented default model>."""
+    from kerascnn import train as ktrain
+
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    monkeypatch.setattr(
+        ktrain, "_open_run", lambda cfg, *a, **k: seen.setdefault("model", cfg.model) and 1 / 0
+    )
+    data = tmp_path / "digits"
+    for c in range(2):
+        (data / str(c)).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((20, 20), 40 * i + c, np.uint8)).save(data / str(c) / f"{i}.png")
+    with pytest.raises(ZeroDivisionError):
+        ktrain.train(ktrain.TrainConfig(data=str(data)), resume=True, given={"data": "--data"})
+    assert seen["model"] == "lenet5"
