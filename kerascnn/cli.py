@@ -264,7 +264,8 @@ def retrieval_backends() -> tuple[str, ...]:
     "--patience",
     type=click.IntRange(min=0),
     default=_TRAIN.patience,
-    help="Stop after N epochs without a lower val_loss; 0: off [default: max(3, epochs/5)].",
+    help="Stop after N epochs without a lower val_loss; 0: off [default: max(3, epochs/5) when the "
+    "epochs are derived, off with --epochs].",
 )
 @click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=_TRAIN.weight_decay, show_default=True)
 @click.option(

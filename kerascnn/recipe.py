@@ -146,7 +146,8 @@ def choose_schedule(
     * lr: the optimizer's default peak for Adam/AdamW (their step size does not grow with the batch),
       scaled linearly with the batch from 128 for SGD;
     * warm-up: the first ~300 steps (at most a fifth of the run; none with --schedule step);
-    * patience: stop after max(3, epochs/5) epochs without a lower val_loss (off with fine-tuning).
+    * patience: stop after max(3, epochs/5) epochs without a lower val_loss (off with fine-tuning, and
+      when --epochs is given: the user asked for that many).
     """
     from .config import DEFAULT_LR
 
@@ -170,7 +171,8 @@ def choose_schedule(
             warmup_epochs = math.floor(warmup_epochs * 10) / 10  # tenths of an epoch, < epochs
         chosen.append("warmup_epochs")
     if "patience" not in given:
-        patience = 0 if fine_tune else max(3, math.ceil(epochs / 5))
+        # --epochs N asks for N epochs: early stopping belongs to the derived step budget
+        patience = 0 if fine_tune or "epochs" in given else max(3, math.ceil(epochs / 5))
         if patience >= epochs:
             patience = 0  # it could never fire before the end
         chosen.append("patience")

@@ -58,6 +58,7 @@ def test_explicit_options_win():
     s = sched(4500, ("epochs",), epochs=2)  # early stopping that could never fire is off
     assert (s.epochs, s.batch_size, s.patience) == (2, 32, 0)
     assert sched(4500, fine_tune=True).patience == 0
+    assert sched(4500, ("epochs",), epochs=30).patience == 0  # --epochs N: N epochs, no early stop
 
 
 @pytest.mark.parametrize(

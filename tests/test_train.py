@@ -262,6 +262,8 @@ def test_cli_model_kwargs_reach_the_builder(tmp_path):
             "0.005",
             "--epochs",
             "1",
+            "--batch-size",
+            "128",
             "--quiet",
             "--output",
             str(out),

@@ -336,7 +336,7 @@ def test_commands_print_no_library_chatter(rgb_export):
 def test_training_piped_prints_one_line_per_epoch_without_control_characters(tmp_path):
     done = _run_cli(
         "train", "--model", "lenet5", "--input-shape", "28,28,1", "--epochs", "1", "--train-fraction", "0.02",
-        "--augment", "none", "--output", str(tmp_path / "run"),
+        "--augment", "none", "--batch-size", "128", "--output", str(tmp_path / "run"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     for text in (done.stdout, done.stderr):
