@@ -773,14 +773,9 @@ def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None
         folder.mkdir(parents=True, exist_ok=True)
         kept, new_skipped = [], []
         with open(tmp, "wb") as out:
-            for start in range(0, len(files), 256):
-                chunk = files[start : start + 256]
-                for i, (arr, err) in enumerate(_decode_many(chunk, size, channels)):
-                    if arr is None:
-                        new_skipped.append((str(chunk[i]), err))
-                    else:
-                        out.write(arr.tobytes())
-                        kept.append(start + i)
+            for position, arr in _decoded_chunks(files, size, channels, new_skipped):
+                out.write(arr.tobytes())
+                kept.append(position)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, data_path)
@@ -797,6 +792,19 @@ def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None
         ) from None
     skipped.extend(new_skipped)
     return DiskImages(data_path, len(kept), size, channels, [str(files[k]) for k in kept]), kept
+
+
+def _decoded_chunks(files: list[Path], size, channels: int, skipped: list, chunk: int = 512):
+    """(position in ``files``, uint8 image) for every file that decodes, decoded ``chunk`` files at a
+    time (so that only one chunk is held besides what the caller keeps); the others are added to
+    ``skipped`` as (path, reason)."""
+    for start in range(0, len(files), chunk):
+        part = files[start : start + chunk]
+        for i, (arr, err) in enumerate(_decode_many(part, size, channels)):
+            if arr is None:
+                skipped.append((str(part[i]), err))
+            else:
+                yield start + i, arr
 
 
 def _openable(files: list[Path]) -> list[str | None]:
@@ -847,14 +855,9 @@ def images_of(files: list[Path], size, channels: int, cache: str, skipped: list,
     if cache == "ram":  # decoded into one array (a chunk of files at a time), not a list then a copy
         out = np.empty((len(files), *size, channels), np.uint8)
         kept = []
-        for start in range(0, len(files), 1024):
-            chunk = files[start : start + 1024]
-            for i, (arr, err) in enumerate(_decode_many(chunk, size, channels)):
-                if arr is None:
-                    skipped.append((str(chunk[i]), err))
-                else:
-                    out[len(kept)] = arr
-                    kept.append(start + i)
+        for position, arr in _decoded_chunks(files, size, channels, skipped):
+            out[len(kept)] = arr
+            kept.append(position)
         return out[: len(kept)], kept
     if cache == "disk" or (cache == "stream" and _has_disk_cache(files, size, channels)):
         return _disk_cached(files, size, channels, skipped, say)
