@@ -3,10 +3,11 @@ batch 128, SGD, in-memory tensors; the model and data of bench/train_speed.py) i
 each next to a run of the same network in plain PyTorch (bench/torch_resnet20.py), alternating, so
 that both see the same machine. For each kerascnn run: images/s, and per training step the minor page
 faults and the involuntary context switches of the process (getrusage), the evidence of what a slow
-run spends its time on.
+run spends its time on. Each run times one whole ``fit`` call, from the call to its return: what a
+user waits for (a fit's iterator is destroyed before fit returns; see kerascnn.data.pipeline_options).
 
     .venv/bin/python bench/speed_runs.py --runs 5 --torch-python /tmp/torchenv/bin/python
-    .venv/bin/python bench/speed_runs.py --runs 5 --env MALLOC_ARENA_MAX=2   # a variant under test
+    .venv/bin/python bench/speed_runs.py --runs 5 --env BENCH_AUTOTUNE=1   # tf.data autotuning on
 
 Prints one JSON line per run, then min/median/max per framework and the per-run ratios.
 """
@@ -48,6 +49,7 @@ def child(batch: int, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from kerascnn import data as kdata
     from kerascnn.models import build
     from kerascnn.train import compile_options
 
@@ -55,7 +57,11 @@ def child(batch: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (batch * 4, 32, 32, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, batch * 4), 10)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache().prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    if os.environ.get("BENCH_AUTOTUNE"):  # tf.data's defaults, as kerascnn had them before
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+    else:  # kerascnn's pipeline settings (kerascnn.data.make_dataset)
+        ds = ds.prefetch(kdata.PREFETCH_BATCHES).with_options(kdata.pipeline_options())
     model = build("resnet20", input_shape=(32, 32, 3), num_classes=10)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
                   loss="categorical_crossentropy", **compile_options())  # fmt: skip

@@ -77,7 +77,8 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (b * 4, 32, 32, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, b * 4), 10)
-    tensors = tf.data.Dataset.from_tensor_slices((x, y)).batch(b).cache().prefetch(tf.data.AUTOTUNE)
+    tensors = tf.data.Dataset.from_tensor_slices((x, y)).batch(b).cache().prefetch(kdata.PREFETCH_BATCHES)
+    tensors = tensors.with_options(kdata.pipeline_options())
     results["kerascnn_resnet20_images_per_s"] = keras_images_per_s(tensors, steps, b, (32, 32, 3))
     if args.torch_python:
         script = Path(__file__).with_name("torch_resnet20.py")
@@ -102,7 +103,9 @@ def main():
     real = kdata.make_dataset(split, 10, b, norm, training=True, augmenter=augmenter)
     pre_x = norm.numpy(split.images)
     pre_y = keras.utils.to_categorical(split.labels, 10)
-    memory = tf.data.Dataset.from_tensor_slices((pre_x, pre_y)).batch(b).cache().prefetch(tf.data.AUTOTUNE)
+    memory = tf.data.Dataset.from_tensor_slices((pre_x, pre_y)).batch(b).cache()
+    memory = memory.prefetch(kdata.PREFETCH_BATCHES)
+    memory = memory.with_options(kdata.pipeline_options())
     results["memory_images_per_s"] = keras_images_per_s(memory, steps, b, (32, 32, 1))
     results["pipeline_images_per_s"] = keras_images_per_s(real, steps, b, (32, 32, 1))
     results["pipeline_augment"] = args.augment

@@ -746,26 +746,39 @@ def _cache_paths(files, size, channels: int) -> tuple[Path, Path]:
     return folder / f"{key}.u8", folder / f"{key}.json"
 
 
-def _has_disk_cache(files, size, channels: int) -> bool:
-    return all(p.exists() for p in _cache_paths(files, size, channels))
-
-
-def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None):
-    """(DiskImages, the positions of ``files`` it holds): the cache for this file list, written first
-    (decoded a chunk at a time, renamed into place when complete) when there is none."""
+def _find_disk_cache(files: list[Path], size, channels: int, paths=None):
+    """The disk cache of exactly these files at this size, when one is complete: (DiskImages, the
+    positions of ``files`` it holds, [(path, reason)] of those that did not decode), else None.
+    ``paths``: the cache's _cache_paths when the caller has them (the key stats every file)."""
     import json
 
-    data_path, index_path = _cache_paths(files, size, channels)
-    folder, key = data_path.parent, data_path.stem
+    data_path, index_path = paths or _cache_paths(files, size, channels)
     row_bytes = int(np.prod(size)) * channels
     try:
         index = json.loads(index_path.read_text())
-        if data_path.stat().st_size == len(index["kept"]) * row_bytes:
-            skipped.extend(tuple(s) for s in index["skipped"])
-            kept = index["kept"]
-            return DiskImages(data_path, len(kept), size, channels, [str(files[k]) for k in kept]), kept
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no cache (or a broken one): write it
+        kept = index["kept"]
+        if data_path.stat().st_size != len(kept) * row_bytes:
+            return None  # a broken cache: written again by _disk_cached
+        store = DiskImages(data_path, len(kept), size, channels, [str(files[k]) for k in kept])
+        return store, kept, [tuple(s) for s in index["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None, found=None):
+    """(DiskImages, the positions of ``files`` it holds): the cache for this file list (``found``, or
+    looked up), written first (decoded a chunk at a time, renamed into place when complete) when there
+    is none."""
+    paths = None
+    if found is None:
+        paths = _cache_paths(files, size, channels)
+        found = _find_disk_cache(files, size, channels, paths)
+    if found is not None:
+        store, kept, was_skipped = found
+        skipped.extend(was_skipped)
+        return store, kept
+    data_path, index_path = paths
+    folder, key = data_path.parent, data_path.stem
     if say:
         say(f"--cache disk: decoding {len(files)} images once into {data_path}")
     tmp = data_path.with_name(f".{key}.{os.getpid()}.tmp")
@@ -859,8 +872,9 @@ def images_of(files: list[Path], size, channels: int, cache: str, skipped: list,
             out[len(kept)] = arr
             kept.append(position)
         return out[: len(kept)], kept
-    if cache == "disk" or (cache == "stream" and _has_disk_cache(files, size, channels)):
-        return _disk_cached(files, size, channels, skipped, say)
+    found = _find_disk_cache(files, size, channels) if cache == "stream" else None
+    if cache == "disk" or found is not None:
+        return _disk_cached(files, size, channels, skipped, say, found)
     problems = _openable(files)
     kept = [i for i, p in enumerate(problems) if p is None]
     skipped.extend((str(files[i]), p) for i, p in enumerate(problems) if p is not None)
@@ -900,6 +914,49 @@ class ImageSource:
         return bool(self.class_names)
 
 
+def list_data(data: str, split: str | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """The image files a folder or file-list ``data`` names (nothing opened): (files, labels (-1 for an
+    unlabeled folder), class names); ``split`` as in :func:`open_images`."""
+    root = Path(data)
+    if is_file_list(data):
+        rows = read_file_list(data)
+        if split and not rows.has_splits:
+            raise DataError(f"--split {split}: the file list '{data}' has no split column")
+        picks = [i for i, s in enumerate(rows.splits) if split is None or s == split]
+        if not picks:
+            raise DataError(f"--split {split}: the file list '{data}' has no row of that split")
+        classes = rows.class_names
+        files = [rows.paths[i] for i in picks]
+        labels = [classes.index(rows.labels[i]) for i in picks]
+    elif not root.is_dir():
+        builtins = ", ".join(BUILTINS)
+        raise DataError(
+            f"--data '{data}' is neither a folder nor a built-in dataset ({builtins}), nor a .csv/.tsv list"
+        )
+    elif is_unlabeled_folder(data):
+        if split:
+            raise DataError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
+        files, classes = list_unlabeled_images(root), []
+        labels = [-1] * len(files)
+    else:
+        if (root / "train").is_dir():
+            split = split or "train"
+            root = root / split
+            if not root.is_dir():
+                raise DataError(f"--split {split}: '{data}' has no '{split}' folder")
+        elif split:
+            raise DataError(f"--split {split}: '{data}' has class folders but no train/test folders")
+        classes = _class_folders(root)
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            found = list_unlabeled_images(root / name)
+            files += found
+            labels += [label] * len(found)
+    if not files:
+        raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return files, labels, classes
+
+
 def open_images(data: str, size, channels: int, split: str | None = None) -> ImageSource:
     """What ``data`` names, as images: a built-in dataset (``split`` train/test, default train), a
     folder of class folders (or with train/test sub-folders, picked by ``split``), or a flat folder of
@@ -931,48 +988,12 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
 
         ids = [f"{data}:{split}:{i}" for i in range(len(part))]
         return ImageSource(ids, part.labels, tfds_source.class_names, read_tfds)
-    root = Path(data)
-    if is_file_list(data):
-        rows = read_file_list(data)
-        if split and not rows.has_splits:
-            raise DataError(f"--split {split}: the file list '{data}' has no split column")
-        picks = [i for i, s in enumerate(rows.splits) if split is None or s == split]
-        if not picks:
-            raise DataError(f"--split {split}: the file list '{data}' has no row of that split")
-        classes = rows.class_names
-        files = [rows.paths[i] for i in picks]
-        labels = [classes.index(rows.labels[i]) for i in picks]
-    elif not root.is_dir():
-        builtins = ", ".join(BUILTINS)
-        raise DataError(
-            f"--data '{data}' is neither a folder nor a built-in dataset ({builtins}), nor a .csv/.tsv list"
-        )
-    elif is_unlabeled_folder(data):
-        if split:
-            raise DataError(f"--split {split}: '{data}' is a folder of unlabeled images without splits")
-        files, labels, classes = list_unlabeled_images(root), [], []
-        labels = [-1] * len(files)
-    else:
-        if (root / "train").is_dir():
-            split = split or "train"
-            root = root / split
-            if not root.is_dir():
-                raise DataError(f"--split {split}: '{data}' has no '{split}' folder")
-        elif split:
-            raise DataError(f"--split {split}: '{data}' has class folders but no train/test folders")
-        classes = _class_folders(root)
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            found = list_unlabeled_images(root / name)
-            files += found
-            labels += [label] * len(found)
-    if not files:
-        raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    files, labels, classes = list_data(data, split)
     ids = [os.path.realpath(p) for p in files]  # (no error for a symlink loop: it is skipped when read)
-    if _has_disk_cache(files, size, channels):  # a run's --cache disk copy of these very files
-        return ImageSource(
-            ids, np.asarray(labels, np.int32), classes, _cache_reader(files, ids, size, channels), files
-        )
+    found = _find_disk_cache(files, size, channels)  # a run's --cache disk copy of these very files
+    if found is not None:
+        reader = _cache_reader(files, ids, found)
+        return ImageSource(ids, np.asarray(labels, np.int32), classes, reader, files)
 
     def read_files(positions):
         decoded = _decode_many([files[i] for i in positions], size, channels)
@@ -985,11 +1006,11 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
     return ImageSource(ids, np.asarray(labels, np.int32), classes, read_files, files)
 
 
-def _cache_reader(files, ids, size, channels: int):
-    """ImageSource.read from the disk cache of ``files``: what did not decode when it was written is
-    reported as skipped, as the decoder would."""
-    skipped: list[tuple[str, str]] = []
-    store, kept = _disk_cached(files, size, channels, skipped)
+def _cache_reader(files, ids, found):
+    """ImageSource.read from the disk cache of ``files`` (``found`` by _find_disk_cache): what did not
+    decode when it was written is reported as skipped, as the decoder would."""
+    store, kept, skipped = found
+    size, channels = store.shape[1:3], store.shape[3]
     row = {k: i for i, k in enumerate(kept)}
     why = {path: reason for path, reason in skipped}
 
@@ -1153,13 +1174,10 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    autotune = tf.data.AUTOTUNE
+    parallel = _parallel_calls()
     ds = _index_source(split, num_classes, training, oversample, seed, shard)
-    ds = ds.batch(batch_size, drop_remainder=False).map(_batch_reader(split), num_parallel_calls=autotune)
-    if shard:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        ds = ds.with_options(options)
+    ds = ds.batch(batch_size, drop_remainder=False).map(_batch_reader(split), num_parallel_calls=parallel)
+    ds = ds.with_options(pipeline_options(shard=bool(shard)))
 
     def prepare(images, labels):
         images = tf.cast(images, tf.float32)
@@ -1173,7 +1191,33 @@ def make_dataset(
             x, y = mixup(x, y, mixup_alpha)
         return x, (label_fn(y) if label_fn else y)
 
-    return ds.map(prepare, num_parallel_calls=autotune).prefetch(autotune)
+    return ds.map(prepare, num_parallel_calls=parallel).prefetch(PREFETCH_BATCHES)
+
+
+PREFETCH_BATCHES = 2  # batches made ahead of the training step
+
+
+def _parallel_calls() -> int:
+    """Parallel map calls: one per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def pipeline_options(shard: bool = False):
+    """tf.data options of every kerascnn pipeline. Autotuning is off (fixed parallelism and prefetch):
+    with it on, destroying an iterator that a ``tf.function`` read from (Keras does so at every epoch
+    and at the end of ``fit``/``evaluate``) waits for the autotune thread's next wake-up, 10 * (2^k - 1)
+    ms after the iterator was made, so an epoch of 20.5 s could last 41 s (BENCHMARKS.md, "Every run
+    fast"). ``shard``: this worker reads its own share; tf.data's auto-sharding is off."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    if shard:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
 
 
 def _index_source(split: Split, num_classes: int, training: bool, oversample: bool, seed: int, shard):

@@ -127,14 +127,18 @@ def make_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def _cluster_task() -> tuple[dict, dict]:
+    """(cluster, this process's task) of a multi-worker run, from TF_CONFIG; ({}, {}) without one."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    return tf_config.get("cluster") or {}, tf_config.get("task") or {}
+
+
 def is_chief() -> bool:
     """In a multi-worker run only the chief (worker 0) writes the run folder."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = tf_config.get("task") or {}
+    cluster, task = _cluster_task()
     if not task or task.get("type") == "chief":
         return True
-    has_chief = "chief" in tf_config.get("cluster", {})
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and not has_chief
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
 # ------------------------------------------------------------------------------------------------
@@ -444,8 +448,8 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     run_dir = Path(cfg.output or f"runs/{cfg.model}")
     chief = is_chief()
     if not chief:  # in a multi-worker run the other workers keep their files apart from the chief's
-        task = json.loads(os.environ["TF_CONFIG"])["task"]
-        run_dir = run_dir / f"{task['type']}{task['index']}"
+        task = _cluster_task()[1]
+        run_dir = run_dir / f"{task['type']}{task.get('index', 0)}"
     if not resume:
         if _holds_a_run(run_dir):
             raise RunError(
@@ -462,6 +466,13 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
         saved = load_config(run_dir)
         extended = _apply_resume_options(saved, cfg, given, run_dir)
         state = read_state(run_dir)
+        stopped = (state or {}).get("stopped_early")
+        if extended and stopped:
+            raise ConfigError(
+                f"--epochs {saved.epochs}: the run in '{run_dir}' stopped early at epoch {stopped['epoch']} "
+                f"({stopped['reason']}), and an early-stopped run is not extended; start a new run from "
+                f"its weights instead: --weights {run_dir} --epochs {saved.epochs}"
+            )
         recovered = recover_run_folder(run_dir, state)
         from_checkpoint = bool(state and state.get("epoch")) and (run_dir / "checkpoint.keras").exists()
     except BaseException:
@@ -477,7 +488,6 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
         run.messages.append("--resume: no epoch had finished; the run starts again from epoch 0")
     if saved.recipe.get("reason"):
         run.messages.append(f"--resume: the recipe recorded in config.json: {saved.recipe['reason']}")
-    stopped = (state or {}).get("stopped_early")
     if stopped:
         run.messages.append(
             f"--resume: the run stopped early at epoch {stopped['epoch']} ({stopped['reason']}); it is not "
@@ -768,8 +778,7 @@ def _worker_shard(strategy) -> tuple[int, int] | None:
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return None
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    cluster, task = _cluster_task()
     chiefs = len(cluster.get("chief", []))
     workers = chiefs + len(cluster.get("worker", []))
     index = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))

@@ -144,6 +144,10 @@ def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     assert "stopped early" in again.output and "not continued" in again.output
     assert json.loads((out / "state.json").read_text())["epoch"] == stopped["epoch"]
     assert json.loads((out / "config.json").read_text())["train"] == cfg
+    # nor extend it: --epochs on an early-stopped run says so and points to a new run from its weights
+    more = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--epochs", "60"])
+    assert more.exit_code != 0 and "stopped early" in more.output and f"--weights {out}" in more.output
+    assert json.loads((out / "config.json").read_text())["train"] == cfg
     # an option given on resume must match the recorded choice
     bad = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--batch-size", "64"])
     assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "16" in bad.output

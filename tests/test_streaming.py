@@ -124,6 +124,22 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path, oversample):
         assert np.bincount(labels).tolist() == np.bincount(lazy.train.labels).tolist()
 
 
+def test_pipelines_run_without_tf_data_autotuning(tmp_path):
+    """With autotuning on, destroying an iterator a tf.function read from (every epoch of fit, every
+    evaluate) waits for the autotune thread's next wake-up: up to the iterator's age again (BENCHMARKS.md,
+    "Every run fast"). Every kerascnn pipeline turns it off, also with a shard's options."""
+    lazy = load(make_photos(tmp_path / "photos"), "none")
+    norm = kdata.Normalization()
+    for ds in (
+        kdata.make_dataset(lazy.train, 3, 4, norm, training=True, oversample=True),
+        kdata.make_dataset(lazy.val, 3, 4, norm),
+        kdata.make_dataset(lazy.train, 3, 4, norm, shard=(2, 1)),
+    ):
+        assert ds.options().autotune.enabled is False
+    sharded = kdata.make_dataset(lazy.train, 3, 4, norm, shard=(2, 1)).options()
+    assert sharded.experimental_distribute.auto_shard_policy.name == "OFF"
+
+
 def test_each_worker_reads_its_own_equal_share(tmp_path):
     root = make_photos(tmp_path / "photos", per_class=7)  # 21 images: 15 train + 6 val... odd counts
     lazy = load(root, "none")
