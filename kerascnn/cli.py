@@ -222,8 +222,10 @@ def retrieval_backends() -> tuple[str, ...]:
 @click.option(
     "--model",
     default=_TRAIN.model,
-    help="A registered model (kerascnn models) [default: from the images' size: lenet5 at 32x32 up to 32 px, "
-    "else mobilenet_v1 alpha=0.5 at their size up to 128; see README 'The default recipe'].",
+    help="A registered model (kerascnn models) [default: from the images: lenet5 at 32x32 for grayscale up "
+    "to 32 px, resnet20 at 32x32 for colour up to 32 px, images with at most 48 px of detail or sets of at "
+    "most 10,000 images, else mobilenet_v1 alpha=0.5 at the side their detail needs, up to 128; see README "
+    "'The default recipe'].",
 )
 @click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
 @click.option(
@@ -241,7 +243,7 @@ def retrieval_backends() -> tuple[str, ...]:
     "--batch-size",
     type=POSITIVE_INT,
     default=_TRAIN.batch_size,
-    help="[default: ~train images/128, 16 to 128]",
+    help="[default: ~train images/128, 32 to 128]",
 )
 @click.option(
     "--optimizer", type=click.Choice(kconfig.OPTIMIZERS), default=_TRAIN.optimizer, show_default=True

@@ -578,10 +578,10 @@ def _load_data(run: _Run) -> None:
     run.normalize = kdata.Normalization(tuple(cfg.mean), tuple(cfg.std))
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
+    recipe_line = _apply_recipe(run) if run.derive is not None else None
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
-    recipe_line = _apply_recipe(run) if run.derive is not None else None
     lr = cfg.lr or cfg.default_lr()
     run.phases = [("train", cfg.epochs, lr)]
     if cfg.fine_tune_epochs:
@@ -614,11 +614,15 @@ def _apply_recipe(run: _Run) -> str:
     )  # fmt: skip
     cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
     cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
+    augment = recipe.choose_augment(native, given) if model_reason else None
+    if augment:
+        cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
     line = recipe.describe(
         len(dataset.train), dataset.num_classes, native, cfg.model, cfg.model_options, cfg.input_shape,
-        sched, model_reason,
+        sched, model_reason, augment[1] if augment else None,
     )  # fmt: skip
     chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
+    chosen += ["augment_overrides"] if augment else []
     cfg.recipe = {
         "chosen": chosen,
         "train_images": len(dataset.train),

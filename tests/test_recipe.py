@@ -39,7 +39,7 @@ def test_large_set_gets_full_batches_and_the_minimum_epochs():
 
 def test_tiny_set_is_capped():
     s = sched(36)
-    assert (s.batch_size, s.steps_per_epoch, s.epochs) == (16, 3, 40)
+    assert (s.batch_size, s.steps_per_epoch, s.epochs) == (32, 2, 40)
     assert s.warmup_epochs == 8.0  # at most a fifth of the run
     assert s.patience == 8
 
@@ -66,10 +66,15 @@ def test_explicit_options_win():
     [
         (recipe.NativeSize(20, 20, 1, 64), "lenet5", {}, (32, 32, 1)),
         (recipe.NativeSize(28, 28, 1, 0), "lenet5", {}, (32, 32, 1)),
-        (recipe.NativeSize(32, 32, 3, 64), "lenet5", {}, (32, 32, 3)),
+        (recipe.NativeSize(32, 32, 3, 64), "resnet20", {}, (32, 32, 3)),  # small photos: the CIFAR net
         (recipe.NativeSize(96, 96, 3, 64), "mobilenet_v1", {"alpha": 0.5}, (96, 96, 3)),
+        (recipe.NativeSize(96, 96, 3, 64, 96), "mobilenet_v1", {"alpha": 0.5}, (96, 96, 3)),
         (recipe.NativeSize(100, 150, 1, 64), "mobilenet_v1", {"alpha": 0.5}, (96, 96, 1)),
         (recipe.NativeSize(480, 640, 3, 64), "mobilenet_v1", {"alpha": 0.5}, (128, 128, 3)),
+        (recipe.NativeSize(480, 640, 3, 64, 64), "mobilenet_v1", {"alpha": 0.5}, (64, 64, 3)),
+        (recipe.NativeSize(96, 96, 1, 64, 48), "resnet20", {}, (32, 32, 1)),  # fashion96: 48 px of detail
+        (recipe.NativeSize(224, 224, 3, 64, 224, 3000), "resnet20", {}, (32, 32, 3)),  # a small set
+        (recipe.NativeSize(224, 224, 3, 64, 224, 50000), "mobilenet_v1", {"alpha": 0.5}, (128, 128, 3)),
     ],
 )
 def test_model_and_input_from_the_images(native, model, options, shape):
@@ -78,12 +83,59 @@ def test_model_and_input_from_the_images(native, model, options, shape):
     assert max(shape[:2]) <= max(32, native.height, native.width)  # never upscaled past 32
 
 
+def _noise(side, upscaled_from=None, seed=0):
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(rng.integers(0, 256, (upscaled_from or side,) * 2 + (3,), dtype=np.uint8))
+    return im.resize((side, side), Image.BILINEAR) if upscaled_from else im
+
+
+def _garments(n, side):
+    """Fashion-MNIST's first ``n`` training images (28 px) saved larger, as bench/recipe.py does."""
+    from kerascnn import data as kdata
+
+    (x, _), _ = kdata.load_builtin("fashion_mnist")
+    return [Image.fromarray(x[i], "L").resize((side, side), Image.BILINEAR).convert("RGB") for i in range(n)]
+
+
+def test_detail_side_finds_upscaled_images():
+    """Images saved larger than their detail (28 px garments at 96 px) train at the side that holds
+    that detail; images with detail down to the pixel keep their side; never under 32."""
+    assert recipe.detail_side(_garments(8, 96), 96) == 48
+    assert recipe.detail_side(_garments(8, 28), 32) == 32
+    assert recipe.detail_side([_noise(96, seed=i) for i in range(4)], 96) == 96
+    assert recipe.detail_side([_noise(128, upscaled_from=8, seed=i) for i in range(4)], 128) == 32
+
+
+def test_peek_tells_grayscale_saved_as_rgb_and_the_detail(tmp_path):
+    for i, garment in enumerate(_garments(6, 96)):  # 28 px grayscale saved as 96 px RGB JPEGs: fashion96
+        (tmp_path / "d" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        garment.save(tmp_path / "d" / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    native = recipe.peek_native_size(str(tmp_path / "d"))
+    assert native == recipe.NativeSize(96, 96, 1, 6, 48, 6)
+    choice = recipe.choose_model(native, {})
+    assert (choice.model, choice.input_shape) == ("resnet20", (32, 32, 1))
+    assert choice.reason == "96x96x1 images with the detail of 48 px"
+
+
+def test_augmentation_from_the_images():
+    assert recipe.choose_augment(recipe.NativeSize(20, 20, 1, 64), {}) == (
+        {"flip": "none"},
+        "no flip (small grayscale images: mirrored glyphs are other glyphs)",
+    )
+    assert recipe.choose_augment(recipe.NativeSize(32, 32, 3, 64), {}) is None  # photos are flipped
+    assert recipe.choose_augment(recipe.NativeSize(96, 96, 1, 64), {}) is None
+    assert recipe.choose_augment(recipe.NativeSize(20, 20, 1, 64), {"augment": "--augment"}) is None
+    assert recipe.choose_augment(recipe.NativeSize(20, 20, 1, 64), {"augment_overrides": "--flip"}) is None
+
+
 def test_model_choice_yields_to_the_command_line():
     native = recipe.NativeSize(20, 20, 1, 64)
     assert recipe.choose_model(native, {"model": "--model"}) is None
     assert recipe.choose_model(native, {"model_options": "--model-kwargs"}) is None
     chosen = recipe.choose_model(native, {"input_shape": "--input-shape"}, (64, 64, 3))
     assert (chosen.model, chosen.input_shape) == ("mobilenet_v1", (64, 64, 3))
+    chosen = recipe.choose_model(native, {"input_shape": "--input-shape"}, (32, 32, 3))
+    assert (chosen.model, chosen.input_shape) == ("resnet20", (32, 32, 3))
     assert recipe.choose_model(None, {}) is None  # unknown size (tfds:): the documented default
 
 
@@ -101,8 +153,8 @@ def _folder(root, per_class=20, size=12, classes=3, seed=0):
 
 def test_peek_native_size(tmp_path):
     _folder(tmp_path / "d", per_class=2, size=12, classes=2)
-    Image.new("RGB", (30, 20)).save(tmp_path / "d" / "c0" / "colour.jpg")
-    assert recipe.peek_native_size(str(tmp_path / "d")) == recipe.NativeSize(12, 12, 3, 5)
+    Image.new("RGB", (30, 20), (200, 40, 10)).save(tmp_path / "d" / "c0" / "colour.jpg")
+    assert recipe.peek_native_size(str(tmp_path / "d")) == recipe.NativeSize(12, 12, 3, 5, None, 5)
     assert recipe.peek_native_size("mnist") == recipe.NativeSize(28, 28, 1, 0)
     assert recipe.peek_native_size(str(tmp_path / "missing")) is None
 
@@ -115,15 +167,18 @@ def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("recipe: ")]
     assert len(lines) == 1, result.output
     assert (
-        "54 train images, 3 classes, 12x12x1 -> lenet5 at 32x32x1 (12x12x1 images), batch 16, 40 epochs"
+        "54 train images, 3 classes, 12x12x1 -> lenet5 at 32x32x1 (12x12x1 images), batch 32, 40 epochs"
         in lines[0]
     )
     assert "early stop after 8 epochs without a lower val_loss" in lines[0]
+    assert lines[0].endswith(
+        "no flip (small grayscale images: mirrored glyphs are other glyphs); set any of them to override"
+    )
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert (cfg["model"], cfg["input_shape"], cfg["batch_size"], cfg["epochs"]) == (
         "lenet5",
         [32, 32, 1],
-        16,
+        32,
         40,
     )
     assert (cfg["patience"], cfg["warmup_epochs"]) == (8, 8.0)
@@ -150,7 +205,7 @@ def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     assert json.loads((out / "config.json").read_text())["train"] == cfg
     # an option given on resume must match the recorded choice
     bad = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--batch-size", "64"])
-    assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "16" in bad.output
+    assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "32" in bad.output
 
 
 def test_first_validation_is_not_at_chance_level(tmp_path):
