@@ -804,6 +804,22 @@ def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
         sys.exit(1)
 
 
+@main.command("lab")
+@click.argument("name")
+@click.option("--out", default="lab", show_default=True, help="Folder for NAME.json and NAME.png.")
+@click.option("--quick", is_flag=True, help="A small budget (seconds to minutes on 2 CPU cores).")
+@click.option("--data", default=None, help="The dataset, for the experiments that train.")
+def lab_cmd(name, out, quick, data):
+    """Reproduce a claim an architecture was built on: NAME is one of receptive-field (three 3x3 convs
+    vs one 7x7, and a zoo model's stages, theory against gradients) or separable (standard vs
+    depthwise-separable conv: parameters, MACs, latency). Writes OUT/NAME.json and OUT/NAME.png and
+    prints a verdict."""
+    from kerascnn import lab
+
+    result = lab.run_experiment(name, out, quick=quick, data=data, say=click.echo)
+    click.echo(f"{Path(out) / name}.json, {Path(out) / name}.png ({result['budget']['seconds']} s)")
+
+
 @main.command("explain")
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)

@@ -1,0 +1,558 @@
+"""Lab experiments: small, self-checking demonstrations of the claims the zoo is built on.
+
+``kerascnn lab NAME --out DIR [--quick] [--data DATA]`` runs one of :data:`EXPERIMENTS` through
+:func:`run_experiment`, which writes ``DIR/NAME.json`` (the numbers, with a ``"budget"`` entry that says
+what ``--quick`` or the full run measured) and ``DIR/NAME.png`` (one figure), both atomically, and
+prints a one-line verdict.
+
+* ``receptive-field``: three stacked 3x3 convolutions see what one 7x7 convolution sees (Simonyan &
+  Zisserman 2015, sec. 2.3) with 27 instead of 49 weights per input-output channel pair. The receptive
+  field (RF) from :mod:`kerascnn.analysis` is set against the one measured with gradients: the input
+  pixels on which the centre output depends are those where the gradient of that output is non-zero.
+  The same measurement runs on the last convolution of each stage of a zoo model (VGG-11).
+* ``separable``: a 3x3 depthwise-separable convolution (depthwise 3x3 + pointwise 1x1) against the
+  standard 3x3 convolution it replaces, C -> C channels: parameters and MACs from the built Keras layers
+  and from the :mod:`kerascnn.analysis` formulas, whose ratio is ``1/C + 1/9`` (Howard et al. 2017,
+  MobileNets, eq. 5), and the measured CPU latency, which does not shrink by as much.
+
+The measured RF is exact, not a threshold on a heat map, because the weights are replaced by positive
+random values (``U(0.5, 1.5) / fan_in``, zero biases) and the inputs are positive: every ReLU is then
+open and no two paths through the network can cancel, so a gradient is zero exactly where the output
+does not depend on the pixel. Max pooling passes the gradient to one input of each window only, so the
+measured field is the union over several random inputs. Neither experiment reads a dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .runs import atomic_save_figure, atomic_write_json
+
+__all__ = ["EXPERIMENTS", "receptive_field_experiment", "run_experiment", "separable_experiment"]
+
+FIGURE_DPI = 150
+SEED = 0
+
+
+def run_experiment(
+    name: str, out: str | Path, quick: bool = False, data: str | None = None, say: Callable = print
+) -> dict:
+    """Run the experiment ``name``, write ``out/NAME.json`` and ``out/NAME.png``, say its verdict.
+
+    ``quick`` runs a smaller budget (seconds on a laptop CPU; the JSON's ``"budget"`` says what it
+    covered). Returns the JSON's dict, whose ``"verdict"`` is the line given to ``say``.
+    """
+    experiment = EXPERIMENTS.get(name)
+    if experiment is None:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: '{out}' exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result, fig = experiment(quick=quick, data=data)
+    result["budget"]["seconds"] = round(time.perf_counter() - start, 1)
+    atomic_save_figure(fig, out / f"{name}.png", dpi=FIGURE_DPI)
+    atomic_write_json(out / f"{name}.json", result, indent=2)
+    say(result["verdict"])
+    return result
+
+
+def _takes_no_data(name: str, data: str | None) -> None:
+    if data is not None:
+        raise ConfigError(f"--data: experiment '{name}' uses random inputs and reads no dataset")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ------------------------------------------------------------------------------------------------
+# receptive-field
+# ------------------------------------------------------------------------------------------------
+
+RF_CHANNELS = 64  # C of the C -> C conv stacks
+RF_ZOO_MODEL = "vgg11"
+
+
+def _set_positive_weights(model, rng: np.random.Generator) -> None:
+    """Kernels ``U(0.5, 1.5) / fan_in``; biases and BN shifts 0, BN scales and variances 1.
+
+    With positive inputs every activation is then positive (each ReLU is open), activations keep their
+    scale through any depth, and a gradient is zero only where there is no path from the pixel.
+    """
+    import keras
+
+    for layer in model.layers:
+        depthwise_layer = isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D)
+        for w in layer.weights:
+            shape = tuple(int(d) for d in w.shape)
+            depthwise = depthwise_layer or w.name == "depthwise_kernel"  # SeparableConv's first kernel
+            if len(shape) >= 2:
+                spatial_and_in = shape[:-2] if depthwise else shape[:-1]
+                fan_in = math.prod(spatial_and_in)
+                value = rng.uniform(0.5, 1.5, shape) / fan_in
+            elif w.name in ("gamma", "moving_variance"):
+                value = np.ones(shape)
+            else:  # biases, BN beta and moving mean
+                value = np.zeros(shape)
+            w.assign(value.astype(w.dtype))
+
+
+def _measure_rf(model, n_inputs: int, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """The input region on which the centre output of ``model`` (all its channels) depends.
+
+    Returns ``({"extent": [h, w], "rows": [first, last], "cols": [...], "touches_border", ...}, map)``
+    where ``map`` is the ``|gradient|`` summed over channels and averaged over the ``n_inputs`` random
+    inputs (an H x W array).
+    """
+    import tensorflow as tf
+
+    h_in, w_in, c_in = (int(d) for d in model.input_shape[1:])
+    x = tf.constant(rng.uniform(0.0, 1.0, (n_inputs, h_in, w_in, c_in)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = model(x, training=False)
+        centre = (int(y.shape[1]) // 2, int(y.shape[2]) // 2)
+        target = tf.reduce_sum(y[:, centre[0], centre[1], :])
+    grad = np.abs(tape.gradient(target, x).numpy()).sum(axis=3)  # (n, H, W)
+    support = (grad > 0).any(axis=0)
+    rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+    if rows.size == 0:
+        raise RuntimeError(f"{model.name}: the centre output has a zero gradient everywhere")
+    extent = [int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)]
+    info = {
+        "extent": extent,
+        "rows": [int(rows[0]), int(rows[-1])],
+        "cols": [int(cols[0]), int(cols[-1])],
+        "output_centre": list(centre),
+        # a field that reaches the border may be cut by it: the input was too small to measure it
+        "touches_border": bool(rows[0] == 0 or cols[0] == 0 or rows[-1] == h_in - 1 or cols[-1] == w_in - 1),
+        # share of the field's box with a non-zero gradient (max pooling routes it to one pixel per window)
+        "nonzero_fraction": round(float(support.sum()) / (extent[0] * extent[1]), 4),
+    }
+    return info, grad.mean(axis=0)
+
+
+def _conv_stack(name: str, kernels: list[int], size: int, channels: int):
+    import keras
+
+    layers = [
+        keras.layers.Conv2D(channels, k, padding="same", use_bias=False, activation="relu", name=f"conv{i}")
+        for i, k in enumerate(kernels, start=1)
+    ]
+    return keras.Sequential([keras.Input((size, size, channels)), *layers], name=name)
+
+
+def _stage_ends(analysis) -> list:
+    """The rows of the last convolution before each downsampling, and of the last convolution.
+
+    Read from the jumps :func:`kerascnn.analysis.analyze` reports: a row whose jump is larger than the
+    largest so far downsamples, and the convolution seen last before it ends a stage.
+    """
+    conv_types = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+    ends, last_conv, jump = [], None, 1
+    for row in analysis.rows:
+        if row.jump is None:
+            break  # global pooling / flatten: the head
+        if row.jump > jump:
+            if last_conv is not None and last_conv not in ends:
+                ends.append(last_conv)
+            jump = row.jump
+        if row.class_name in conv_types:
+            last_conv = row
+    if last_conv is not None and last_conv not in ends:
+        ends.append(last_conv)
+    return ends
+
+
+def _zoo_measurements(model_name: str, stages: int | None, n_inputs: int, rng) -> dict:
+    """Theoretical (kerascnn.analysis) and measured RF at the end of each stage of a zoo model."""
+    import keras
+
+    from . import models
+    from .analysis import analyze
+
+    entry = models.get_entry(model_name)
+    probe = models.build(model_name, input_shape=(*(max(entry.min_size, 32),) * 2, 3), include_top=False)
+    probed = analyze(probe)
+    ends = _stage_ends(probed)
+    total_stages = len(ends)
+    ends = ends[:stages] if stages else ends
+    max_jump = max((r.jump for r in probed.rows if r.jump is not None), default=1)
+    # The centre output's field must fit inside the input with a margin: RF + 2 jumps, rounded up to
+    # the network's total stride so that every downsampling divides evenly.
+    need = max(r.receptive_field + 2 * r.jump for r in ends)
+    size = max(entry.min_size, int(math.ceil(need / max_jump) * max_jump))
+    model = models.build(model_name, input_shape=(size, size, 3), include_top=False)
+    _set_positive_weights(model, rng)
+    analysis = analyze(model)
+    layers = []
+    for stage, end in enumerate(ends, start=1):
+        row = analysis.row(end.name)
+        sub = keras.Model(model.inputs, model.get_layer(end.name).output, name=f"{model_name}_to_{end.name}")
+        info, _ = _measure_rf(sub, n_inputs, rng)
+        layers.append(
+            {
+                "stage": stage,
+                "layer": row.name,
+                "theoretical": row.receptive_field,
+                "jump": row.jump,
+                "empirical": info["extent"],
+                "equal": info["extent"] == [row.receptive_field] * 2,
+                **{k: info[k] for k in ("rows", "cols", "touches_border", "nonzero_fraction")},
+            }
+        )
+    return {
+        "model": model_name,
+        "input_shape": [size, size, 3],
+        "stages_measured": len(ends),
+        "stages_total": total_stages,
+        "layers": layers,
+    }
+
+
+def receptive_field_experiment(quick: bool = False, data: str | None = None) -> tuple[dict, object]:
+    """Three 3x3 convs vs one 7x7 conv, and the per-stage RF of VGG-11: (JSON dict, figure)."""
+    _takes_no_data("receptive-field", data)
+    from .analysis import analyze, conv_params, receptive_field
+
+    rng = np.random.default_rng(SEED)
+    n_inputs = 8 if quick else 16
+    c = RF_CHANNELS
+    stacks, maps = {}, {}
+    for key, kernels in (("3x3x3", [3, 3, 3]), ("7x7", [7])):
+        theory, _ = receptive_field(kernels, [1] * len(kernels))
+        size = 2 * theory + 1  # 'same' padding, odd size: the centre output's field is centred and whole
+        model = _conv_stack(f"stack_{key}", kernels, size, c)
+        _set_positive_weights(model, rng)
+        analysed = analyze(model)
+        if analysed.receptive_field != theory:
+            raise RuntimeError(
+                f"{key}: analyze() gives RF {analysed.receptive_field}, the recurrence {theory}"
+            )
+        params = model.count_params()
+        formula = sum(conv_params(k, c, c, use_bias=False) for k in kernels)
+        if params != formula:
+            raise RuntimeError(f"{key}: Keras counts {params} parameters, conv_params() {formula}")
+        info, maps[key] = _measure_rf(model, n_inputs, rng)
+        stacks[key] = {
+            "kernels": kernels,
+            "theoretical": theory,
+            "empirical": info["extent"],
+            "input_size": size,
+            "params": params,
+            "params_formula": formula,
+            "params_with_bias": sum(conv_params(k, c, c, use_bias=True) for k in kernels),
+            "nonzero_fraction": info["nonzero_fraction"],
+        }
+    ratio = Fraction(stacks["3x3x3"]["params"], stacks["7x7"]["params"])
+    zoo = _zoo_measurements(RF_ZOO_MODEL, 3 if quick else None, n_inputs, rng)
+
+    same = all(s["empirical"] == [s["theoretical"]] * 2 for s in stacks.values())
+    zoo_text = ", ".join(f"{e['empirical'][0]}/{e['theoretical']}" for e in zoo["layers"])
+    rf7 = stacks["7x7"]["theoretical"]
+    verdict = (
+        f"receptive-field: 3x3x3 and 7x7 both see {rf7}x{rf7}"
+        f" ({'measured equal' if same else 'MEASURED DIFFERENT'}) with {ratio.numerator}/{ratio.denominator}"
+        f" of the weights; {zoo['model']} stage ends measured/theoretical: {zoo_text}"
+    )
+    size = zoo["input_shape"][0]
+    stages_text = (
+        f"all {zoo['stages_total']} stages"
+        if zoo["stages_measured"] == zoo["stages_total"]
+        else f"the first {zoo['stages_measured']} of its {zoo['stages_total']} stages"
+    )
+    result = {
+        "experiment": "receptive-field",
+        "verdict": verdict,
+        "channels": c,
+        "use_bias": False,
+        "stacks": stacks,
+        "params_ratio": float(ratio),
+        "params_ratio_fraction": f"{ratio.numerator}/{ratio.denominator}",
+        "zoo": zoo,
+        "method": (
+            "gradient of the sum over channels of the centre output w.r.t. the input; weights "
+            "U(0.5, 1.5)/fan_in, zero biases, inputs U(0, 1): a gradient is non-zero exactly where the "
+            f"output depends on the pixel; the field is the union over {n_inputs} random inputs"
+        ),
+        "budget": {
+            "mode": "quick" if quick else "full",
+            "random_inputs": n_inputs,
+            "stack_channels": c,
+            "zoo_input": f"{size}x{size}",
+            "zoo_stages": f"{zoo['stages_measured']} of {zoo['stages_total']}",
+            "what": (
+                f"3x3x3 and 7x7 stacks at C={c} on {2 * 7 + 1}x{2 * 7 + 1} inputs; {zoo['model']} at "
+                f"{size}x{size}, {stages_text}; "
+                f"union over {n_inputs} random inputs"
+            ),
+        },
+    }
+    return result, _plot_receptive_field(result, maps)
+
+
+def _plot_receptive_field(result: dict, maps: dict):
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    fig = plt.figure(figsize=(14, 5))
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1.2, 1.8])
+    c = result["channels"]
+    titles = {"3x3x3": "three 3x3 convs", "7x7": "one 7x7 conv"}
+    weights = {"3x3x3": f"3·9·C² = {27 * c * c:,}", "7x7": f"49·C² = {49 * c * c:,}"}
+    cmap = plt.get_cmap("magma").with_extremes(bad="#d9d9d9")  # zero gradient: outside the field
+    for i, key in enumerate(("3x3x3", "7x7")):
+        ax = fig.add_subplot(grid[0, i])
+        grad = np.ma.masked_equal(maps[key] / maps[key].max(), 0.0)
+        im = ax.imshow(grad, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        s = result["stacks"][key]
+        n = grad.shape[0]
+        lo = (n - s["theoretical"]) / 2 - 0.5
+        ax.add_patch(
+            Rectangle((lo, lo), s["theoretical"], s["theoretical"], fill=False, ec="cyan", lw=1.2, ls="--")
+        )
+        h, w = s["empirical"]
+        ax.set_title(
+            f"{titles[key]}\nRF {s['theoretical']}, measured {h}x{w}\n{weights[key]} weights", fontsize=10
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{n}x{n} input; grey: zero gradient\ndashed: theoretical field", fontsize=8)
+        if i == 1:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|∂ centre output / ∂ input| (max = 1)")
+
+    ax = fig.add_subplot(grid[0, 2])
+    zoo = result["zoo"]["layers"]
+    x = np.arange(len(zoo))
+    theory = [e["theoretical"] for e in zoo]
+    measured = [max(e["empirical"]) for e in zoo]
+    b1 = ax.bar(x - 0.2, theory, 0.4, label="theoretical (kerascnn.analysis)", color="#4c72b0")
+    b2 = ax.bar(x + 0.2, measured, 0.4, label="measured (non-zero gradient)", color="#dd8452")
+    ax.bar_label(b1, fontsize=8)
+    ax.bar_label(b2, fontsize=8)
+    ax.set_xticks(x, [f"stage {e['stage']}\n{e['layer']}" for e in zoo], fontsize=8)
+    ax.set_ylabel("receptive field (pixels)")
+    size = result["zoo"]["input_shape"][0]
+    ax.set_title(f"{result['zoo']['model']} at {size}x{size}: at the end of each stage", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        f"Receptive field: theory (kerascnn.analysis) vs gradient measurement (C={c} channels, no biases)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# separable
+# ------------------------------------------------------------------------------------------------
+
+
+def _median_latencies_ms(fns: list, x, warmup: int, repeats: int) -> list[float]:
+    """Median wall time of each ``fn(x)`` (to the result in host memory), the calls interleaved so that
+    a change in machine load hits all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn(x).numpy()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn(x).numpy()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) * 1e3 for ts in times]
+
+
+def separable_experiment(quick: bool = False, data: str | None = None) -> tuple[dict, object]:
+    """Standard 3x3 conv vs depthwise-separable 3x3, C -> C, for several C: (JSON dict, figure)."""
+    _takes_no_data("separable", data)
+    import keras
+    import tensorflow as tf
+
+    from .analysis import (
+        analyze,
+        conv_macs,
+        conv_params,
+        depthwise_params,
+        separable_conv_macs,
+        separable_conv_params,
+    )
+
+    widths = (32, 64, 128, 256) if quick else (32, 64, 128, 256, 512)
+    size = 16 if quick else 28
+    batch, warmup, repeats = 8, 3, (15 if quick else 30)
+    rng = np.random.default_rng(SEED)
+    L = keras.layers
+    rows = []
+    with tf.device("/CPU:0"):
+        for c in widths:
+            std = keras.Sequential(
+                [
+                    keras.Input((size, size, c)),
+                    L.Conv2D(c, 3, padding="same", use_bias=False, name="conv3x3"),
+                ],
+                name=f"standard_{c}",
+            )
+            sep = keras.Sequential(
+                [
+                    keras.Input((size, size, c)),
+                    L.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise3x3"),
+                    L.Conv2D(c, 1, use_bias=False, name="pointwise1x1"),
+                ],
+                name=f"separable_{c}",
+            )
+            counted = {"standard": std.count_params(), "separable": sep.count_params()}
+            formulas = {
+                "standard": conv_params(3, c, c, use_bias=False),
+                "separable": separable_conv_params(3, c, c, use_bias=False),
+            }
+            pieces = depthwise_params(3, c, use_bias=False) + conv_params(1, c, c, use_bias=False)
+            if counted != formulas or pieces != formulas["separable"]:
+                raise RuntimeError(
+                    f"C={c}: Keras counts {counted} parameters, the formulas give {formulas} "
+                    f"(depthwise + pointwise: {pieces})"
+                )
+            macs = {
+                "standard": conv_macs(size, size, 3, c, c),
+                "separable": separable_conv_macs(size, size, 3, c, c),
+            }
+            graph_macs = {"standard": analyze(std).total_macs, "separable": analyze(sep).total_macs}
+            if graph_macs != macs:
+                raise RuntimeError(f"C={c}: analyze() counts {graph_macs} MACs, the formulas give {macs}")
+            formula_ratio = Fraction(1, c) + Fraction(1, 9)
+            ratio_params = Fraction(counted["separable"], counted["standard"])
+            ratio_macs = Fraction(macs["separable"], macs["standard"])
+            if ratio_params != formula_ratio or ratio_macs != formula_ratio:
+                raise RuntimeError(
+                    f"C={c}: ratios params {ratio_params}, MACs {ratio_macs}, 1/C + 1/9 = {formula_ratio}"
+                )
+
+            x = tf.constant(rng.uniform(0.0, 1.0, (batch, size, size, c)).astype("float32"))
+            fns = [tf.function(lambda t, m=m: m(t, training=False)) for m in (std, sep)]
+            lat_std, lat_sep = _median_latencies_ms(fns, x, warmup, repeats)
+            rows.append(
+                {
+                    "channels": c,
+                    "size": size,
+                    "standard": {
+                        "params": counted["standard"],
+                        "macs": macs["standard"],
+                        "latency_ms": round(lat_std, 4),
+                    },
+                    "separable": {
+                        "params": counted["separable"],
+                        "params_depthwise": depthwise_params(3, c, use_bias=False),
+                        "params_pointwise": conv_params(1, c, c, use_bias=False),
+                        "macs": macs["separable"],
+                        "latency_ms": round(lat_sep, 4),
+                    },
+                    "ratio_params": float(ratio_params),
+                    "ratio_macs": float(ratio_macs),
+                    "formula_ratio": float(formula_ratio),
+                    "ratio_latency": round(lat_sep / lat_std, 4),
+                }
+            )
+
+    first, last = rows[0], rows[-1]
+    verdict = (
+        f"separable: a depthwise-separable 3x3 needs {first['ratio_macs']:.1%} (C={first['channels']}) to "
+        f"{last['ratio_macs']:.1%} (C={last['channels']}) of the weights and MACs (= 1/C + 1/9) but takes "
+        f"{first['ratio_latency']:.0%} to {last['ratio_latency']:.0%} of the CPU time"
+    )
+    result = {
+        "experiment": "separable",
+        "verdict": verdict,
+        "use_bias": False,
+        "note": (
+            "C -> C channels, stride 1, 'same' padding, no biases (each conv would be followed by "
+            "BatchNorm, as in MobileNet); separable = DepthwiseConv2D 3x3 + Conv2D 1x1; MACs at output "
+            "resolution; ratios are separable / standard"
+        ),
+        "rows": rows,
+        "budget": {
+            "mode": "quick" if quick else "full",
+            "widths": list(widths),
+            "size": size,
+            "batch": batch,
+            "warmup_calls": warmup,
+            "timed_calls": repeats,
+            "device": "CPU",
+            "cpu_count": os.cpu_count(),
+            "what": (
+                f"widths {', '.join(map(str, widths))} at {size}x{size}; latency = median of {repeats} "
+                f"calls of a tf.function on a batch of {batch} after {warmup} warm-up calls, "
+                "standard and separable interleaved"
+            ),
+        },
+    }
+    return result, _plot_separable(result)
+
+
+def _plot_separable(result: dict):
+    plt = _pyplot()
+
+    rows = result["rows"]
+    cs = np.array([r["channels"] for r in rows])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    grid_c = np.geomspace(cs.min() / 1.5, cs.max() * 1.5, 200)
+    ax1.plot(grid_c, 1 / grid_c + 1 / 9, color="gray", label="1/C + 1/9 (MobileNet eq. 5)")
+    ax1.axhline(1 / 9, color="gray", ls=":", lw=1, label="1/9 (limit for large C)")
+    ax1.plot(cs, [r["ratio_params"] for r in rows], "o", ms=8, mfc="none", label="parameters (Keras layers)")
+    ax1.plot(cs, [r["ratio_macs"] for r in rows], "x", ms=7, label="MACs (kerascnn.analysis)")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xticks(cs, [str(c) for c in cs])
+    ax1.set_ylim(0, None)
+    ax1.set_xlabel("channels C (in = out)")
+    ax1.set_ylabel("separable / standard")
+    ax1.set_title("3x3 conv vs depthwise 3x3 + pointwise 1x1: cost ratio")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+
+    ax2.plot(cs, [r["ratio_latency"] for r in rows], "o-", label="measured CPU latency")
+    ax2.plot(cs, [r["ratio_macs"] for r in rows], "x--", color="gray", label="MACs")
+    ax2.axhline(1, color="black", lw=0.8)
+    ax2.set_xscale("log", base=2)
+    ax2.set_xticks(cs, [str(c) for c in cs])
+    ax2.set_ylim(0, max(1.1, max(r["ratio_latency"] for r in rows) * 1.1))
+    ax2.set_xlabel("channels C (in = out)")
+    ax2.set_ylabel("separable / standard")
+    b = result["budget"]
+    ax2.set_title(
+        f"latency ratio ({b['size']}x{b['size']}, batch {b['batch']}, median of {b['timed_calls']})"
+    )
+    for r in rows:
+        ax2.annotate(
+            f"{r['standard']['latency_ms']:.3g} → {r['separable']['latency_ms']:.3g} ms",
+            (r["channels"], r["ratio_latency"]),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=7,
+        )
+    ax2.margins(x=0.12)
+    ax2.legend(title="labels: standard → separable", title_fontsize=8, fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+EXPERIMENTS: dict[str, Callable[..., tuple[dict, object]]] = {
+    "receptive-field": receptive_field_experiment,
+    "separable": separable_experiment,
+}

@@ -1,0 +1,172 @@
+"""Tests for kerascnn.lab: the receptive-field and separable experiments in quick mode (seconds each)."""
+
+import json
+from fractions import Fraction
+
+import pytest
+
+from kerascnn import models
+from kerascnn.analysis import (
+    analyze,
+    conv_macs,
+    conv_params,
+    receptive_field,
+    separable_conv_macs,
+    separable_conv_params,
+)
+from kerascnn.errors import ConfigError
+from kerascnn.lab import EXPERIMENTS, run_experiment
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(name, tmp_path_factory):
+    out = tmp_path_factory.mktemp(name)
+    said = []
+    result = run_experiment(name, out, quick=True, say=said.append)
+    return out, result, said
+
+
+@pytest.fixture(scope="module")
+def rf_run(tmp_path_factory):
+    return _run("receptive-field", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def separable_run(tmp_path_factory):
+    return _run("separable", tmp_path_factory)
+
+
+def _check_files(out, name, result, said):
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data == result
+    assert (out / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert said == [result["verdict"]]
+    assert result["verdict"].startswith(f"{name}: ")
+    assert result["budget"]["mode"] == "quick"
+    assert result["budget"]["what"]
+
+
+# ------------------------------------------------------------------------------------ run_experiment
+
+
+def test_experiments_are_registered_in_order():
+    assert list(EXPERIMENTS)[:2] == ["receptive-field", "separable"]
+    assert all(callable(fn) for fn in EXPERIMENTS.values())
+
+
+def test_unknown_experiment_lists_the_valid_names(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        run_experiment("foo", tmp_path / "out")
+    assert str(info.value) == f"unknown experiment 'foo'; choose one of: {', '.join(EXPERIMENTS)}"
+    assert "receptive-field, separable" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="--out"):
+        run_experiment("separable", tmp_path / "file", quick=True)
+
+
+@pytest.mark.parametrize("name", ["receptive-field", "separable"])
+def test_experiments_without_data_refuse_data(name, tmp_path):
+    with pytest.raises(ConfigError, match="--data"):
+        run_experiment(name, tmp_path, quick=True, data="mnist")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ receptive-field
+
+
+def test_receptive_field_files_and_verdict(rf_run):
+    out, result, said = rf_run
+    _check_files(out, "receptive-field", result, said)
+
+
+def test_conv_stacks_measured_rf_equals_theory(rf_run):
+    stacks = rf_run[1]["stacks"]
+    assert receptive_field([3, 3, 3], [1, 1, 1]) == (7, 1)
+    for key in ("3x3x3", "7x7"):
+        assert stacks[key]["theoretical"] == 7
+        assert stacks[key]["empirical"] == [7, 7]
+
+
+def test_conv_stacks_params_match_formulas(rf_run):
+    result = rf_run[1]
+    c, stacks = result["channels"], result["stacks"]
+    assert result["use_bias"] is False
+    assert stacks["3x3x3"]["params"] == 3 * conv_params(3, c, c, use_bias=False) == 27 * c * c
+    assert stacks["7x7"]["params"] == conv_params(7, c, c, use_bias=False) == 49 * c * c
+    assert stacks["3x3x3"]["params"] < stacks["7x7"]["params"]
+    assert stacks["3x3x3"]["params_with_bias"] == 3 * conv_params(3, c, c)
+    assert Fraction(result["params_ratio_fraction"]) == Fraction(27, 49)
+    assert result["params_ratio"] == pytest.approx(27 / 49)
+
+
+def test_zoo_theoretical_rf_matches_analysis(rf_run):
+    zoo = rf_run[1]["zoo"]
+    model = models.build(zoo["model"], input_shape=tuple(zoo["input_shape"]), include_top=False)
+    analysis = analyze(model)
+    assert zoo["stages_measured"] == len(zoo["layers"]) >= 3
+    assert [e["stage"] for e in zoo["layers"]] == list(range(1, len(zoo["layers"]) + 1))
+    previous = 0
+    for entry in zoo["layers"]:
+        row = analysis.row(entry["layer"])
+        assert row.class_name == "Conv2D"
+        assert (entry["theoretical"], entry["jump"]) == (row.receptive_field, row.jump)
+        assert entry["theoretical"] > previous  # one stage end per stage, deeper and wider
+        previous = entry["theoretical"]
+        # The measured field never exceeds the theoretical one, and the input was large enough.
+        assert not entry["touches_border"]
+        assert all(1 <= e <= entry["theoretical"] for e in entry["empirical"])
+    # The first stage ends before any pooling: a plain conv stack, measured exactly.
+    first = zoo["layers"][0]
+    assert first["empirical"] == [first["theoretical"]] * 2
+
+
+# ------------------------------------------------------------------------------------ separable
+
+
+def test_separable_files_and_verdict(separable_run):
+    out, result, said = separable_run
+    _check_files(out, "separable", result, said)
+
+
+def test_separable_counts_match_formulas(separable_run):
+    rows = separable_run[1]["rows"]
+    assert [r["channels"] for r in rows] == separable_run[1]["budget"]["widths"]
+    assert len(rows) >= 3
+    for r in rows:
+        c, n = r["channels"], r["size"]
+        std, sep = r["standard"], r["separable"]
+        assert std["params"] == conv_params(3, c, c, use_bias=False) == 9 * c * c
+        assert sep["params"] == separable_conv_params(3, c, c, use_bias=False) == 9 * c + c * c
+        assert sep["params"] == sep["params_depthwise"] + sep["params_pointwise"]
+        assert std["macs"] == conv_macs(n, n, 3, c, c)
+        assert sep["macs"] == separable_conv_macs(n, n, 3, c, c)
+        formula = 1 / c + 1 / 9
+        assert r["formula_ratio"] == pytest.approx(formula)
+        assert r["ratio_params"] == pytest.approx(formula) and r["ratio_params"] < 1
+        assert r["ratio_macs"] == pytest.approx(formula) and r["ratio_macs"] < 1
+        # Latency is measured on a shared CPU: only its sanity is checked, not its value.
+        assert std["latency_ms"] > 0 and sep["latency_ms"] > 0
+        assert r["ratio_latency"] == pytest.approx(sep["latency_ms"] / std["latency_ms"], rel=1e-2)
+
+
+def test_lab_cli_runs_an_experiment_and_names_bad_ones(tmp_path):
+    from click.testing import CliRunner
+
+    from kerascnn.cli import main
+
+    out = tmp_path / "lab"
+    result = CliRunner().invoke(main, ["lab", "separable", "--out", str(out), "--quick"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("separable: ") and f"{out / 'separable'}.json" in result.output
+    assert json.loads((out / "separable.json").read_text())["budget"]["mode"] == "quick"
+    bad = CliRunner().invoke(main, ["lab", "degradaton", "--out", str(out)])
+    assert (
+        bad.exit_code != 0 and "unknown experiment 'degradaton'; choose one of: receptive-field" in bad.output
+    )
+    assert "Traceback" not in bad.output
