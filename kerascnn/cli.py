@@ -811,9 +811,10 @@ def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
 @click.option("--data", default=None, help="The dataset, for the experiments that train.")
 def lab_cmd(name, out, quick, data):
     """Reproduce a claim an architecture was built on: NAME is one of receptive-field (three 3x3 convs
-    vs one 7x7, and a zoo model's stages, theory against gradients) or separable (standard vs
-    depthwise-separable conv: parameters, MACs, latency). Writes OUT/NAME.json and OUT/NAME.png and
-    prints a verdict."""
+    vs one 7x7, and a zoo model's stages, theory against gradients), separable (standard vs
+    depthwise-separable conv: parameters, MACs, latency) or gap-shift (a Flatten vs a global average
+    pooling head, trained centred, tested shifted; --data, default fashion_mnist). Writes OUT/NAME.json
+    and OUT/NAME.png and prints a verdict."""
     from kerascnn import lab
 
     result = lab.run_experiment(name, out, quick=quick, data=data, say=click.echo)
