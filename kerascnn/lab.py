@@ -726,8 +726,139 @@ def _plot_gap_shift(result: dict, example: np.ndarray, direction, margin: int):
     return fig
 
 
+# ------------------------------------------------------------------------------------------------
+# degradation
+# ------------------------------------------------------------------------------------------------
+
+DEGRADATION_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
+DEGRADATION_BUDGETS = {  # training images, epochs, logging interval (steps)
+    "quick": {"train_images": 4000, "epochs": 4, "log_every": 8},
+    "full": {"train_images": 60000, "epochs": 12, "log_every": 50},
+}
+DEGRADATION_BATCH = 128
+EAGER_STEPS = 10  # runs this short train eagerly: no graph to trace
+
+
+def degradation_experiment(quick: bool = False, data: str | None = None, budget: dict | None = None):
+    """plain20, plain56, resnet20 and resnet56 (He et al. 2016, CIFAR nets) trained with one recipe
+    (SGD, momentum 0.9, lr 0.1 with a linear warm-up over the first 10% of steps then cosine, weight
+    decay 1e-4, batch 128) on the same images: the training-error curves and the final training error
+    (the last epoch's, measured on the fly as the paper's curves are: in inference mode a short run's
+    BatchNorm statistics would be measured instead of the net). (JSON dict, figure)"""
+    import keras
+
+    from .models import build
+
+    data = data or GAP_SHIFT_DATA
+    b = {**DEGRADATION_BUDGETS["quick" if quick else "full"], **(budget or {})}
+    x, y, _, _, classes = _gap_shift_images(data, 32, b["train_images"], 0, SEED)
+    x = (x.astype(np.float32) - 127.5) / 127.5
+    steps = math.ceil(len(x) / DEGRADATION_BATCH) * b["epochs"]
+    curves, final, seconds = {}, {}, {}
+    for name in DEGRADATION_MODELS:
+        keras.utils.set_random_seed(SEED)
+        model = build(name, input_shape=x.shape[1:], num_classes=len(classes))
+        warmup = max(1, steps // 10)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, steps - warmup, warmup_target=0.1, warmup_steps=warmup
+        )
+        model.compile(
+            keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=1e-4),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            run_eagerly=steps <= EAGER_STEPS,  # tracing a 56-layer step costs more than a few steps
+        )
+        logger = _ErrorCurve(b["log_every"])
+        start = time.perf_counter()
+        model.fit(
+            _batches(x, y, DEGRADATION_BATCH, shuffle=True), epochs=b["epochs"], verbose=0, shuffle=False,
+            callbacks=[logger],
+        )  # fmt: skip
+        seconds[name] = round(time.perf_counter() - start, 1)
+        curves[name] = logger.points
+        final[name] = logger.last_epoch_error
+    deeper_plain_worse = final["plain56"] > final["plain20"]
+    deeper_resnet_ok = final["resnet56"] <= final["plain56"] and final["resnet56"] <= final["resnet20"] + 0.01
+    verdict = (
+        "degradation: final training error plain20 {plain20:.1%}, plain56 {plain56:.1%}, resnet20 "
+        "{resnet20:.1%}, resnet56 {resnet56:.1%}: ".format(**final)
+        + (
+            "the deeper plain net trains worse"
+            if deeper_plain_worse
+            else "the deeper plain net did NOT train worse"
+        )
+        + (", the deeper ResNet does not" if deeper_resnet_ok else ", and so does the deeper ResNet")
+        + " at this budget"
+    )
+    result = {
+        "experiment": "degradation",
+        "verdict": verdict,
+        "data": data,
+        "final_train_error": final,
+        "curves": curves,
+        "train_seconds": seconds,
+        "budget": {
+            "mode": "quick" if quick else "full",
+            **b,
+            "batch": DEGRADATION_BATCH,
+            "steps": steps,
+            "what": (
+                f"{len(x)} {data} training images at 32x32x1, {b['epochs']} epochs ({steps} steps of "
+                f"{DEGRADATION_BATCH}) per net; SGD momentum 0.9, lr 0.1 (warm-up then cosine), weight "
+                "decay 1e-4"
+            ),
+        },
+    }
+    return result, _plot_degradation(result)
+
+
+class _ErrorCurve:
+    """A Keras callback (built lazily: keras is imported by the experiment) that keeps the running
+    training error every ``every`` steps: [[step, error], ...]."""
+
+    def __new__(cls, every: int):
+        import keras
+
+        class ErrorCurve(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.points, self.step, self.last_epoch_error = [], 0, None
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.step += 1
+                if self.step % every == 0 and logs and "accuracy" in logs:
+                    self.points.append([self.step, round(1.0 - float(logs["accuracy"]), 4)])
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.last_epoch_error = round(1.0 - float(logs["accuracy"]), 4)
+
+        return ErrorCurve()
+
+
+def _plot_degradation(result: dict):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    styles = {"20": "--", "56": "-"}
+    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
+        for name, points in result["curves"].items():
+            if not name.startswith(family) or not points:
+                continue
+            steps, errors = zip(*points, strict=True)
+            label = f"{name} (final {result['final_train_error'][name]:.1%})"
+            ax.plot(steps, [100 * e for e in errors], styles[name[-2:]], label=label)
+        ax.set_title(f"{'plain' if family == 'plain' else 'residual'} networks", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("training error (%), running mean within each epoch")
+    fig.suptitle(f"degradation ({result['data']}, {result['budget']['steps']} steps per net)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 EXPERIMENTS: dict[str, Callable[..., tuple[dict, object]]] = {
     "receptive-field": receptive_field_experiment,
     "separable": separable_experiment,
     "gap-shift": gap_shift_experiment,
+    "degradation": degradation_experiment,
 }

@@ -202,3 +202,22 @@ def test_gap_shift_needs_labeled_data(tmp_path):
         Image.new("L", (28, 28), i * 40).save(flat / f"{i}.png")
     with pytest.raises(ConfigError, match="gap-shift needs labeled images"):
         run_experiment("gap-shift", tmp_path / "out", quick=True, data=str(flat), budget=TINY_GAP)
+
+
+# ------------------------------------------------------------------------------------ degradation
+
+
+def test_degradation_trains_the_four_nets_with_one_recipe(tmp_path):
+    """The suite's budget (256 images, 2 steps per net) checks the files and their shape only: the
+    claim needs the --quick budget (BENCHMARKS.md has its verdict)."""
+    budget = {"train_images": 256, "epochs": 1, "log_every": 1}
+    result = run_experiment("degradation", tmp_path, quick=True, say=lambda _: None, budget=budget)
+    assert json.loads((tmp_path / "degradation.json").read_text()) == result
+    assert (tmp_path / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nets = ["plain20", "plain56", "resnet20", "resnet56"]
+    assert list(result["final_train_error"]) == nets and list(result["curves"]) == nets
+    for name in nets:
+        assert 0 <= result["final_train_error"][name] <= 1
+        assert [step for step, _ in result["curves"][name]] == [1, 2]
+    assert result["budget"]["steps"] == 2 and result["budget"]["mode"] == "quick"
+    assert result["verdict"].startswith("degradation: final training error plain20 ")
