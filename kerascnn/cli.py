@@ -813,9 +813,10 @@ def lab_cmd(name, out, quick, data):
     """Reproduce a claim an architecture was built on: NAME is one of receptive-field (three 3x3 convs
     vs one 7x7, and a zoo model's stages, theory against gradients), separable (standard vs
     depthwise-separable conv: parameters, MACs, latency), gap-shift (a Flatten vs a global average
-    pooling head, trained centred, tested shifted) or degradation (plain20/56 and resnet20/56 trained
-    alike: training-error curves); the last two train on --data (default fashion_mnist). Writes
-    OUT/NAME.json and OUT/NAME.png and prints a verdict."""
+    pooling head, trained centred, tested shifted), degradation (plain20/56 and resnet20/56 trained
+    alike: training-error curves), augmentation (none / standard / mixup on 1%, 5%, 20% of the data)
+    or transfer (scratch / fine-tuned / frozen backbone on 1% of a second task); the last four train
+    on --data (default fashion_mnist). Writes OUT/NAME.json and OUT/NAME.png and prints a verdict."""
     from kerascnn import lab
 
     result = lab.run_experiment(name, out, quick=quick, data=data, say=click.echo)

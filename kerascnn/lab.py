@@ -14,6 +14,15 @@ prints a one-line verdict.
   standard 3x3 convolution it replaces, C -> C channels: parameters and MACs from the built Keras layers
   and from the :mod:`kerascnn.analysis` formulas, whose ratio is ``1/C + 1/9`` (Howard et al. 2017,
   MobileNets, eq. 5), and the measured CPU latency, which does not shrink by as much.
+* ``gap-shift``: one backbone with a Flatten and with a global-average-pooling head (Network in
+  Network), trained on centred images, tested with the images shifted on a larger canvas.
+* ``degradation``: plain20, plain56, resnet20, resnet56 trained alike (He et al. 2016): training error.
+* ``augmentation``: no augmentation, the ``standard`` preset, mixup, on 1%, 5% and 20% of the data.
+* ``transfer``: from scratch, fine-tuned and frozen backbone + new head on 1% of a second task (the
+  dataset's classes split in two, as Yosinski et al. 2014 split ImageNet).
+
+The experiments that train read ``--data`` (default ``fashion_mnist``); ``--quick`` keeps each under 5
+minutes on 2 CPU cores, and the tests pass a smaller ``budget`` still.
 
 The measured RF is exact, not a threshold on a heat map, because the weights are replaced by positive
 random values (``U(0.5, 1.5) / fan_in``, zero biases) and the inputs are positive: every ReLU is then
@@ -565,7 +574,7 @@ GAP_BUDGETS = {  # training images, epochs, test images, largest shift (pixels),
 }
 
 
-def _gap_shift_images(data: str, size: int, n_train: int, n_test: int, seed: int):
+def _labeled_images(data: str, size: int, n_train: int, n_test: int, seed: int, experiment: str):
     """(train images, labels, test images, labels, class names), uint8 (N, size, size, 1): the dataset's
     own test split when it has one, else a held-out part of its images."""
     from . import data as kdata
@@ -591,7 +600,7 @@ def _gap_shift_images(data: str, size: int, n_train: int, n_test: int, seed: int
     xt, kept_t, _ = test.read(sorted(test_pos.tolist()))
     yt = test.labels[kept_t]
     if min(y.min(initial=0), yt.min(initial=0)) < 0 or not source.class_names:
-        raise ConfigError(f"--data {data}: gap-shift needs labeled images (class folders or a built-in)")
+        raise ConfigError(f"--data {data}: {experiment} needs labeled images (class folders or a built-in)")
     return x, y, xt, yt, list(source.class_names)
 
 
@@ -610,11 +619,14 @@ def _gap_shift_model(shape: tuple, classes: int, head: str):
 
     inputs = keras.Input(shape)
     x = inputs
-    for filters in (32, 64, 128):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x) if head == "flatten" else keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    for stage, filters in enumerate((32, 64, 128), start=1):  # named, so weights transfer by name
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"stage{stage}_conv")(x)
+        x = keras.layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+    if head == "flatten":
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="scores")(x)
     return keras.Model(inputs, outputs, name=f"backbone_{head}")
 
 
@@ -646,7 +658,9 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
     data = data or GAP_SHIFT_DATA
     b = {**GAP_BUDGETS["quick" if quick else "full"], **(budget or {})}
     size, margin = 28, b["max_shift"]
-    x, y, xt, yt, classes = _gap_shift_images(data, size, b["train_images"], b["test_images"], SEED)
+    x, y, xt, yt, classes = _labeled_images(
+        data, size, b["train_images"], b["test_images"], SEED, "gap-shift"
+    )
     x_train = (_on_canvas(x, margin).astype(np.float32) - 127.5) / 127.5
     rng = np.random.default_rng(SEED)
     shifts = list(range(0, b["max_shift"] + 1, b["step"]))
@@ -751,7 +765,7 @@ def degradation_experiment(quick: bool = False, data: str | None = None, budget:
 
     data = data or GAP_SHIFT_DATA
     b = {**DEGRADATION_BUDGETS["quick" if quick else "full"], **(budget or {})}
-    x, y, _, _, classes = _gap_shift_images(data, 32, b["train_images"], 0, SEED)
+    x, y, _, _, classes = _labeled_images(data, 32, b["train_images"], 0, SEED, "degradation")
     x = (x.astype(np.float32) - 127.5) / 127.5
     steps = math.ceil(len(x) / DEGRADATION_BATCH) * b["epochs"]
     curves, final, seconds = {}, {}, {}
@@ -856,9 +870,230 @@ def _plot_degradation(result: dict):
     return fig
 
 
+# ------------------------------------------------------------------------------------------------
+# augmentation
+# ------------------------------------------------------------------------------------------------
+
+AUGMENT_VARIANTS = ("none", "augmented", "mixup")  # no augmentation, the standard preset, mixup alone
+AUGMENT_MIXUP_ALPHA = 0.4
+AUGMENT_BUDGETS = {  # shares of the training set, optimizer steps per run, test images
+    "quick": {"fractions": [0.01, 0.05, 0.2], "steps": 300, "test_images": 2000},
+    "full": {"fractions": [0.01, 0.05, 0.2], "steps": 2000, "test_images": 10000},
+}
+AUGMENT_BATCH = 64
+
+
+def augmentation_experiment(quick: bool = False, data: str | None = None, budget: dict | None = None):
+    """Test accuracy of one small CNN trained on 1%, 5% and 20% of a dataset without augmentation, with
+    the ``standard`` preset (shift, rotation, zoom, flip, brightness, contrast: kerascnn.augment) and
+    with mixup alone, each run the same number of steps: (JSON dict, figure)."""
+    import keras
+
+    from . import augment as kaug
+    from . import data as kdata
+
+    data = data or GAP_SHIFT_DATA
+    b = {**AUGMENT_BUDGETS["quick" if quick else "full"], **(budget or {})}
+    size = 28
+    x, y, xt, yt, classes = _labeled_images(data, size, 10**9, b["test_images"], SEED, "augmentation")
+    x_test = (xt.astype(np.float32) - 127.5) / 127.5
+    rng = np.random.default_rng(SEED)
+    accuracy, counts = {}, {}
+    for fraction in b["fractions"]:
+        key = f"{fraction:.0%}" if fraction >= 0.01 else f"{fraction:.1%}"
+        pick = np.sort(rng.permutation(len(x))[: max(len(classes), round(fraction * len(x)))])
+        split = kdata.Split(x[pick], y[pick].astype(np.int32))
+        counts[key] = len(split)
+        accuracy[key] = {}
+        for variant in AUGMENT_VARIANTS:
+            keras.utils.set_random_seed(SEED)
+            augmenter = kaug.Augmenter(kaug.augment_config("standard"), len(classes), SEED)
+            ds = kdata.make_dataset(
+                split, len(classes), min(AUGMENT_BATCH, len(split)), kdata.Normalization(), training=True,
+                augmenter=augmenter if variant == "augmented" else None,
+                mixup_alpha=AUGMENT_MIXUP_ALPHA if variant == "mixup" else 0.0, seed=SEED,
+            ).repeat()  # fmt: skip
+            model = _gap_shift_model((size, size, 1), len(classes), "gap")
+            model.compile(keras.optimizers.Adam(2e-3), "categorical_crossentropy")
+            model.fit(ds, steps_per_epoch=b["steps"], epochs=1, verbose=0, shuffle=False)
+            accuracy[key][variant] = round(float((_predict(model, x_test).argmax(1) == yt).mean()), 4)
+    smallest, largest = next(iter(accuracy)), list(accuracy)[-1]
+    gain = {k: round(max(v["augmented"], v["mixup"]) - v["none"], 4) for k, v in accuracy.items()}
+    verdict = (
+        "augmentation: test accuracy without / with augmentation / with mixup: "
+        + "; ".join(
+            f"{k} ({counts[k]:,d} images) {v['none']:.1%} / {v['augmented']:.1%} / {v['mixup']:.1%}"
+            for k, v in accuracy.items()
+        )
+        + (
+            f": it helps most with the least data (+{gain[smallest]:.1%} at {smallest})"
+            if gain[smallest] > gain[largest] and gain[smallest] > 0
+            else ": the gain did NOT shrink with more data at this budget"
+        )
+    )
+    result = {
+        "experiment": "augmentation",
+        "verdict": verdict,
+        "data": data,
+        "accuracy": accuracy,
+        "train_images": counts,
+        "gain": gain,
+        "budget": {
+            "mode": "quick" if quick else "full",
+            **b,
+            "batch": AUGMENT_BATCH,
+            "what": (
+                f"a 3-stage CNN with a GAP head, {b['steps']} Adam steps of {AUGMENT_BATCH} per run, on "
+                f"{', '.join(f'{k} ({n:,d} images)' for k, n in counts.items())} of {data}; tested on "
+                f"{len(yt):,d} images; mixup alpha {AUGMENT_MIXUP_ALPHA}"
+            ),
+        },
+    }
+    return result, _plot_augmentation(result)
+
+
+def _plot_augmentation(result: dict):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    keys = list(result["accuracy"])
+    width = 0.8 / len(AUGMENT_VARIANTS)
+    labels = {"none": "no augmentation", "augmented": "standard augmentation", "mixup": "mixup"}
+    for i, variant in enumerate(AUGMENT_VARIANTS):
+        values = [100 * result["accuracy"][k][variant] for k in keys]
+        xs = [j + (i - 1) * width for j in range(len(keys))]
+        bars = ax.bar(xs, values, width, label=labels[variant])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(keys)), [f"{k}\n({result['train_images'][k]:,d} images)" for k in keys])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"augmentation against the amount of data ({result['data']})", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# transfer
+# ------------------------------------------------------------------------------------------------
+
+TRANSFER_VARIANTS = ("scratch", "fine-tuned", "frozen")
+TRANSFER_BUDGETS = {  # pretraining steps, share of the second task's images, steps per run, test images
+    "quick": {"pretrain_steps": 800, "fraction": 0.01, "steps": 200, "test_images": 4000},
+    "full": {"pretrain_steps": 4000, "fraction": 0.01, "steps": 1000, "test_images": 10000},
+}
+
+
+def transfer_experiment(quick: bool = False, data: str | None = None, budget: dict | None = None):
+    """The dataset's classes split in two tasks (as Yosinski et al. 2014 split ImageNet): a network is
+    pretrained on task A (the first half of the classes); on 1% of task B's images, from scratch
+    against fine-tuned from A's weights (all layers, a 4x lower learning rate) against A's frozen
+    backbone with a new head (kerascnn.train's ``transfer_weights`` and ``set_backbone_trainable``, as
+    ``kerascnn train --weights RUN [--freeze-backbone]``). (JSON dict, figure)"""
+    import keras
+
+    from .train import _head_layer_names, set_backbone_trainable, transfer_weights
+
+    data = data or GAP_SHIFT_DATA
+    b = {**TRANSFER_BUDGETS["quick" if quick else "full"], **(budget or {})}
+    size = 28
+    x, y, xt, yt, classes = _labeled_images(data, size, 10**9, 10**9, SEED, "transfer")
+    if len(classes) < 4:
+        raise ConfigError(f"--data {data}: transfer splits the classes into two tasks and needs at least 4")
+    half = len(classes) // 2
+    task_a, task_b = classes[:half], classes[half:]
+
+    def norm(images):
+        return (images.astype(np.float32) - 127.5) / 127.5
+
+    in_a, in_b, test_b = y < half, y >= half, yt >= half
+    rng = np.random.default_rng(SEED)
+    xb, yb = x[in_b], y[in_b] - half
+    pick = np.sort(rng.permutation(len(xb))[: max(len(task_b), round(b["fraction"] * len(xb)))])
+    xb, yb = norm(xb[pick]), yb[pick]
+    test_pick = rng.permutation(int(test_b.sum()))[: b["test_images"]]
+    xt_b, yt_b = norm(xt[test_b][test_pick]), (yt[test_b] - half)[test_pick]
+
+    keras.utils.set_random_seed(SEED)
+    source = _gap_shift_model((size, size, 1), len(task_a), "gap")
+    source.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+    xa, ya = norm(x[in_a]), y[in_a]
+    source.fit(
+        _batches(xa, ya, 64, True).repeat(), steps_per_epoch=b["pretrain_steps"], verbose=0, shuffle=False
+    )
+    source_accuracy = float((_predict(source, norm(xt[~test_b])).argmax(1) == yt[~test_b]).mean())
+
+    accuracy, trainable = {}, {}
+    for variant in TRANSFER_VARIANTS:
+        keras.utils.set_random_seed(SEED)
+        model = _gap_shift_model((size, size, 1), len(task_b), "gap")
+        lr = 2e-3
+        if variant != "scratch":
+            copied = transfer_weights(model, source, skip=set(_head_layer_names(model)))
+            if not copied:
+                raise RuntimeError("transfer: no layer was copied from the pretrained network")
+            if variant == "frozen":
+                set_backbone_trainable(model, False)
+            else:
+                lr = 5e-4
+        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
+        trainable[variant] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        ds = _batches(xb, yb, min(64, len(xb)), True).repeat()
+        model.fit(ds, steps_per_epoch=b["steps"], epochs=1, verbose=0, shuffle=False)
+        accuracy[variant] = round(float((_predict(model, xt_b).argmax(1) == yt_b).mean()), 4)
+    best = max(accuracy, key=accuracy.get)
+    verdict = (
+        f"transfer: on {len(xb)} images of task B ({', '.join(task_b)}), from scratch "
+        f"{accuracy['scratch']:.1%}, fine-tuned {accuracy['fine-tuned']:.1%}, frozen backbone + new head "
+        f"{accuracy['frozen']:.1%} "
+        f"(pretrained on task A: {source_accuracy:.1%}): "
+        + ("pretraining helps" if best != "scratch" else "pretraining did NOT help at this budget")
+    )
+    result = {
+        "experiment": "transfer",
+        "verdict": verdict,
+        "data": data,
+        "task_a": task_a,
+        "task_b": task_b,
+        "accuracy": accuracy,
+        "pretrained_accuracy_on_a": round(source_accuracy, 4),
+        "trainable_parameters": trainable,
+        "task_b_train_images": len(xb),
+        "budget": {
+            "mode": "quick" if quick else "full",
+            **b,
+            "what": (
+                f"a 3-stage CNN with a GAP head pretrained {b['pretrain_steps']} steps on task A "
+                f"({len(xa):,d} images); {b['steps']} steps per run on {len(xb)} images of task B; tested on "
+                f"{len(yt_b):,d} task-B images"
+            ),
+        },
+    }
+    return result, _plot_transfer(result)
+
+
+def _plot_transfer(result: dict):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = {"scratch": "from scratch", "fine-tuned": "fine-tuned", "frozen": "frozen backbone\n+ new head"}
+    values = [100 * result["accuracy"][v] for v in TRANSFER_VARIANTS]
+    bars = ax.bar([labels[v] for v in TRANSFER_VARIANTS], values, color=["#999999", "#1f77b4", "#ff7f0e"])
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel("test accuracy on task B (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(
+        f"{result['task_b_train_images']} images of task B; pretrained on task A ({result['data']})",
+        fontsize=9,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 EXPERIMENTS: dict[str, Callable[..., tuple[dict, object]]] = {
     "receptive-field": receptive_field_experiment,
     "separable": separable_experiment,
     "gap-shift": gap_shift_experiment,
     "degradation": degradation_experiment,
+    "augmentation": augmentation_experiment,
+    "transfer": transfer_experiment,
 }

@@ -221,3 +221,42 @@ def test_degradation_trains_the_four_nets_with_one_recipe(tmp_path):
         assert [step for step, _ in result["curves"][name]] == [1, 2]
     assert result["budget"]["steps"] == 2 and result["budget"]["mode"] == "quick"
     assert result["verdict"].startswith("degradation: final training error plain20 ")
+
+
+# ------------------------------------------------------------------------------------ augmentation
+
+
+def test_augmentation_compares_three_recipes_per_share_of_the_data(tmp_path):
+    """The suite's budget (2 shares, 40 steps per run) checks the files and their shape; the claim's
+    figures come from --quick (BENCHMARKS.md)."""
+    budget = {"fractions": [0.01, 0.05], "steps": 40, "test_images": 300}
+    result = run_experiment("augmentation", tmp_path, quick=True, say=lambda _: None, budget=budget)
+    assert json.loads((tmp_path / "augmentation.json").read_text()) == result
+    assert (tmp_path / "augmentation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(result["accuracy"]) == ["1%", "5%"] and result["train_images"] == {"1%": 600, "5%": 3000}
+    for share in result["accuracy"].values():
+        assert list(share) == ["none", "augmented", "mixup"]
+        assert all(0.1 < a <= 1 for a in share.values())  # above chance (10 classes) after 40 steps
+    assert result["verdict"].startswith(
+        "augmentation: test accuracy without / with augmentation / with mixup"
+    )
+
+
+# ------------------------------------------------------------------------------------ transfer
+
+
+def test_transfer_compares_scratch_fine_tuned_and_frozen(tmp_path):
+    """The suite's budget (100 pretraining steps, 30 steps per run) checks the files, the two tasks and
+    that only the head trains when frozen; the claim's figures come from --quick (BENCHMARKS.md)."""
+    budget = {"pretrain_steps": 100, "steps": 30, "test_images": 300}
+    result = run_experiment("transfer", tmp_path, quick=True, say=lambda _: None, budget=budget)
+    assert json.loads((tmp_path / "transfer.json").read_text()) == result
+    assert (tmp_path / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(result["task_a"]) == len(result["task_b"]) == 5 and not set(result["task_a"]) & set(
+        result["task_b"]
+    )
+    assert list(result["accuracy"]) == ["scratch", "fine-tuned", "frozen"]
+    assert result["task_b_train_images"] == 300  # 1% of Fashion-MNIST's 30,000 task-B images
+    params = result["trainable_parameters"]
+    assert params["frozen"] == 128 * 5 + 5 < params["scratch"] == params["fine-tuned"]  # the head alone
+    assert result["pretrained_accuracy_on_a"] > 0.5
