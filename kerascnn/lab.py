@@ -643,6 +643,13 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool):
     return ds.batch(batch).prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
+def _normalized(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels as model inputs, by kerascnn's default normalisation ((p - 127.5) / 127.5)."""
+    from .data import Normalization
+
+    return Normalization().numpy(images)
+
+
 def _predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(
         [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
@@ -661,7 +668,7 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
     x, y, xt, yt, classes = _labeled_images(
         data, size, b["train_images"], b["test_images"], SEED, "gap-shift"
     )
-    x_train = (_on_canvas(x, margin).astype(np.float32) - 127.5) / 127.5
+    x_train = _normalized(_on_canvas(x, margin))
     rng = np.random.default_rng(SEED)
     shifts = list(range(0, b["max_shift"] + 1, b["step"]))
     # each test image moves by s pixels in one of 8 directions (a random one per image, the same for
@@ -683,7 +690,7 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
                     for i, (dy, dx) in enumerate(picks)
                 ]
             )
-            probs = _predict(model, (moved.astype(np.float32) - 127.5) / 127.5)
+            probs = _predict(model, _normalized(moved))
             accuracy[head][str(s)] = round(float((probs.argmax(1) == yt).mean()), 4)
     last = str(shifts[-1])
     gap_wins = accuracy["gap"][last] > accuracy["flatten"][last]
@@ -766,7 +773,7 @@ def degradation_experiment(quick: bool = False, data: str | None = None, budget:
     data = data or GAP_SHIFT_DATA
     b = {**DEGRADATION_BUDGETS["quick" if quick else "full"], **(budget or {})}
     x, y, _, _, classes = _labeled_images(data, 32, b["train_images"], 0, SEED, "degradation")
-    x = (x.astype(np.float32) - 127.5) / 127.5
+    x = _normalized(x)
     steps = math.ceil(len(x) / DEGRADATION_BATCH) * b["epochs"]
     curves, final, seconds = {}, {}, {}
     for name in DEGRADATION_MODELS:
@@ -896,7 +903,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
     b = {**AUGMENT_BUDGETS["quick" if quick else "full"], **(budget or {})}
     size = 28
     x, y, xt, yt, classes = _labeled_images(data, size, 10**9, b["test_images"], SEED, "augmentation")
-    x_test = (xt.astype(np.float32) - 127.5) / 127.5
+    x_test = _normalized(xt)
     rng = np.random.default_rng(SEED)
     accuracy, counts = {}, {}
     for fraction in b["fractions"]:
@@ -1000,25 +1007,22 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     half = len(classes) // 2
     task_a, task_b = classes[:half], classes[half:]
 
-    def norm(images):
-        return (images.astype(np.float32) - 127.5) / 127.5
-
     in_a, in_b, test_b = y < half, y >= half, yt >= half
     rng = np.random.default_rng(SEED)
     xb, yb = x[in_b], y[in_b] - half
     pick = np.sort(rng.permutation(len(xb))[: max(len(task_b), round(b["fraction"] * len(xb)))])
-    xb, yb = norm(xb[pick]), yb[pick]
+    xb, yb = _normalized(xb[pick]), yb[pick]
     test_pick = rng.permutation(int(test_b.sum()))[: b["test_images"]]
-    xt_b, yt_b = norm(xt[test_b][test_pick]), (yt[test_b] - half)[test_pick]
+    xt_b, yt_b = _normalized(xt[test_b][test_pick]), (yt[test_b] - half)[test_pick]
 
     keras.utils.set_random_seed(SEED)
     source = _gap_shift_model((size, size, 1), len(task_a), "gap")
     source.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-    xa, ya = norm(x[in_a]), y[in_a]
+    xa, ya = _normalized(x[in_a]), y[in_a]
     source.fit(
         _batches(xa, ya, 64, True).repeat(), steps_per_epoch=b["pretrain_steps"], verbose=0, shuffle=False
     )
-    source_accuracy = float((_predict(source, norm(xt[~test_b])).argmax(1) == yt[~test_b]).mean())
+    source_accuracy = float((_predict(source, _normalized(xt[~test_b])).argmax(1) == yt[~test_b]).mean())
 
     accuracy, trainable = {}, {}
     for variant in TRANSFER_VARIANTS:
