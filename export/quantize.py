@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.evaluate import predict_arrays
 from kerascnn.runs import atomic_path
 
 from .formats import IO_TYPES
@@ -1008,7 +1009,7 @@ def cmd_qat(opts) -> dict:
 
     check = data.eval_split if data.eval_split is not None else data.train
     x = norm.numpy(check.images[: opts.check_images])
-    keras_probs = _predict(reloaded, x)
+    keras_probs = predict_arrays(reloaded, x, 32)
     lite_probs = run_tflite(tflite, x)
     agreement = float(np.mean(keras_probs.argmax(-1) == lite_probs.argmax(-1)))
     _log(
@@ -1037,16 +1038,9 @@ def cmd_qat(opts) -> dict:
         report["sparsity"] = tflite_int8_sparsity(tflite)["sparsity"]
     if opts.probe:
         probe = norm.numpy(np.load(opts.probe))
-        report["probe_qat"] = _predict(reloaded, probe).tolist()
+        report["probe_qat"] = predict_arrays(reloaded, probe, 32).tolist()
     report["elapsed_s"] = time.time() - started
     return report
-
-
-def _predict(model, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Inference-mode outputs, eagerly (``predict`` would trace the model first: slower for a few
-    dozen images)."""
-    outs = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
 def _floats(text: str) -> list[float]:

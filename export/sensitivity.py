@@ -587,12 +587,9 @@ def write_report(report: dict, folder, model_name: str) -> dict[str, Path]:
 
 
 def _bar_chart(report: dict, path: Path, top: int = 25):
-    import matplotlib
+    from kerascnn.runs import atomic_save_figure, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kerascnn.runs import atomic_save_figure
+    plt = pyplot()
 
     rows = report["layers"][:top]
     floats = set((report.get("mixed") or {}).get("float_layers", ()))

@@ -103,8 +103,10 @@ def affine_transforms(batch, height, width, cfg: AugmentConfig, skip: dict):
     shear_x = uniform(cfg.shear, "shear") if cfg.shear else zeros
     shear_y = uniform(cfg.shear, "shear") if cfg.shear else zeros
     zoom = 1.0 + (uniform(cfg.zoom, "zoom") if cfg.zoom else zeros)
-    tx = (uniform(cfg.shift, "shift") if cfg.shift else zeros) * width
-    ty = (uniform(cfg.shift, "shift") if cfg.shift else zeros) * height
+    # whole pixels, as RandomCrop with padding shifts: a sub-pixel shift alone would blur every image
+    # (bilinear resampling), which a net on small images learns as a difference from the sharp test set
+    tx = tf.round((uniform(cfg.shift, "shift") if cfg.shift else zeros) * width)
+    ty = tf.round((uniform(cfg.shift, "shift") if cfg.shift else zeros) * height)
     fx, fy = ones, ones
     if cfg.flip != "none":
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import atomic_save_figure, atomic_write_json
+from .runs import atomic_save_figure, atomic_write_json, pyplot
 
 
 def predict(model, images: np.ndarray, normalize, batch_size: int = 256, tta: int = 1) -> np.ndarray:
@@ -15,6 +15,14 @@ def predict(model, images: np.ndarray, normalize, batch_size: int = 256, tta: in
     from .augment import tta_predict
 
     return tta_predict(model, images, tta, normalize, batch_size=batch_size)
+
+
+def predict_arrays(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode outputs of model inputs already normalised, called eagerly a batch at a time
+    (``model.predict`` traces a graph and builds a tf.data pipeline first: slower for the few hundred
+    images of a probe or a lab measurement)."""
+    outs = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -52,10 +60,7 @@ def evaluate(model, split, normalize, class_names, batch_size: int = 256, tta: i
 
 
 def plot_confusion(cm, class_names, path: Path, title: str = "Confusion matrix"):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(cm)
     n = len(class_names)
@@ -85,10 +90,7 @@ def plot_confusion(cm, class_names, path: Path, title: str = "Confusion matrix")
 
 
 def plot_curves(history: list[dict], path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [int(row["epoch"]) + 1 for row in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))

@@ -215,12 +215,9 @@ def _unique_stem(stem: str, used: set) -> str:
 
 
 def _save_overlay(pixels: np.ndarray, cam: np.ndarray, top, explained: str, layer: str, path: Path) -> None:
-    import matplotlib
+    from .runs import atomic_save_figure, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .runs import atomic_save_figure
+    plt = pyplot()
 
     image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
     cmap = "gray" if pixels.shape[-1] == 1 else None
@@ -239,12 +236,10 @@ def _save_overlay(pixels: np.ndarray, cam: np.ndarray, top, explained: str, laye
 def _save_features(model, x: np.ndarray, path: Path) -> None:
     """A grid: one row per stage (:func:`stage_layers`), its FEATURE_CHANNELS most active maps."""
     import keras
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .runs import atomic_save_figure, pyplot
 
-    from .runs import atomic_save_figure
+    plt = pyplot()
 
     stages = stage_layers(model)
     if not stages:

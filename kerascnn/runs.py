@@ -87,6 +87,16 @@ def atomic_save_model(model, path) -> None:
         model.save(tmp)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed: servers, CI, headless runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def atomic_save_figure(fig, path, dpi: int = 100) -> None:
     """Save a matplotlib figure (format from the suffix) and close it."""
     import matplotlib.pyplot as plt

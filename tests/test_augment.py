@@ -33,6 +33,28 @@ def test_flip_can_be_disabled_per_class():
         assert np.array_equal(out[i], images[i].numpy()) or np.array_equal(out[i], images[i].numpy()[:, ::-1])
 
 
+def test_shifts_move_by_whole_pixels():
+    """A shift alone is an exact translation (no bilinear blur): every output is the input moved by
+    whole pixels, zero-filled, and the shifts vary."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(1, 256, (32, 12, 12, 1)).astype("float32")
+    out = aug.Augmenter(aug.AugmentConfig(shift=0.25), num_classes=2, seed=0)(
+        tf.constant(images), tf.zeros([32], tf.int32)
+    ).numpy()
+    moves = set()
+    for image, moved in zip(images, out, strict=True):
+        padded = np.pad(image, ((3, 3), (3, 3), (0, 0)))
+        match = [
+            (dy, dx)
+            for dy in range(-3, 4)
+            for dx in range(-3, 4)
+            if np.array_equal(moved, padded[3 - dy : 15 - dy, 3 - dx : 15 - dx])
+        ]
+        assert match, "a shifted image is the input translated by whole pixels"
+        moves.add(match[0])
+    assert len(moves) > 5
+
+
 def test_every_op_changes_images_and_stays_in_range():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32"))
