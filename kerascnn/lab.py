@@ -930,6 +930,16 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
             accuracy[key][variant] = round(float((predict_arrays(model, x_test).argmax(1) == yt).mean()), 4)
     smallest, largest = next(iter(accuracy)), list(accuracy)[-1]
     gain = {k: round(max(v["augmented"], v["mixup"]) - v["none"], 4) for k, v in accuracy.items()}
+    gains = {  # each recipe's gain over no augmentation, per share
+        variant: {k: round(v[variant] - v["none"], 4) for k, v in accuracy.items()}
+        for variant in ("augmented", "mixup")
+    }
+    names = {"augmented": "the standard preset", "mixup": "mixup"}
+    helping = [
+        f"{names[variant]} (+{g[smallest]:.1%} at {smallest}, {g[largest]:+.1%} at {largest})"
+        for variant, g in gains.items()
+        if g[smallest] > 0 and g[smallest] > g[largest]
+    ]
     verdict = (
         "augmentation: test accuracy without / with augmentation / with mixup: "
         + "; ".join(
@@ -937,8 +947,8 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
             for k, v in accuracy.items()
         )
         + (
-            f": it helps most with the least data (+{gain[smallest]:.1%} at {smallest})"
-            if gain[smallest] > gain[largest] and gain[smallest] > 0
+            f": helps most with the least data: {' and '.join(helping)}"
+            if helping
             else ": the gain did NOT shrink with more data at this budget"
         )
     )
@@ -949,6 +959,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
         "accuracy": accuracy,
         "train_images": counts,
         "gain": gain,
+        "gains": gains,
         "budget": {
             "mode": "quick" if quick else "full",
             **b,
@@ -994,9 +1005,9 @@ TRANSFER_VARIANTS = ("scratch", "fine-tuned", "frozen")
 TRANSFER_MODEL = "resnet20"  # a zoo net, at 32x32: what ``kerascnn train --weights RUN`` would fine-tune
 TRANSFER_BATCH = 64
 TRANSFER_LR = 2e-3  # Adam, cosine to zero; fine-tuning at a quarter of it
-TRANSFER_BUDGETS = {  # pretraining steps, share of the second task's images, steps per run, test images
-    "quick": {"pretrain_steps": 400, "fraction": 0.01, "steps": 150, "test_images": 4000},
-    "full": {"pretrain_steps": 2000, "fraction": 0.01, "steps": 400, "test_images": 10000},
+TRANSFER_BUDGETS = {  # pretraining steps, share of task B's images, steps per run, test images, tested every
+    "quick": {"pretrain_steps": 400, "fraction": 0.01, "steps": 150, "test_images": 4000, "eval_every": 25},
+    "full": {"pretrain_steps": 2000, "fraction": 0.01, "steps": 400, "test_images": 10000, "eval_every": 50},
 }
 
 
@@ -1041,14 +1052,25 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     test_pick = rng.permutation(int(test_b.sum()))[: b["test_images"]]
     xt_b, yt_b = _normalized(xt[test_b][test_pick]), to_b[yt[test_b]][test_pick]
 
-    def trained(model, x_, y_, steps, lr):
+    def trained(model, x_, y_, steps, lr, curve=None):
+        """Train ``steps`` steps; with ``curve`` (a list), append [step, test accuracy on B] every
+        ``eval_every`` steps (Keras epochs of that many steps: one schedule over all of them)."""
         model.compile(
             keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
             "sparse_categorical_crossentropy",
             run_eagerly=steps <= EAGER_STEPS,
         )
         ds = _batches(x_, y_, min(TRANSFER_BATCH, len(x_)), True).repeat()
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        chunk = b["eval_every"] if curve is not None and steps % b["eval_every"] == 0 else steps
+        tester = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: curve.append(
+                [(epoch + 1) * chunk, round(float((predict_arrays(model, xt_b).argmax(1) == yt_b).mean()), 4)]
+            )
+        )
+        callbacks = [tester] if curve is not None else []
+        model.fit(
+            ds, steps_per_epoch=chunk, epochs=steps // chunk, verbose=0, shuffle=False, callbacks=callbacks
+        )
         return model
 
     shape = (size, size, 1)
@@ -1059,7 +1081,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     source_probs = predict_arrays(source, _normalized(xt[test_a]))
     source_accuracy = float((source_probs.argmax(1) == to_a[yt[test_a]]).mean())
 
-    accuracy, trainable = {}, {}
+    accuracy, trainable, curves = {}, {}, {}
     for variant in TRANSFER_VARIANTS:
         keras.utils.set_random_seed(SEED)
         model = build(TRANSFER_MODEL, input_shape=shape, num_classes=len(task_b))
@@ -1070,15 +1092,32 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
                     layer.trainable = layer.name == "predictions"
         lr = TRANSFER_LR / 4 if variant == "fine-tuned" else TRANSFER_LR
         trainable[variant] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        trained(model, xb, yb, b["steps"], lr)
-        accuracy[variant] = round(float((predict_arrays(model, xt_b).argmax(1) == yt_b).mean()), 4)
-    best = max(accuracy, key=accuracy.get)
+        curves[variant] = []
+        trained(model, xb, yb, b["steps"], lr, curves[variant])
+        accuracy[variant] = curves[variant][-1][1]
+    scratch = accuracy["scratch"]
+    # two standard errors of the scratch accuracy on this many test images: a smaller gain is noise
+    margin = 2 * math.sqrt(max(scratch * (1 - scratch), 1e-4) / len(yt_b))
+    reached = {  # the first tested step at which each run is as accurate as scratch at the end
+        v: next((step for step, a in curves[v] if a >= scratch - margin), None) for v in TRANSFER_VARIANTS
+    }
+    best = max(("fine-tuned", "frozen"), key=accuracy.get)
+    faster = reached["fine-tuned"] is not None and reached["fine-tuned"] <= b["steps"] // 2
+    better = accuracy[best] > scratch + margin
+    reasons = [f"{best} is {accuracy[best] - scratch:+.1%} more accurate"] if better else []
+    if faster:
+        reasons.append(
+            f"fine-tuned is as accurate as scratch's end after {reached['fine-tuned']} of {b['steps']} steps"
+        )
     verdict = (
         f"transfer: on {len(xb)} images of task B ({', '.join(task_b)}), from scratch "
-        f"{accuracy['scratch']:.1%}, fine-tuned {accuracy['fine-tuned']:.1%}, frozen backbone + new head "
-        f"{accuracy['frozen']:.1%} "
-        f"(pretrained on task A: {source_accuracy:.1%}): "
-        + ("pretraining helps" if best != "scratch" else "pretraining did NOT help at this budget")
+        f"{scratch:.1%}, fine-tuned {accuracy['fine-tuned']:.1%}, frozen backbone + new head "
+        f"{accuracy['frozen']:.1%} (pretrained on task A: {source_accuracy:.1%}): "
+        + (
+            f"pretraining helps: {'; '.join(reasons)}"
+            if reasons
+            else f"pretraining did NOT help at this budget (within {margin:.1%})"
+        )
     )
     result = {
         "experiment": "transfer",
@@ -1088,6 +1127,9 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
         "task_a": task_a,
         "task_b": task_b,
         "accuracy": accuracy,
+        "curves": curves,
+        "steps_to_scratch_accuracy": reached,
+        "noise_margin": round(margin, 4),
         "pretrained_accuracy_on_a": round(source_accuracy, 4),
         "trainable_parameters": trainable,
         "task_b_train_images": len(xb),
@@ -1108,18 +1150,32 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
 
 def _plot_transfer(result: dict):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.4]})
     labels = {"scratch": "from scratch", "fine-tuned": "fine-tuned", "frozen": "frozen backbone\n+ new head"}
+    colors = {"scratch": "#999999", "fine-tuned": "#1f77b4", "frozen": "#ff7f0e"}
     values = [100 * result["accuracy"][v] for v in TRANSFER_VARIANTS]
-    bars = ax.bar([labels[v] for v in TRANSFER_VARIANTS], values, color=["#999999", "#1f77b4", "#ff7f0e"])
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylabel("test accuracy on task B (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(
-        f"{result['task_b_train_images']} images of task B; pretrained on task A ({result['data']})",
-        fontsize=9,
+    bars = ax0.bar(
+        [labels[v] for v in TRANSFER_VARIANTS], values, color=[colors[v] for v in TRANSFER_VARIANTS]
     )
-    ax.grid(axis="y", alpha=0.3)
+    ax0.bar_label(bars, fmt="%.1f")
+    ax0.set_ylabel("test accuracy on task B (%)")
+    ax0.set_ylim(0, 100)
+    ax0.set_title(f"after {result['budget']['steps']} steps", fontsize=9)
+    ax0.grid(axis="y", alpha=0.3)
+    for v in TRANSFER_VARIANTS:
+        if result["curves"][v]:
+            steps, acc = zip(*result["curves"][v], strict=True)
+            ax1.plot(steps, [100 * a for a in acc], "o-", color=colors[v], label=labels[v].replace("\n", " "))
+    ax1.set_xlabel("training steps on task B")
+    ax1.set_ylim(0, 100)
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8, loc="lower right")
+    ax1.set_title("test accuracy while training", fontsize=9)
+    fig.suptitle(
+        f"{result['task_b_train_images']} images of task B; {result['model']} pretrained on task A "
+        f"({result['data']})",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 

@@ -260,15 +260,20 @@ def test_augmentation_compares_three_recipes_per_share_of_the_data(tmp_path):
     assert result["verdict"].startswith(
         "augmentation: test accuracy without / with augmentation / with mixup"
     )
+    for variant in ("augmented", "mixup"):
+        assert result["gains"][variant] == {
+            k: round(v[variant] - v["none"], 4) for k, v in result["accuracy"].items()
+        }
 
 
 # ------------------------------------------------------------------------------------ transfer
 
 
 def test_transfer_compares_scratch_fine_tuned_and_frozen(tmp_path):
-    """The suite's budget (10 pretraining steps, 5 steps per run, eagerly) checks the files, the two tasks
-    and that only the head trains when frozen; the claim's figures come from --quick (BENCHMARKS.md)."""
-    budget = {"pretrain_steps": 10, "steps": 5, "test_images": 300}
+    """The suite's budget (10 pretraining steps, 10 steps per run tested after 5 and 10, eagerly) checks
+    the files, the two tasks, the curves and that only the head trains when frozen; the claim's figures
+    come from --quick (BENCHMARKS.md)."""
+    budget = {"pretrain_steps": 10, "steps": 10, "test_images": 300, "eval_every": 5}
     result = run_experiment("transfer", tmp_path, quick=True, say=lambda _: None, budget=budget)
     assert json.loads((tmp_path / "transfer.json").read_text()) == result
     assert (tmp_path / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -276,6 +281,10 @@ def test_transfer_compares_scratch_fine_tuned_and_frozen(tmp_path):
         result["task_b"]
     )
     assert list(result["accuracy"]) == ["scratch", "fine-tuned", "frozen"]
+    for variant, accuracy in result["accuracy"].items():
+        assert [step for step, _ in result["curves"][variant]] == [5, 10]
+        assert result["curves"][variant][-1][1] == accuracy
+    assert result["steps_to_scratch_accuracy"]["scratch"] in (5, 10) and 0 < result["noise_margin"] < 0.1
     assert result["task_b_train_images"] == 300  # 1% of Fashion-MNIST's 30,000 task-B images
     params = result["trainable_parameters"]
     assert params["frozen"] == 64 * 5 + 5 < params["scratch"] == params["fine-tuned"]  # ResNet-20's head
