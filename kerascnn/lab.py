@@ -651,6 +651,17 @@ def _normalized(images: np.ndarray) -> np.ndarray:
     return Normalization().numpy(images)
 
 
+def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of ``model`` on input arrays ``x`` with integer labels ``y``, to 4 places."""
+    return round(float((predict_arrays(model, x).argmax(1) == y).mean()), 4)
+
+
+def _noise_margin(p: float, n: int) -> float:
+    """Two standard errors of an accuracy ``p`` measured on ``n`` test images: a smaller difference
+    between two runs is noise (floored so that a perfect score still has a margin)."""
+    return 2 * math.sqrt(max(p * (1 - p), 1e-4) / n)
+
+
 def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: dict | None = None):
     """One backbone with a Flatten and with a GAP head, trained on centred images and tested with the
     image shifted by 0..S pixels on a larger canvas: (JSON dict, figure). ``budget`` overrides the
@@ -683,8 +694,7 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
             for dy, dx in directions:  # the images that move this way, at once
                 those = (picks == (dy, dx)).all(axis=1)
                 moved[those] = _on_canvas(xt[those], margin, int(dy) * s, int(dx) * s)
-            probs = predict_arrays(model, _normalized(moved))
-            accuracy[head][str(s)] = round(float((probs.argmax(1) == yt).mean()), 4)
+            accuracy[head][str(s)] = _accuracy(model, _normalized(moved), yt)
     last = str(shifts[-1])
     gap_wins = accuracy["gap"][last] > accuracy["flatten"][last]
     verdict = (
@@ -927,7 +937,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
             schedule = keras.optimizers.schedules.CosineDecay(2e-3, b["steps"])
             model.compile(keras.optimizers.Adam(schedule), "categorical_crossentropy")
             model.fit(ds, steps_per_epoch=b["steps"], epochs=1, verbose=0, shuffle=False)
-            accuracy[key][variant] = round(float((predict_arrays(model, x_test).argmax(1) == yt).mean()), 4)
+            accuracy[key][variant] = _accuracy(model, x_test, yt)
     smallest, largest = next(iter(accuracy)), list(accuracy)[-1]
     gain = {k: round(max(v["augmented"], v["mixup"]) - v["none"], 4) for k, v in accuracy.items()}
     gains = {  # each recipe's gain over no augmentation, per share
@@ -936,7 +946,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
     }
     names = {"augmented": "the standard preset", "mixup": "mixup"}
     base = accuracy[smallest]["none"]  # two standard errors on this many test images: less is noise
-    margin = 2 * math.sqrt(max(base * (1 - base), 1e-4) / len(yt))
+    margin = _noise_margin(base, len(yt))
     helping = [
         f"{names[variant]} (+{g[smallest]:.1%} at {smallest}, {g[largest]:+.1%} at {largest})"
         for variant, g in gains.items()
@@ -1014,17 +1024,6 @@ TRANSFER_BUDGETS = {  # pretraining steps, share of task B's images, steps per r
 }
 
 
-def _copy_backbone(target, source, head: str = "predictions") -> int:
-    """Copy every layer's weights but the classifier ``head`` from ``source`` by name (the zoo's layer
-    names, as ``kerascnn train --weights`` transfers them); return how many layers were copied."""
-    copied = 0
-    for layer in target.layers:
-        if layer.weights and layer.name != head:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
-            copied += 1
-    return copied
-
-
 def transfer_experiment(quick: bool = False, data: str | None = None, budget: dict | None = None):
     """The dataset's classes split at random in two tasks (as Yosinski et al. 2014 split ImageNet): a
     ResNet-20 is pretrained on task A; on 1% of task B's images, from scratch against fine-tuned from A's
@@ -1033,7 +1032,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     (JSON dict, figure)"""
     import keras
 
-    from .models import build
+    from .models import build, transfer_weights
 
     data = data or GAP_SHIFT_DATA
     b = {**TRANSFER_BUDGETS["quick" if quick else "full"], **(budget or {})}
@@ -1066,9 +1065,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
         ds = _batches(x_, y_, min(TRANSFER_BATCH, len(x_)), True).repeat()
         chunk = b["eval_every"] if curve is not None and steps % b["eval_every"] == 0 else steps
         tester = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: curve.append(
-                [(epoch + 1) * chunk, round(float((predict_arrays(model, xt_b).argmax(1) == yt_b).mean()), 4)]
-            )
+            on_epoch_end=lambda epoch, logs: curve.append([(epoch + 1) * chunk, _accuracy(model, xt_b, yt_b)])
         )
         callbacks = [tester] if curve is not None else []
         model.fit(
@@ -1081,15 +1078,14 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     xa, ya = _normalized(x[in_a]), to_a[y[in_a]]
     source = build(TRANSFER_MODEL, input_shape=shape, num_classes=len(task_a))
     trained(source, xa, ya, b["pretrain_steps"], TRANSFER_LR)
-    source_probs = predict_arrays(source, _normalized(xt[test_a]))
-    source_accuracy = float((source_probs.argmax(1) == to_a[yt[test_a]]).mean())
+    source_accuracy = _accuracy(source, _normalized(xt[test_a]), to_a[yt[test_a]])
 
     accuracy, trainable, curves = {}, {}, {}
     for variant in TRANSFER_VARIANTS:
         keras.utils.set_random_seed(SEED)
         model = build(TRANSFER_MODEL, input_shape=shape, num_classes=len(task_b))
         if variant != "scratch":
-            _copy_backbone(model, source)
+            transfer_weights(model, source, skip={"predictions"})  # as `train --weights RUN` does
             if variant == "frozen":
                 for layer in model.layers:
                     layer.trainable = layer.name == "predictions"
@@ -1100,7 +1096,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
         accuracy[variant] = curves[variant][-1][1]
     scratch = accuracy["scratch"]
     # two standard errors of the scratch accuracy on this many test images: a smaller gain is noise
-    margin = 2 * math.sqrt(max(scratch * (1 - scratch), 1e-4) / len(yt_b))
+    margin = _noise_margin(scratch, len(yt_b))
     reached = {  # the first tested step at which each run is as accurate as scratch at the end
         v: next((step for step, a in curves[v] if a >= scratch - margin), None) for v in TRANSFER_VARIANTS
     }
@@ -1133,7 +1129,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
         "curves": curves,
         "steps_to_scratch_accuracy": reached,
         "noise_margin": round(margin, 4),
-        "pretrained_accuracy_on_a": round(source_accuracy, 4),
+        "pretrained_accuracy_on_a": source_accuracy,
         "trainable_parameters": trainable,
         "task_b_train_images": len(xb),
         "budget": {

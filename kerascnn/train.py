@@ -181,27 +181,6 @@ def build_model(cfg: TrainConfig, num_classes: int, input_shape):
         raise ConfigError(f"--model {cfg.model} --model-kwargs {_shown(options)}: {e}") from None
 
 
-def transfer_weights(target, source, skip=()) -> list[str]:
-    """Copy weights layer by layer, by name, where the shapes agree; return the names copied.
-
-    ``skip``: layers to leave as initialised (the classifier head, which belongs to the old task)."""
-    copied = []
-    for layer in target.layers:
-        if not layer.weights or layer.name in skip:
-            continue
-        try:
-            src = source.get_layer(layer.name)
-        except ValueError:
-            continue
-        src_w = src.get_weights()
-        if len(src_w) == len(layer.weights) and all(
-            a.shape == tuple(b.shape) for a, b in zip(src_w, layer.weights, strict=True)
-        ):
-            layer.set_weights(src_w)
-            copied.append(layer.name)
-    return copied
-
-
 def load_pretrained(cfg: TrainConfig, shape):
     """The source model of ``--weights``: a .keras file, a run folder, or 'imagenet'."""
 
@@ -645,6 +624,8 @@ def _build_models(run: _Run) -> None:
         else:
             model = build_model(cfg, run.dataset.num_classes, shape)
             if cfg.weights:
+                from .models import transfer_weights
+
                 source = load_pretrained(cfg, shape)
                 copied = transfer_weights(model, source, skip=set(_head_layer_names(model)))
                 if not copied:

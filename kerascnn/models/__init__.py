@@ -17,6 +17,7 @@ from .registry import (  # noqa: F401
     list_models,
     option_names,
     register_model,
+    transfer_weights,
 )
 
 FAMILY_MODULES = ("lenet", "alexnet", "vgg", "nin", "inception", "resnet", "mobilenet", "densenet")

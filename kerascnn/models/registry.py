@@ -187,3 +187,24 @@ def option_names(name: str) -> list[str]:
             ):
                 names.append(p.name)
     return names
+
+
+def transfer_weights(target, source, skip=()) -> list[str]:
+    """Copy weights layer by layer, by name, where the shapes agree; return the names copied.
+
+    ``skip``: layers to leave as initialised (the classifier head, which belongs to the old task)."""
+    copied = []
+    for layer in target.layers:
+        if not layer.weights or layer.name in skip:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        src_w = src.get_weights()
+        if len(src_w) == len(layer.weights) and all(
+            a.shape == tuple(b.shape) for a, b in zip(src_w, layer.weights, strict=True)
+        ):
+            layer.set_weights(src_w)
+            copied.append(layer.name)
+    return copied
