@@ -18,7 +18,7 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kerascnn.errors import KerascnnError
+from kerascnn.errors import ConfigError, KerascnnError
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,13 @@ def register_variant(
         input_tensor=None,
         **options,
     ):
+        pinned = [k for k in options if k in fixed]
+        if pinned:  # the options that make this variant what it is
+            raise ConfigError(
+                f"{name} fixes {pinned[0]}={fixed[pinned[0]]!r}; its options: "
+                f"{', '.join(option_names(name))} (another {pinned[0]} is another model: "
+                f"kerascnn models --family {family})"
+            )
         return generic(
             name,
             **fixed,

@@ -252,6 +252,8 @@ def test_bad_arguments_are_named():
         build("vgg16", input_shape=(None, None, 3))
     with pytest.raises(ValueError, match="pooling must be one of"):
         build("resnet20", pooling="mean")
+    with pytest.raises(ValueError, match=r"resnet20 fixes depth=20; its options: .*--family resnet_cifar"):
+        build("resnet20", depth=56)  # a variant's defining option: a named error, not a TypeError
     with pytest.raises(ValueError, match="depth must be 6n\\+2"):
         models.resnet.CifarResNet("resnet21", depth=21)
     with pytest.raises(InputShapeError, match="minimum input size is 32x32"):
