@@ -9,6 +9,11 @@ either directly in ``DIR`` (split with ``val_split``) or in ``DIR/train`` + ``DI
 An unreadable image is skipped, counted and its path reported (the run log lists them); a class with no
 readable image, a single class, or splits whose classes differ stop with an error naming the folder.
 
+Photo formats: every file extension Pillow opens (PNG, JPEG, WebP, TIFF, BMP, GIF, AVIF, ...; see
+:func:`image_extensions`), in any case (``.JPG``), plus HEIC/HEIF through pillow-heif, whose opener is
+registered with Pillow once, when images are first listed or decoded. Every command reads images through
+this module (:func:`decode_image`), so they all read the same formats the same way.
+
 A file list (``--data labels.csv`` or ``.tsv``) names the images and their classes in rows
 ``path,label`` (or ``path,label,split`` with split train/val/test); relative paths are resolved against
 the list's own folder, an optional header row is recognised, and bad rows stop with their line numbers.
@@ -20,6 +25,7 @@ Built-in datasets, offline first: ``fashion_mnist`` (the Keras cache, then the D
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.metadata
 import os
@@ -34,7 +40,6 @@ import numpy as np
 
 from kerascnn.errors import KerascnnError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BUILTINS = ("fashion_mnist", "mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -51,6 +56,134 @@ IDX_FILES = {
 
 class DataError(KerascnnError, ValueError):
     """The data cannot be used as given; the message names the file or folder and the fix."""
+
+
+class ImageReadError(DataError):
+    """One image file that cannot be read: ``path``, and ``reason`` (what is wrong and what would fix it)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+# ------------------------------------------------------------------------------------------------
+# Photo formats: what Pillow (and pillow-heif) open
+# ------------------------------------------------------------------------------------------------
+
+HEIF_EXTENSIONS = (".heic", ".heif", ".heics", ".heifs", ".hif")
+# Shown first (in this order) wherever the extensions are listed; the others follow sorted.
+_COMMON_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".heic", ".heif", ".bmp", ".gif")
+_IDENTIFY_ONLY = ("MPEG",)  # Pillow reads the size of an MPEG video, not its pixels
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2")
+
+
+@functools.cache
+def _heif_support() -> str | None:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow (once): None when it is, else what to do."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return "a HEIC/HEIF image needs the pillow-heif library, not installed here: pip install pillow-heif"
+    register_heif_opener()
+    return None
+
+
+@functools.cache
+def image_extensions() -> tuple[str, ...]:
+    """The file extensions (lower case) read as images: every one Pillow registers for a format it can
+    open and decode (not its identify-only stubs such as HDF5 ``.h5`` or GRIB, nor MPEG video; EPS only
+    with Ghostscript), ``.mpo`` (opened as JPEG), and the HEIC/HEIF ones (listed even without
+    pillow-heif, so that such a file is reported with how to install it). Common photo formats first,
+    then the rest sorted: deterministic for one Pillow installation."""
+    from PIL import EpsImagePlugin, Image, ImageFile
+
+    _heif_support()
+    Image.init()
+
+    def decodes(fmt: str) -> bool:
+        if fmt == "MPO":
+            return "JPEG" in Image.OPEN
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if factory is None or fmt in _IDENTIFY_ONLY:
+            return False
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            return False
+        return fmt != "EPS" or bool(EpsImagePlugin.has_ghostscript())
+
+    found = {ext.lower() for ext, fmt in Image.registered_extensions().items() if decodes(fmt)}
+    found |= set(HEIF_EXTENSIONS)
+    return tuple(e for e in _COMMON_EXTENSIONS if e in found) + tuple(sorted(found - set(_COMMON_EXTENSIONS)))
+
+
+def describe_extensions() -> str:
+    """The image extensions for a message: the common ones and how many more."""
+    exts = image_extensions()
+    shown = [e for e in exts if e in _COMMON_EXTENSIONS]
+    more = len(exts) - len(shown)
+    return f"image files Pillow can open ({', '.join(shown)}{f', and {more} more' if more else ''})"
+
+
+def __getattr__(name: str):
+    if name == "IMAGE_EXTENSIONS":  # computed on first use (Pillow's plugins are imported then)
+        return image_extensions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _heif_header(path) -> bool:
+    """The file starts like a HEIF file (an ``ftyp`` box of a HEIF brand), whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and any(brand in head[8:32] for brand in _HEIF_BRANDS)
+
+
+def open_image(path):
+    """Pillow's image of the file ``path`` (not yet loaded), HEIC/HEIF through pillow-heif. Raises
+    ``FileNotFoundError`` for a missing file and :class:`ImageReadError` (naming the file and what is
+    wrong) for one that is not an image Pillow can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    missing = _heif_support()
+    suffix = Path(path).suffix.lower()
+    if missing and (suffix in HEIF_EXTENSIONS or _heif_header(path)):
+        raise ImageReadError(path, missing)
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise
+    except UnidentifiedImageError:  # (an OSError) no format's header matches
+        known = suffix in image_extensions()
+        raise ImageReadError(
+            path,
+            "not an image Pillow can open"
+            + (
+                f" (its content is not the {suffix} format its name says: damaged, or another kind of file)"
+                if known
+                else f" (the extension '{suffix or 'none'}' is none of the {describe_extensions()})"
+            ),
+        ) from None
+    except OSError as e:
+        if e.errno is not None:  # from the system: a folder, no permission, a symlink loop
+            raise ImageReadError(path, f"cannot be read ({e.strerror or e})") from None
+        fmt = Image.registered_extensions().get(suffix, "image")
+        raise ImageReadError(path, f"a damaged or truncated {fmt} file (OSError: {e})") from None
+    except (ValueError, SyntaxError, EOFError) as e:  # a header Pillow recognised, then failed on
+        fmt = Image.registered_extensions().get(suffix, "image")
+        raise ImageReadError(path, f"a damaged or truncated {fmt} file ({type(e).__name__}: {e})") from None
+
+
+def _loaded(path, im):
+    """``im`` (from :func:`open_image`) with its pixels decoded; a damaged or truncated file raises
+    :class:`ImageReadError` naming it and its format."""
+    try:
+        im.load()
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as e:
+        raise ImageReadError(
+            path, f"a damaged or truncated {im.format or 'image'} file ({type(e).__name__}: {e})"
+        ) from None
+    return im
 
 
 @dataclass
@@ -203,12 +336,35 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """The image files below ``folder``, by extension. A link that leads nowhere (broken, or a loop) is
-    listed too, so that decoding it fails and it is reported with the other unreadable files."""
+    """The image files below ``folder``, by extension (:func:`image_extensions`, in any case). A link
+    that leads nowhere (broken, or a loop) is listed too, so that decoding it fails and it is reported
+    with the other unreadable files."""
+    exts = set(image_extensions())
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists()))
+        if p.suffix.lower() in exts and (p.is_file() or (p.is_symlink() and not p.exists()))
+    )
+
+
+def _other_files(folder: Path) -> list[Path]:
+    """The files below ``folder`` that are not listed as images (not hidden ones): for messages."""
+    exts = set(image_extensions())
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in exts
+    )
+
+
+def _not_listed(folder: Path) -> str:
+    """'; it holds N other file(s), e.g. 'x.xyz' (not an image format kerascnn reads)', or ''."""
+    others = _other_files(folder)
+    if not others:
+        return ""
+    return (
+        f"; it holds {len(others)} other file(s), e.g. '{others[0]}', whose extension is not an image "
+        "format Pillow opens (convert them, e.g. to PNG or JPEG)"
     )
 
 
@@ -217,8 +373,12 @@ def viewable(im):
     applied; 16-bit and 32-bit samples scaled to 8 bits (their most significant byte, as Pillow does for
     16-bit RGB; not clipped at 255, which turns a 16-bit photo white); anything with transparency
     (RGBA, LA, a palette with a transparent index) composited over white; CMYK, YCbCr and the other
-    modes converted by Pillow. An animation gives its first frame. The web demo's PNG decoder and the
-    Android core apply the same rules (mobile_demo/web/app/lib/png.js, Preprocess.kt)."""
+    modes converted by Pillow. An animation gives its first frame; a multi-image HEIC/HEIF its primary
+    image (pillow-heif opens it on that one). HEIF has no EXIF rotation of its own: libheif applies the
+    file's rotation/mirror boxes on decode and pillow-heif sets the EXIF orientation to 1 (keeping the
+    original in ``info["original_orientation"]``), so ``exif_transpose`` below does not rotate it again.
+    The web demo's PNG decoder and the Android core apply the same rules (mobile_demo/web/app/lib/png.js,
+    Preprocess.kt)."""
     from PIL import Image, ImageOps
 
     im = ImageOps.exif_transpose(im)
@@ -249,15 +409,21 @@ def viewable(im):
 
 def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
     """Decode one image file to uint8 (H, W, C) at ``size`` = (height, width): :func:`viewable`, then
-    Pillow's ``convert("L")``/``convert("RGB")`` and a bilinear resize.
+    Pillow's ``convert("L")``/``convert("RGB")`` and a bilinear resize. Any format of
+    :func:`image_extensions` (the file's content decides, not its name).
 
-    Raises ``OSError``/``ValueError`` (from Pillow) for unreadable files.
+    Raises ``FileNotFoundError`` for a missing file and :class:`ImageReadError` (a ``ValueError``: the
+    file and what is wrong with it) for one that cannot be read.
     """
-    from PIL import Image
+    return _sized(viewable_image(path), size, channels)
 
-    with Image.open(path) as im:
-        im.load()
-        return _sized(viewable(im), size, channels)
+
+def viewable_image(path):
+    """The file ``path`` as a viewer shows it, at its own size (:func:`viewable` of the decoded Pillow
+    image: HEIC's primary image, the EXIF orientation applied, ``L`` or ``RGB``). Raises as
+    :func:`decode_image`."""
+    with open_image(path) as im:
+        return viewable(_loaded(path, im))
 
 
 def _sized(im, size, channels: int) -> np.ndarray:
@@ -287,6 +453,8 @@ def _decode_many(paths: list[Path], size, channels, workers: int = 8):
     def one(path):
         try:
             return decode_image(path, size, channels), None
+        except ImageReadError as e:
+            return None, e.reason
         except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
             return None, f"{type(e).__name__}: {e}"
 
@@ -324,15 +492,21 @@ def _listed_folder(root: Path, class_names: list[str]) -> tuple[list[Path], list
     return files, labels
 
 
-def _check_readable(root: Path, class_names: list[str], split: Split, listed_labels: list[int]):
-    """Every class folder has at least one readable image."""
+def _check_readable(root: Path, class_names: list[str], split: Split, listed, skipped):
+    """Every class folder has at least one readable image; else the error names a file and why."""
+    files, labels = listed
     have = np.bincount(split.labels, minlength=len(class_names))
+    why = {path: reason for path, reason in skipped}
     for label, cls in enumerate(class_names):
         if not have[label]:
-            count = sum(1 for lab in listed_labels if lab == label)
+            mine = [str(f) for f, lab in zip(files, labels, strict=True) if lab == label]
+            if mine:
+                reason = why.get(mine[0], "unreadable")
+                detail = f"{len(mine)} image file(s), none readable: '{mine[0]}': {reason}"
+            else:
+                detail = f"no {describe_extensions()}{_not_listed(root / cls)}"
             raise DataError(
-                f"class folder '{root / cls}' has no readable image "
-                f"({count} file(s) with extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                f"class folder '{root / cls}' has no readable image ({detail}); "
                 "add images or remove the folder"
             )
 
@@ -365,7 +539,7 @@ def load_folder(
     listed = {name: _listed_folder(folder, class_names) for name, folder in folders.items()}
     splits = _materialize(listed, size, channels, cache, skipped, say)
     for name, folder in folders.items():
-        _check_readable(folder, class_names, splits[name], listed[name][1])
+        _check_readable(folder, class_names, splits[name], listed[name], skipped)
     if "all" in splits:
         train, val = split_validation(splits["all"], val_split, seed)
         test = None
@@ -569,8 +743,11 @@ def load_file_list(
     splits = _materialize(listed, size, channels, cache, skipped, say)
     for name, split in splits.items():
         if not len(split):
+            first = str(listed[name][0][0])
+            reason = next((r for p, r in skipped if p == first), "unreadable")
             raise DataError(
-                f"--data {rows.source}: none of its {len(listed[name][0])} image(s) could be read"
+                f"--data {rows.source}: none of its {len(listed[name][0])} image(s) could be read "
+                f"(the first, '{first}': {reason})"
             )
     if "all" in splits:
         train, val = split_validation(splits["all"], val_split, seed)
@@ -602,7 +779,9 @@ def list_unlabeled_images(folder) -> list[Path]:
 
 CACHE_MODES = ("auto", "ram", "disk", "none")
 RAM_SHARE = 0.25  # --cache auto keeps the decoded images in memory when they fit in this share of it
-_CACHE_FORMAT = 1  # bump when the decoder's output changes: old caches are then not reused
+# Bump when the decoder's output changes: old caches are then not reused. 2: every format of
+# image_extensions() (a cache of 1 may hold HEIC files as skipped).
+_CACHE_FORMAT = 2
 
 
 class LazyImages:
@@ -823,13 +1002,14 @@ def _decoded_chunks(files: list[Path], size, channels: int, skipped: list, chunk
 def _openable(files: list[Path]) -> list[str | None]:
     """A cheap check for ``--cache none`` (the header only, nothing decoded): None for a file Pillow
     recognises, else why not; an image that is truncated further on is found when it is read."""
-    from PIL import Image
 
     def one(path):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.size  # noqa: B018 - the header is parsed
             return None
+        except ImageReadError as e:
+            return e.reason
         except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
             return f"{type(e).__name__}: {e}"
 
@@ -953,7 +1133,8 @@ def list_data(data: str, split: str | None = None) -> tuple[list[Path], list[int
             files += found
             labels += [label] * len(found)
     if not files:
-        raise DataError(f"--data '{data}': no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        where = "" if is_file_list(data) else _not_listed(root)
+        raise DataError(f"--data '{data}': no {describe_extensions()} found{where}")
     return files, labels, classes
 
 

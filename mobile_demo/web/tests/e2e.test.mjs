@@ -37,7 +37,7 @@ let context;
 let page;
 let reference; // reference.py: Python's scores per model and image
 let tensors; // pillow_reference.py: Python's input tensor (base64) per image, for the demo model's config
-let jpegs; // JPEG copies of a sample image (browser-decoder path)
+let jpegs; // JPEG and WebP copies of a sample image (browser-decoder path)
 let tmp;
 const requests = []; // every URL the browser requested (page, workers, service worker)
 const served = []; // every request line the server answered
@@ -119,14 +119,17 @@ async function setup() {
   // Python's answers (Pillow preprocessing, LiteRT interpreter, onnxruntime) run while the browser starts.
   tmp = mkdtempSync(join(tmpdir(), "kerascnn-web-e2e-"));
   const photo = IMAGES.find((p) => p.includes("photo")) ?? IMAGES[0];
-  // Pillow's JPEG encoder: 4:2:0 chroma subsampling (its default) and 4:4:4.
+  // Pillow's JPEG encoder: 4:2:0 chroma subsampling (its default) and 4:4:4; Pillow's WebP encoder (lossy).
   jpegs = [
     { path: join(tmp, "photo_420.jpg"), subsampling: 2, quality: 90 },
     { path: join(tmp, "photo_444.jpg"), subsampling: 0, quality: 95 },
+    { path: join(tmp, "photo_q80.webp"), webp: true, quality: 80 },
   ];
   const config = { input_size: [32, 32], channels: 3, mean: [127.5], std: [127.5], input_dtype: "float32" };
   const pending = (async () => {
-    const written = jpegs.map((j) => ({ write_jpeg: j.path, from: photo, size: [183, 141], quality: j.quality, subsampling: j.subsampling }));
+    const written = jpegs.map((j) => (j.webp
+      ? { write_webp: j.path, from: photo, size: [183, 141], quality: j.quality }
+      : { write_jpeg: j.path, from: photo, size: [183, 141], quality: j.quality, subsampling: j.subsampling }));
     const all = [...IMAGES, ...jpegs.map((j) => j.path)];
     const pre = await runPython(join(WEB, "tools", "pillow_reference.py"), [], [...written, ...all.map((png) => ({ png, config }))]);
     tensors = Object.fromEntries(all.map((p, i) => [basename(p), pre[written.length + i]]));
@@ -190,7 +193,7 @@ describe("phone-sized page in Debian's Chromium", () => {
     }
   }
 
-  test("JPEG photos (browser decoder): the same input tensor and scores as Python", async () => {
+  test("JPEG and WebP photos (browser decoder): the same input tensor and scores as Python", async () => {
     setUp();
     for (const model of [TFLITE_FLOAT, TFLITE_INT8]) {
       await selectModel(model);
@@ -198,7 +201,8 @@ describe("phone-sized page in Debian's Chromium", () => {
         const result = await classify(path);
         assert.equal(result.decoder, "browser decoder");
         if (model === TFLITE_FLOAT) await sameInputTensor(path);
-        compare(`${model} (JPEG)`, path, { ...result, model: `${model} (JPEG)` }, reference[model][basename(path)], { exact: model === TFLITE_INT8 });
+        const label = `${model} (${path.endsWith(".webp") ? "WebP" : "JPEG"})`;
+        compare(label, path, { ...result, model: label }, reference[model][basename(path)], { exact: model === TFLITE_INT8 });
       }
     }
   });

@@ -8,7 +8,9 @@ Also, for {"write_png": path, "mode": ..., "size": [w, h], "seed": n, "transpare
 random image of that Pillow mode with Pillow's own PNG encoder first (so the page's decoder is checked on
 Pillow-written files; "transparent": with a tRNS chunk, see write_png), and for {"write_jpeg": path, "from":
 png, "size": [w, h], "quality": q, "subsampling": s} jobs, a JPEG made from a PNG (for the browser-decoder
-path of the e2e tests).
+path of the e2e tests); for {"write_webp": path, "from": png, "size": [w, h], "lossless": bool, "quality": q,
+"alpha": bool} jobs, a WebP made from a PNG (RGB, or RGBA with a gradient alpha); and for {"decoded": path}
+jobs, the RGB pixels `kerascnn.data.decode_image` gives at the file's own size (base64, width, height).
 """
 
 from __future__ import annotations
@@ -49,6 +51,25 @@ def write_png(path: str, mode: str, size, seed: int, transparent: bool = False) 
     image.save(path, format="PNG", **options)
 
 
+def write_webp(job: dict) -> None:
+    """A WebP from a PNG, resized; lossless or lossy at ``quality``; ``alpha``: with an alpha gradient."""
+    with Image.open(job["from"]) as image:
+        image = image.convert("RGB").resize(tuple(job["size"]), Image.Resampling.BILINEAR)
+    if job.get("alpha"):
+        w, h = image.size
+        ramp = np.tile(np.linspace(0, 255, w).round().astype(np.uint8), (h, 1))
+        image.putalpha(Image.fromarray(ramp, "L"))
+    options = {"lossless": True} if job.get("lossless") else {"quality": job.get("quality", 80)}
+    image.save(job["write_webp"], format="WEBP", **options)
+
+
+def decoded(path: str) -> dict:
+    with Image.open(path) as image:
+        w, h = image.size
+    rgb = decode_image(path, (h, w), 3)
+    return {"width": w, "height": h, "data": base64.b64encode(rgb.tobytes()).decode()}
+
+
 def tensor(png: str, config: dict) -> dict:
     meta = ModelMetadata(model_name="reference", labels=["a"], **config)
     pixels = decode_image(png, tuple(meta.input_size), meta.channels)[None]
@@ -70,6 +91,11 @@ def main() -> None:
                     job["write_jpeg"], format="JPEG", quality=job["quality"], subsampling=job["subsampling"]
                 )
             out.append({"written": job["write_jpeg"]})
+        elif "write_webp" in job:
+            write_webp(job)
+            out.append({"written": job["write_webp"]})
+        elif "decoded" in job:
+            out.append(decoded(job["decoded"]))
         elif "write_png" in job:
             write_png(job["write_png"], job["mode"], job["size"], job["seed"], job.get("transparent", False))
             out.append({"written": job["write_png"]})

@@ -19,7 +19,9 @@ object Images {
      * A picked image, decoded as `kerascnn validate` would see it (the whole picture, resized later by
      * the core's Pillow-exact bilinear filter). ImageDecoder (Android 9+) applies the EXIF rotation,
      * as `kerascnn validate` does (`kerascnn.data.viewable`); the core composites transparency over
-     * white. Photos larger than [MAX_SIDE] are decoded smaller first.
+     * white. Photos larger than [MAX_SIDE] are decoded smaller first. Formats: what the platform
+     * decodes (JPEG, PNG, GIF, BMP, WebP on every supported version; HEIF/HEIC from Android 8.0, API 26;
+     * AVIF from Android 12; DNG through ImageDecoder): see core/README.md, "Decoding".
      */
     fun decode(context: Context, uri: Uri): Bitmap {
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.P) {
