@@ -276,8 +276,14 @@ def _keras3_model(model):
         model = keras.saving.load_model(model, compile=False)
     if not isinstance(model, keras.Model):
         raise LegacyConversionError(f"expected a Keras 3 model, got {type(model).__name__}")
-    if isinstance(model, keras.Sequential):
-        model = _sequential_as_functional(model)
+    if isinstance(model, keras.Sequential) and (not model.built or model.inputs is None):
+        raise LegacyConversionError(f"Sequential model '{model.name}' is not built (give it an Input)")
+    from kerascnn.graph import GraphError, flatten
+
+    try:  # Sequential and nested models (a keras.applications backbone): one flat graph, same layers
+        model = flatten(model)
+    except GraphError as e:
+        raise LegacyConversionError(str(e)) from None
     try:
         config = model.get_config()
     except NotImplementedError:
@@ -288,14 +294,6 @@ def _keras3_model(model):
             "rebuilt in tf_keras"
         )
     return model, config
-
-
-def _sequential_as_functional(model):
-    import keras
-
-    if not model.built or model.inputs is None:
-        raise LegacyConversionError(f"Sequential model '{model.name}' is not built (give it an Input)")
-    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 def to_tf_keras(model, *, check: bool = True, atol: float = 1e-5, check_shape=None):
@@ -452,8 +450,9 @@ def layer_differences(k3_model, tfk_model, *, shape=None, batch: int = 2) -> dic
     import keras
     import tf_keras
 
-    if isinstance(k3_model, keras.Sequential):
-        k3_model = _sequential_as_functional(k3_model)
+    from kerascnn.graph import flatten
+
+    k3_model = flatten(k3_model)
     k3_outputs, tfk_outputs = _outputs_by_layer(k3_model), _outputs_by_layer(tfk_model)
     names = [
         layer.name for layer in k3_model.layers if layer.name in k3_outputs and layer.name in tfk_outputs

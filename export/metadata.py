@@ -56,6 +56,7 @@ class ModelMetadata:
     kerascnn_version: str = ""
     schema: str = SCHEMA
     float_layers: list[str] | None = None  # mixed: the Keras layers kept in float (else absent)
+    gate: str | None = None  # mixed: the verdict it was written on ("passed ...", "not judged (...)")
 
     def __post_init__(self):
         self.input_size = [int(v) for v in self.input_size]
@@ -78,8 +79,9 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         raw = asdict(self)
-        if raw["float_layers"] is None:  # only mixed files have it: the others' JSON stays as it was
-            del raw["float_layers"]
+        for optional in ("float_layers", "gate"):  # only mixed files have them: the others' JSON stays
+            if raw[optional] is None:
+                del raw[optional]
         return json.dumps(raw, indent=1, ensure_ascii=False)
 
     @classmethod
@@ -128,6 +130,8 @@ class ModelMetadata:
         lines.append(f"labels       {len(self.labels)}: {', '.join(self.labels)}")
         if self.float_layers is not None:
             lines.append(f"in float     {', '.join(self.float_layers) or 'no layer (full int8)'}")
+        if self.gate is not None:
+            lines.append(f"gate         {self.gate}")
         if self.source:
             lines.append(f"source       {self.source}")
         return "\n".join(lines)
@@ -155,7 +159,7 @@ def _is_quantization(v) -> bool:
     return isinstance(v, dict) and _is_number(v.get("scale")) and _is_int(v.get("zero_point"))
 
 
-_OPTIONAL = {"input_quantization", "output_quantization", "float_layers"}
+_OPTIONAL = {"input_quantization", "output_quantization", "float_layers", "gate"}
 _FIELD_CHECKS = {
     "labels": _is_list(_is_str),
     "input_size": lambda v: _is_list(_is_int, (2,))(v) and min(v) >= 1,
@@ -165,6 +169,7 @@ _FIELD_CHECKS = {
     "input_quantization": _is_quantization,
     "output_quantization": _is_quantization,
     "float_layers": _is_list(_is_str),
+    "gate": _is_str,
 }
 
 
@@ -236,6 +241,8 @@ def standard_metadata(meta: ModelMetadata) -> dict:
         quant += f"; in float: {', '.join(meta.float_layers)}"
     elif meta.quantization == "mixed":
         quant += "; no layer in float"
+    if meta.gate:
+        quant += f"; gate {meta.gate}"
     return {
         "name": meta.model_name,
         "description": (

@@ -19,8 +19,13 @@ class OnnxExportError(KerascnnError, RuntimeError):
 
 def keras_to_onnx(model, opset: int = DEFAULT_OPSET):
     """The float ONNX ``ModelProto`` of a Keras model (NHWC input, dynamic batch)."""
+    import numpy as np
     import onnx
 
+    if not getattr(model, "_called", True) and len(model.inputs) == 1:
+        # Keras' exporter takes only a model that has run once (a model just loaded or flattened has not)
+        shape = tuple(1 if d is None else d for d in model.inputs[0].shape)
+        model(np.zeros(shape, np.float32), training=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         try:

@@ -60,14 +60,28 @@ def _kerascnn_version() -> str:
 def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source:
     """Where the model, its normalization and its labels come from: a run folder, or a model file
     (with a run folder's config.json beside it, or ``mean``/``std``/``labels`` given by the user)."""
+    from kerascnn.graph import GraphError, flatten, input_preprocessing, is_identity
+
     try:
         run = Run.open(path)
-        model = run.load_model() if model is None else model
+        if model is None:
+            model = run.load_model()
+        else:
+            model = flatten(model, where=str(run.model_file))
+            run.preprocessing = input_preprocessing(model)
         height, width, channels = image_input_shape(model, run.model_file)
-    except (RunFileError, ModelFileError) as e:
+    except (RunFileError, ModelFileError, GraphError) as e:
         raise ExportError(str(e)) from None
     model_file = run.model_file
     classes = int(model.output_shape[-1])
+    if run.preprocessing is not None and (mean is not None or std is not None):
+        given_mean, given_std = mean if mean is not None else (0.0,), std if std is not None else (1.0,)
+        if not is_identity(given_mean, given_std):
+            raise ExportError(
+                f"--mean {_values(given_mean)} --std {_values(given_std)} contradict {model_file}: the model "
+                f"normalizes its input itself ({run.preprocessing.describe(model)}), so it takes raw pixels "
+                "0-255; give no --mean/--std (or --mean 0 --std 1)"
+            )
     mean, std = run.normalization(mean, std)
     if labels is not None:
         labels = list(labels)
@@ -94,7 +108,12 @@ def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source
     )
     source = Source(model_file, meta, run.data, run.val_split, run.seed, run.folder)
     source.model = model
+    source.preprocessing = run.preprocessing
     return source
+
+
+def _values(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of Pillow's convert("L")
@@ -117,7 +136,9 @@ def rgb_input_model(model):
     # The model's layers, applied in order to the gray tensor: one flat functional model (keras' own
     # clone_model would make a new Input; calling the model would nest it, which QAT cannot rebuild).
     outputs = model._run_through_graph([gray], operation_fn=lambda layer: layer)
-    return keras.Model(image, outputs, name=model.name)
+    from kerascnn.graph import carry_paths
+
+    return carry_paths(keras.Model(image, outputs, name=model.name), model)
 
 
 def _ends_with_softmax(model) -> bool:
@@ -140,8 +161,8 @@ def calibration_images(meta: md.ModelMetadata, data: str, steps: int, seed: int 
 def calibration_split(meta: md.ModelMetadata, data: str, steps: int, holdout: int, seed=0, val_split=0.1):
     """(calibration images, held-back images, their labels or None): the same random draw as
     ``calibration_images`` for the first ``steps``, then ``holdout`` more that calibration never sees.
-    When ``data`` has fewer than ``steps + holdout`` images, a quarter of them (at least one) is held
-    back and the rest calibrates."""
+    When ``data`` has fewer than ``steps + holdout`` images, calibration keeps its ``steps`` and the
+    rest is held back, but at least a quarter (and one image) is held back, the rest calibrating."""
     from kerascnn import data as kdata
 
     size, channels = tuple(meta.input_size), meta.channels
@@ -163,7 +184,7 @@ def calibration_split(meta: md.ModelMetadata, data: str, steps: int, holdout: in
                 f"--calibration-data {data}: {n} image(s); --quantize mixed needs at least 2 (one to "
                 "calibrate, one held back to check the file)"
             )
-        holdout = min(holdout, max(1, n // 4))
+        holdout = max(min(holdout, n - steps), max(1, n // 4))
         steps = min(steps, n - holdout)
     calib, held = perm[:steps], perm[steps : steps + holdout]
     if labels is None:
@@ -202,6 +223,7 @@ class ExportOptions:
     calibration_steps: int = 200
     io_type: str = "float32"
     rgb_input: bool = False  # a 1-channel model takes RGB images in every exported file
+    fold_normalization: bool = False  # mean/std into the graph (always done for a per-channel one)
     qat: bool = False
     qat_epochs: int = 1
     qat_lr: float = 1e-4
@@ -287,8 +309,14 @@ class _Job:
     def session(self) -> sens.Int8Session:
         """The int8 calibration, made once and shared by the report and the mixed search."""
         if self._session is None:
+            from kerascnn.graph import layer_paths
+
             self._session = sens.Int8Session(
-                self.saved_model, self.representative(), self.layer_names, self.options.io_type
+                self.saved_model,
+                self.representative(),
+                self.layer_names,
+                self.options.io_type,
+                paths=layer_paths(self.model),
             )
         return self._session
 
@@ -326,14 +354,17 @@ def _write_pruned(job: _Job, fmt: Format, path: Path):
     from . import quantize as kquant
 
     options = job.options
-    report = kquant.prune_export(
-        str(job.source.model_file),
-        _training_data(job.source, options),
-        str(path),
-        sparsity=options.prune,
-        epochs=options.prune_epochs,
-        **_worker_args(job),
-    )
+    with tempfile.TemporaryDirectory(prefix="kerascnn-prune-") as tmp:
+        start = Path(tmp) / f"{job.name}.keras"  # the flat graph (nested models inlined), as exported
+        atomic_save_model(job.model, start)
+        report = kquant.prune_export(
+            str(start),
+            _training_data(job.source, options),
+            str(path),
+            sparsity=options.prune,
+            epochs=options.prune_epochs,
+            **_worker_args(job),
+        )
     return job.meta, {"pruned": True, **report}
 
 
@@ -369,26 +400,64 @@ def _write_tflite_variant(job: _Job, fmt: Format, path: Path):
 
 
 def _write_mixed(job: _Job, fmt: Format, path: Path):
+    from kerascnn.evaluate import format_interval, predict_arrays
+
     options, held = job.options, job.held
     inputs = job.meta.normalize(held)
-    keras_top1 = np.asarray(job.model.predict(inputs, batch_size=64, verbose=0)).argmax(-1)
+    keras_top1 = predict_arrays(job.model, inputs, batch_size=64).argmax(-1)
     gate = sens.Gate(options.min_agreement, options.max_drop)
     holdout = sens.Holdout(inputs, keras_top1, job.held_labels)
-    flat, summary = sens.search_mixed(job.session(), holdout, gate, log=job.log)
+    gate.check(holdout)
+    if len(held) < gate.min_images:
+        # Too few images to tell a pass from a fail: ship the full int8 file, marked as unjudged.
+        flat = job.session().plain
+        agreement, drop = holdout.measure(flat)
+        verdict = gate.not_judged(len(held))
+        summary = {
+            "gate": gate.describe(),
+            "verdict": verdict,
+            "judged": False,
+            "held_back_images": len(held),
+            "min_held_back_images": gate.min_images,
+            "float_layers": [],
+            "agreement": agreement,
+            "agreement_ci95": list(sens.agreement_interval(agreement, len(held))),
+            "drop": drop,
+            "int8_agreement": agreement,
+            "int8_drop": drop,
+        }
+        ci = format_interval(summary["agreement_ci95"])
+        job.log(
+            f"  mixed: {verdict}: writing the full int8 file (agreement {agreement:.1f}% on {len(held)}, "
+            f"95% CI {ci})"
+        )
+    else:
+        flat, summary = sens.search_mixed(job.session(), holdout, gate, log=job.log)
+        ci = format_interval(summary["agreement_ci95"])
+        summary |= {"judged": True, "verdict": f"passed: {summary['gate']} on {len(held)} held-back images"}
+        summary["verdict"] += f" ({summary['agreement']:.1f}%, 95% CI {ci})"
     job.mixed_summary.update(summary)
-    file_meta = _write_tflite(path, flat, job.meta, "mixed", float_layers=summary["float_layers"])
+    file_meta = _write_tflite(
+        path, flat, job.meta, "mixed", float_layers=summary["float_layers"], gate=summary["verdict"]
+    )
     notes = {
         "quantization": "mixed",
         "calibration_images": len(job.calibration),
         "held_back_images": len(held),
+        "judged": summary["judged"],
+        "gate": summary["verdict"],
         "float_layers": summary["float_layers"],
         "agreement": summary["agreement"],
+        "agreement_ci95": summary["agreement_ci95"],
         "int8_agreement": summary["int8_agreement"],
     }
     if summary["drop"] is not None:
         notes |= {"drop": summary["drop"], "int8_drop": summary["int8_drop"]}
-    kept = ", ".join(summary["float_layers"]) or "none: the file passes in full int8"
-    job.log(f"  mixed: layers in float: {kept} ({summary['gate']} on {len(held)} held-back images)")
+    if summary["judged"]:
+        kept = summary["float_layers"]
+        shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+        shown = shown or "none: the file passes in full int8"
+        job.log(f"  mixed: layers in float: {shown} ({summary['verdict']})")
     return file_meta, notes
 
 
@@ -475,6 +544,10 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     if options.rgb_input:
         model = rgb_input_model(model)
         meta = md.ModelMetadata(**{**asdict(meta), "channels": 3, "channel_order": "RGB"})
+    preprocessing = getattr(source, "preprocessing", None)
+    if preprocessing is not None:
+        log(f"the model normalizes its input itself: {preprocessing.describe(model)}; files take raw pixels")
+    model, meta = _fold_normalization(model, meta, options, log)
     job = _Job(source, options, Path(out), model, meta, log)
     job.out.mkdir(parents=True, exist_ok=True)
 
@@ -485,7 +558,9 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             return job.results
         import keras
 
-        job.model = keras.saving.load_model(job.keras_file, compile=False)
+        from kerascnn.graph import carry_paths
+
+        job.model = carry_paths(keras.saving.load_model(job.keras_file, compile=False), job.model)
     job.keras_file = job.path(first)
 
     variants = [QUANTIZE[mode] for mode in options.tflite]
@@ -498,6 +573,13 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             options.seed,
             source.val_split,
         )
+        if len(job.calibration) < MIN_CALIBRATION:
+            log(
+                f"  warning: int8 calibration on {len(job.calibration)} image(s), fewer than "
+                f"{MIN_CALIBRATION}: "
+                "the activation ranges are estimated from few images, so the int8 files may clip or waste "
+                f"range on the images they will see; give --calibration-data with at least {MIN_CALIBRATION}"
+            )
     report_files = None
     with tempfile.TemporaryDirectory(prefix="kerascnn-export-") as tmp:
         if variants:
@@ -514,6 +596,26 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
                 job.run(fmt)
     _write_sidecars(job, report_files)
     return job.results
+
+
+MIN_CALIBRATION = 100  # int8 calibration images below which export warns
+
+
+def _fold_normalization(model, meta: md.ModelMetadata, options: ExportOptions, log):
+    """(model, metadata) with the normalization in the graph, when it is per-channel (MediaPipe Tasks
+    and the TFLite Metadata's consumers take one mean/std for all channels) or ``--fold-normalization``:
+    a Normalization layer in front, and the files then take raw pixels (mean 0, std 1)."""
+    from kerascnn.graph import fold_normalization, is_identity
+
+    per_channel = len(set(meta.mean)) > 1 or len(set(meta.std)) > 1
+    if is_identity(meta.mean, meta.std) or not (per_channel or options.fold_normalization):
+        return model, meta
+    model = fold_normalization(model, meta.mean, meta.std)
+    log(
+        f"normalization (mean {_values(meta.mean)}, std {_values(meta.std)}) folded into the graph: "
+        "the files take raw pixels"
+    )
+    return model, md.ModelMetadata(**{**asdict(meta), "mean": [0.0], "std": [1.0]})
 
 
 def _write_sidecars(job: _Job, report_files: dict | None) -> None:
@@ -645,7 +747,9 @@ def format_results(results: list[Result]) -> str:
             for k, v in r.notes.items()
             if k in ("sparsity", "calibration_images", "held_back_images")
         )
-        if "float_layers" in r.notes:
+        if r.notes.get("judged") is False:
+            note += ", not judged"
+        elif "float_layers" in r.notes:
             note += f", {len(r.notes['float_layers'])} float layer(s)"
         size = f"{r.size_bytes / 1e6:.3f}" if r.size_bytes else "-"
         rows.append((r.format, r.file or "-", r.status, size, f"{r.seconds:.1f}", note))

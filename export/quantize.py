@@ -530,6 +530,60 @@ def _standalone_batchnorms(model) -> dict[str, str]:
     return out
 
 
+def _affine_preprocessing(model) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Rescaling and Normalization layers on 4-D maps (a user's model normalizes its input with them),
+    as ``{name: (reason, scale, offset)}``: each computes ``x * scale + offset`` per channel. Kept as
+    they are, QAT gives them an output-only config and TFLite keeps their MUL and ADD in float."""
+    out = {}
+    for layer in model.layers:
+        kind = type(layer).__name__
+        shape = layer.input_shape if isinstance(layer.input_shape, tuple) else ()
+        if kind not in ("Rescaling", "Normalization") or len(shape) != 4 or shape[-1] is None:
+            continue
+        channels = int(shape[-1])
+        if kind == "Rescaling":
+            scale = np.broadcast_to(np.asarray(layer.scale, np.float32), (channels,))
+            offset = np.broadcast_to(np.asarray(layer.offset, np.float32), (channels,))
+        else:
+            if layer.invert or tuple(layer.axis) not in ((-1,), (3,)):
+                continue
+            weights = layer.get_weights()
+            if len(weights) < 2:
+                continue
+            mean, variance = (np.asarray(w, np.float32).reshape(-1) for w in weights[:2])
+            scale = 1.0 / np.maximum(np.sqrt(variance), 1e-7)
+            scale = np.broadcast_to(scale, (channels,))
+            offset = np.broadcast_to(-mean * scale, (channels,))
+        out[layer.name] = (
+            f"{kind} (input normalization) runs as a 1x1 DepthwiseConv2D with the same scale and offset "
+            "(int8 per-channel)",
+            np.array(scale, np.float32),
+            np.array(offset, np.float32),
+        )
+    return out
+
+
+def _affine_as_depthwise(model, affine):
+    """A copy of the tf_keras ``model`` where each layer in ``affine`` ({name: (_, scale, offset)}) is
+    ``DepthwiseConv2D(1)`` with kernel ``scale`` and bias ``offset``, under the same name."""
+    import tf_keras
+
+    def clone(layer):
+        if layer.name in affine:
+            return tf_keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    new = tf_keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = new.get_layer(layer.name)
+        if layer.name in affine:
+            _, scale, offset = affine[layer.name]
+            target.set_weights([scale.reshape(1, 1, -1, 1), offset])
+        else:
+            target.set_weights(layer.get_weights())
+    return new
+
+
 def _batchnorm_as_depthwise(model, names):
     """A copy of the tf_keras ``model`` where each BatchNormalization in ``names`` is the equivalent
     inference-mode affine map, ``DepthwiseConv2D(1)`` with kernel ``gamma / sqrt(var + eps)`` and bias
@@ -567,6 +621,8 @@ def build_qat_model(tfk_model, scheme=None):
     * A BatchNormalization the scheme cannot fold into a convolution (after Concatenate, pooling, Add,
       or a convolution that feeds two layers) becomes a 1x1 DepthwiseConv2D with the same numbers:
       an output-only QuantizeConfig would leave TFLite a float MUL + ADD.
+    * A Rescaling or Normalization layer (a user's input normalization) becomes a 1x1 DepthwiseConv2D
+      with its per-channel scale and offset, for the same reason.
     * AveragePooling keeps its input's scale (TFLite requires it), through a QuantizeConfig without
       output quantization.
     * Any other layer the registry has no rule for (or that ``quantize_apply`` rejects) gets an
@@ -579,6 +635,10 @@ def build_qat_model(tfk_model, scheme=None):
     special = _standalone_batchnorms(tfk_model)
     if special:
         tfk_model = _batchnorm_as_depthwise(tfk_model, set(special))
+    affine = _affine_preprocessing(tfk_model)
+    if affine:
+        tfk_model = _affine_as_depthwise(tfk_model, affine)
+        special |= {name: reason for name, (reason, _, _) in affine.items()}
     custom = {}
     for layer in tfk_model.layers:
         reason = _needs_custom_config(tfk_model, layer, registry)
@@ -717,6 +777,29 @@ def _sparsity_report(kernels: list[tuple[str, np.ndarray]]) -> dict:
     }
 
 
+def _prune_layers(tfk_model, schedule):
+    """``prune_low_magnitude`` on each layer the prune registry supports; the others (Rescaling,
+    Normalization: nothing to prune) stay as they are. The whole-model call refuses any model that holds
+    one of them, as the input preprocessing of a user's model does."""
+    import tf_keras
+    from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    sp = _tfmot().sparsity.keras
+    prunable = [
+        layer.name
+        for layer in tfk_model.layers
+        if isinstance(layer, PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights)
+    ]
+    if not prunable:
+        raise QuantizeError(f"model '{tfk_model.name}' has no layer with weights to prune")
+
+    def wrap(layer):
+        return sp.prune_low_magnitude(layer, pruning_schedule=schedule) if layer.name in prunable else layer
+
+    return tf_keras.models.clone_model(tfk_model, clone_function=wrap)
+
+
 def _prune(tfk_model, ds, opts, sparsity, steps, epochs):
     """Prune-finetune-strip; returns (stripped tf_keras model, train metrics)."""
     tfmot = _tfmot()
@@ -739,7 +822,7 @@ def _prune(tfk_model, ds, opts, sparsity, steps, epochs):
         frequency=frequency,
     )
     try:
-        pruned = sp.prune_low_magnitude(tfk_model, pruning_schedule=schedule)
+        pruned = _prune_layers(tfk_model, schedule)
     except ValueError as err:
         names = {layer.name: type(layer).__name__ for layer in tfk_model.layers}
         raise QuantizeError(f"cannot prune the model{_name_layer(str(err), names)}: {err}") from err

@@ -34,6 +34,7 @@ on held-back calibration images, then drops any layer the gate does not need.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -221,12 +222,15 @@ class LayerError:
 class Int8Session:
     """One calibration of a SavedModel (the int8 converter's own), then reports and quantized files."""
 
-    def __init__(self, saved_model_dir, representative, layer_names, io_type: str = "float32"):
+    def __init__(self, saved_model_dir, representative, layer_names, io_type: str = "float32", paths=None):
+        """``layer_names``: the Keras layers, in order, whose names the converter records in tensor
+        names; ``paths``: layer name -> the name to report it by (its path inside a nested model)."""
         import tensorflow as tf
 
         from kerascnn.quiet import native_quiet
 
         self.layer_names = list(layer_names)
+        self.paths = dict(paths or {})
         self.io_type = io_type
         self.calibration_images = sum(1 for _ in representative())
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -353,6 +357,7 @@ class Int8Session:
             float_with = []
             for i in with_ops:
                 float_with += [n for n in self._layers_of_op(i) if n not in float_with]
+            layers, float_with = self._named(layers), self._named(float_with)
             rows.append(
                 LayerError(
                     rank=0,
@@ -384,7 +389,11 @@ class Int8Session:
         for i in sorted(ops):
             keras_names += [n for n in self._layers_of_op(i) if n not in keras_names]
         order = {n: i for i, n in enumerate(self.layer_names)}
-        return tensors, sorted(keras_names, key=lambda n: order.get(n, len(order)))
+        return tensors, self._named(sorted(keras_names, key=lambda n: order.get(n, len(order))))
+
+    def _named(self, layer_names: list[str]) -> list[str]:
+        """Layer names as the report gives them: their paths inside nested models."""
+        return [self.paths.get(n, n) for n in layer_names]
 
     def report(self, model_name: str, file_name: str) -> dict:
         return {
@@ -416,6 +425,33 @@ class Gate:
         if self.max_drop is not None:
             return f"top-1 drop <= {self.max_drop} points"
         return f"top-1 agreement >= {self.min_agreement}%"
+
+    @property
+    def min_images(self) -> int:
+        """The fewest held-back images the gate judges on: 100, and enough that one image weighs no more
+        than the gate's margin (100 - min_agreement, or max_drop, in points); at most 1,000."""
+        margin = self.max_drop if self.max_drop is not None else 100.0 - self.min_agreement
+        return max(100, math.ceil(100.0 / max(margin, 0.1) - 1e-9))
+
+    def check(self, holdout) -> None:
+        """Raises MixedPrecisionError when ``holdout`` cannot answer the gate (a drop needs labels)."""
+        if self.max_drop is not None and holdout.labels is None:
+            raise MixedPrecisionError(
+                "--max-drop needs labeled calibration data (a dataset or class folders); for a folder of "
+                "unlabeled images use --min-agreement"
+            )
+
+    def not_judged(self, held: int) -> str:
+        return (
+            f"not judged ({held} images held back; give at least {self.min_images} with --calibration-data)"
+        )
+
+
+def agreement_interval(agreement: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson interval of an agreement (in %) measured on ``n`` images."""
+    from kerascnn.evaluate import wilson_interval
+
+    return wilson_interval(round(agreement * n / 100), n)
 
 
 @dataclass
@@ -450,11 +486,7 @@ class Holdout:
 def search_mixed(session: Int8Session, holdout: Holdout, gate: Gate, log=None) -> tuple[bytes, dict]:
     """The int8 file with the fewest ranked layers in float that passes ``gate`` on ``holdout``; with
     the search's trials. Raises MixedPrecisionError when even every layer in float fails."""
-    if gate.max_drop is not None and holdout.labels is None:
-        raise MixedPrecisionError(
-            "--max-drop needs labeled calibration data (a dataset or class folders); for a folder of "
-            "unlabeled images use --min-agreement"
-        )
+    gate.check(holdout)
     ranked = session.layers
     trials: list[Trial] = []
     cache: dict[tuple, tuple[bytes, Trial]] = {}
@@ -471,9 +503,15 @@ def search_mixed(session: Int8Session, holdout: Holdout, gate: Gate, log=None) -
             trials.append(trial)
             cache[key] = (content, trial)
             if log:
+                from kerascnn.evaluate import format_interval
+
                 what = f"{len(rows)} ranked layer(s) in float" if rows else "full int8"
                 shown = f", drop {drop:+.2f} pp" if drop is not None else ""
-                log(f"  mixed: {what}: agreement {agreement:.2f}%{shown} -> {'pass' if ok else 'fail'}")
+                ci = format_interval(agreement_interval(agreement, len(holdout.inputs)))
+                log(
+                    f"  mixed: {what}: agreement {agreement:.2f}% (95% CI {ci}){shown} -> "
+                    f"{'pass' if ok else 'fail'}"
+                )
         return cache[key]
 
     n = len(ranked)
@@ -516,6 +554,7 @@ def search_mixed(session: Int8Session, holdout: Holdout, gate: Gate, log=None) -
         "culprits": trial.culprits,
         "float_layers": trial.float_layers,
         "agreement": trial.agreement,
+        "agreement_ci95": list(agreement_interval(trial.agreement, len(holdout.inputs))),
         "drop": trial.drop,
         "int8_agreement": trials[0].agreement,
         "int8_drop": trials[0].drop,

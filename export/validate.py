@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.evaluate import format_interval, wilson_interval
 
 from . import metadata as md
 from .formats import KIND_BY_SUFFIX, KINDS
@@ -36,6 +37,7 @@ class Row:
     max_abs_diff: float | None = None  # max |output - Keras output| (probabilities for softmax models)
     ms_per_image: float | None = None
     error: str | None = None
+    agreement_ci95: list[float] | None = None  # Wilson 95% interval of the agreement, in %
 
 
 def collect_files(paths) -> list[Path]:
@@ -88,12 +90,12 @@ class FileFrames:
         return len(self.paths)
 
     def __getitem__(self, index):
-        from PIL import Image
+        from kerascnn.data import viewable_image
 
         if isinstance(index, slice):
             return FileFrames(self.paths[index])
-        with Image.open(self.paths[index]) as im:
-            return np.asarray(im.convert("RGB"), np.uint8)
+        # as a camera app shows it: HEIC's primary image, EXIF orientation applied, alpha over white
+        return np.asarray(viewable_image(self.paths[index]).convert("RGB"), np.uint8)
 
 
 def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, seed: int = 0) -> EvalData:
@@ -229,7 +231,9 @@ def validate(
             if ref_probs is None and pred.format == "keras":
                 ref_probs, ref_top1 = probs, row.top1
             if ref_probs is not None:
-                row.agreement = float((probs.argmax(1) == ref_probs.argmax(1)).mean() * 100)
+                agree = int((probs.argmax(1) == ref_probs.argmax(1)).sum())
+                row.agreement = agree / len(probs) * 100
+                row.agreement_ci95 = list(wilson_interval(agree, len(probs)))
                 row.max_abs_diff = float(np.abs(probs - ref_probs).max())
                 if row.top1 is not None and ref_top1 is not None:
                     row.drop_pp = ref_top1 - row.top1
@@ -323,7 +327,10 @@ def _fmt(value, spec):
 
 
 def format_rows(rows: list[Row]) -> str:
-    table = [("format", "file", "status", "size MB", "top-1 %", "drop pp", "agree %", "max|diff|", "ms/img")]
+    table = [
+        ("format", "file", "status", "size MB", "top-1 %", "drop pp")
+        + ("agree %", "95% CI", "max|diff|", "ms/img")
+    ]
     for r in rows:
         table.append(
             (
@@ -334,6 +341,7 @@ def format_rows(rows: list[Row]) -> str:
                 _fmt(r.top1, ".2f"),
                 _fmt(r.drop_pp, "+.2f"),
                 _fmt(r.agreement, ".2f"),
+                format_interval(r.agreement_ci95) if r.agreement_ci95 else "-",
                 _fmt(r.max_abs_diff, ".2e"),
                 _fmt(r.ms_per_image, ".2f"),
             )

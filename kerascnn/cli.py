@@ -516,6 +516,12 @@ def _floats(value: str | None, param_hint: str):
     help="1-channel models: every exported file takes RGB images (luma inside the model), as phone "
     "cameras and MediaPipe Tasks give them.",
 )
+@click.option(
+    "--fold-normalization",
+    is_flag=True,
+    help="Put the mean/std into the graph so every file takes raw pixels (mean 0, std 1 in the "
+    "metadata); always done for a per-channel mean/std, which MediaPipe Tasks cannot read.",
+)
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning, then int8 TFLite.")
 @click.option("--qat-epochs", type=POSITIVE_INT, default=1, show_default=True)
 @click.option("--qat-lr", type=POSITIVE_FLOAT, default=1e-4, show_default=True)
@@ -534,9 +540,14 @@ def _floats(value: str | None, param_hint: str):
     help="Fraction of each class of the training data that QAT / pruning fine-tune on.",
 )
 @click.option(
-    "--mean", default=None, help="Normalization mean(s) in pixel units [default: the run's, 127.5]."
+    "--mean",
+    default=None,
+    help="Normalization mean(s) in pixel units [default: the run's; none (0) for a model with "
+    "Rescaling/Normalization at its input; else 127.5].",
 )
-@click.option("--std", default=None, help="Normalization std(s) in pixel units [default: the run's, 127.5].")
+@click.option(
+    "--std", default=None, help="Normalization std(s) in pixel units [default: as --mean, 1 or 127.5]."
+)
 @click.option("--labels", default=None, help="labels.txt for a model file outside a run folder.")
 @click.option(
     "--android",

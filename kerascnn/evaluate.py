@@ -25,6 +25,22 @@ def predict_arrays(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% for z = 1.96) of a proportion, in percent: unlike the normal
+    approximation it stays inside [0, 100] and is honest at 0 or n successes and for small n."""
+    if n <= 0:
+        return 0.0, 100.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half) * 100), float(min(1.0, centre + half) * 100)
+
+
+def format_interval(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     cm = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(cm, (labels.astype(np.int64), predicted.astype(np.int64)), 1)

@@ -54,17 +54,18 @@ def spatial_layers(model) -> list:
 def target_layer(model, name: str | None = None):
     """The layer Grad-CAM explains: ``name`` (``--layer``), else the last spatial layer whose maps are at
     least 2x2 (a 1x1 map cannot say where). Unknown or non-spatial layers raise :class:`ExplainError`."""
+    from .graph import GraphError, layer_path, resolve_layer
+
     layers = spatial_layers(model)
-    if name is not None:
-        names = [layer.name for layer in model.layers]
-        if name not in names:
-            hint = ", ".join(layer.name for layer in layers[-8:]) or "none"
+    if name is not None:  # a layer name, or its path inside a nested model (mobilenetv2_1.00_96/out_relu)
+        hint = ", ".join(layer_path(model, layer.name) for layer in layers[-8:]) or "none"
+        try:
+            layer = resolve_layer(model, name)
+        except GraphError:
             raise ExplainError(
                 f"--layer {name}: '{model.name}' has no layer of that name; its last spatial layers: {hint}"
-            )
-        layer = model.get_layer(name)
+            ) from None
         if layer not in layers:
-            hint = ", ".join(layer.name for layer in layers[-8:]) or "none"
             raise ExplainError(
                 f"--layer {name}: its output {tuple(layer.output.shape)} is not one (N, H, W, C) map; "
                 f"choose a spatial layer: {hint}"
@@ -151,6 +152,7 @@ def explain_files(
     [0, 1]); with ``features``, ``out/<stem>_features.png`` (the most active maps of one layer per
     stage). ``class_spec``: a class index or name (default: the predicted class)."""
     from . import data as kdata
+    from .graph import layer_path
     from .runs import Run, atomic_write_bytes, image_input_shape
 
     run = Run.open(model_path)
@@ -182,7 +184,8 @@ def explain_files(
         order = np.argsort(-outputs[0])[:TOP_K]
         top = [(names[i], float(outputs[0][i])) for i in order]
         png = out / f"{stem}_gradcam.png"
-        _save_overlay(pixels, cams[0], top, names[int(classes[0])], layer_obj.name, png)
+        shown = layer_path(model, layer_obj.name)
+        _save_overlay(pixels, cams[0], top, names[int(classes[0])], shown, png)
         feat_png = None
         if features:
             feat_png = out / f"{stem}_features.png"
@@ -237,6 +240,7 @@ def _save_features(model, x: np.ndarray, path: Path) -> None:
     """A grid: one row per stage (:func:`stage_layers`), its FEATURE_CHANNELS most active maps."""
     import keras
 
+    from .graph import layer_path
     from .runs import atomic_save_figure, pyplot
 
     plt = pyplot()
@@ -259,5 +263,5 @@ def _save_features(model, x: np.ndarray, path: Path) -> None:
             if col < len(order):
                 ax.imshow(maps[..., order[col]], cmap="viridis")
         h, w = maps.shape[:2]
-        axes[row, 0].set_title(f"{layer.name} {h}x{w}", fontsize=7, loc="left")
+        axes[row, 0].set_title(f"{layer_path(model, layer.name)} {h}x{w}", fontsize=7, loc="left")
     atomic_save_figure(fig, path)

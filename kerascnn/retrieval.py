@@ -138,21 +138,27 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
     (``mean``/``std`` in pixel units, default 127.5, as in training)."""
     import keras
 
+    from .graph import GraphError, flatten, input_preprocessing, layer_path, resolve_layer
+
     try:
         run = Run.open(run_or_model)
-        model = run.load_model() if model is None else model
+        if model is None:
+            model = run.load_model()
+        else:
+            model = flatten(model, where=str(run.model_file))
+            run.preprocessing = input_preprocessing(model)
         input_shape = image_input_shape(model, run.model_file)
-    except (RunFileError, ModelFileError) as e:
+    except (RunFileError, ModelFileError, GraphError) as e:
         raise RetrievalError(str(e)) from None
     model_file = run.model_file
     mean, std = run.normalization(mean, std)
     if layer is None:
         layer, tensor = _default_layer(model)
-    else:
+    else:  # a layer name, or its path inside a nested model
         try:
-            tensor = model.get_layer(layer).output
-        except ValueError:
-            names = [x.name for x in model.layers]
+            tensor = resolve_layer(model, layer).output
+        except GraphError:
+            names = [layer_path(model, x.name) for x in model.layers]
             raise RetrievalError(
                 f"--layer: model '{model.name}' has no layer '{layer}' (its last layers: "
                 f"{', '.join(names[-8:])})"

@@ -127,7 +127,8 @@ def resolve_model_file(path) -> Path:
 
 
 def load_keras_model(model_file):
-    """Load a ``.keras``/``.h5`` file for inference; any failure is a :class:`ModelFileError` naming it."""
+    """Load a ``.keras``/``.h5`` file for inference, flattened (:func:`kerascnn.graph.flatten`: nested
+    models inlined, the same layers and weights); any failure is a :class:`ModelFileError` naming it."""
     import zipfile
 
     import keras
@@ -139,9 +140,15 @@ def load_keras_model(model_file):
             f"{model_file}: cannot load the Keras model (not a .keras zip archive; truncated?)"
         )
     try:
-        return keras.saving.load_model(model_file, compile=False)
+        model = keras.saving.load_model(model_file, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt, foreign or custom-layer file: say which and why
         raise ModelFileError(f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})") from None
+    from .graph import GraphError, flatten
+
+    try:  # nested backbones and Sequential models: one flat graph of the same layers (kerascnn.graph)
+        return flatten(model, where=str(model_file))
+    except GraphError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def image_input_shape(model, model_file) -> tuple[int, int, int]:
@@ -261,6 +268,7 @@ class Run:
     folder: Path | None = None  # the run folder, when config.json sits beside the model file
     config: dict = field(default_factory=dict)  # config.json's "train" section
     class_names: list[str] | None = None  # state.json's, in the model's output order
+    preprocessing: object = None  # kerascnn.graph.Preprocessing of the loaded model, if it has any
 
     @classmethod
     def open(cls, path) -> Run:
@@ -285,10 +293,18 @@ class Run:
         return self.config.get("seed", 0)
 
     def normalization(self, mean=None, std=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) in pixel units: the user's when given, else the run's, else 127.5."""
-        mean = mean if mean is not None else self.config.get("mean", DEFAULT_MEAN)
-        std = std if std is not None else self.config.get("std", DEFAULT_STD)
+        """(mean, std) in pixel units: the user's when given, else the run's, else none (0 and 1) for a
+        model that normalizes its input itself (Rescaling/Normalization layers, see ``load_model``),
+        else 127.5."""
+        raw = self.preprocessing is not None
+        mean = mean if mean is not None else self.config.get("mean", (0.0,) if raw else DEFAULT_MEAN)
+        std = std if std is not None else self.config.get("std", (1.0,) if raw else DEFAULT_STD)
         return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def load_model(self):
-        return load_keras_model(self.model_file)
+        """The model, flattened; notes the normalization layers at its input in ``preprocessing``."""
+        from .graph import input_preprocessing
+
+        model = load_keras_model(self.model_file)
+        self.preprocessing = input_preprocessing(model)
+        return model

@@ -24,3 +24,20 @@ def with_outlier_channel(model, layer: str, reader: str, factor: float = 100.0, 
     weights[0][..., channel, :] = 0.0
     nxt.set_weights(weights)
     return model
+
+
+def with_outlier_bn_channel(model, bn: str, reader: str, factor: float = 300.0, channel: int = 0):
+    """The same for a convolution without bias followed by BatchNormalization ``bn`` (MobileNetV2's
+    linear bottleneck ``block_N_project`` + ``block_N_project_BN``): the BN's output channel ``channel``
+    scaled by ``factor`` (gamma and beta), and ``reader``'s kernel weights from that channel set to 0.
+    ``bn`` and ``reader`` are layer objects or names of ``model``'s own layers."""
+    bn = model.get_layer(bn) if isinstance(bn, str) else bn
+    reader = model.get_layer(reader) if isinstance(reader, str) else reader
+    gamma, beta, moving_mean, moving_var = bn.get_weights()
+    gamma[channel] *= factor
+    beta[channel] *= factor
+    bn.set_weights([gamma, beta, moving_mean, moving_var])
+    weights = reader.get_weights()
+    weights[0][..., channel, :] = 0.0
+    reader.set_weights(weights)
+    return model

@@ -318,7 +318,19 @@ def test_a_user_h5_model_exports_with_given_labels_and_normalization(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     meta = md.read_metadata(out / "user_net_float32.tflite")
-    assert meta.labels == ["cat", "dog", "bird"] and meta.mean == [123.7, 116.3, 103.5] and meta.channels == 3
+    assert meta.labels == ["cat", "dog", "bird"] and meta.channels == 3
+    # A per-channel mean/std is folded into the graph (issue 26): the file takes raw pixels.
+    assert "folded into the graph" in result.output and (meta.mean, meta.std) == ([0.0], [1.0])
+    from ai_edge_litert.interpreter import Interpreter
+
+    raw = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype("float32")
+    mean, std = np.float32([123.7, 116.3, 103.5]), np.float32([58.4, 57.1, 57.4])
+    interp = Interpreter(model_path=str(out / "user_net_float32.tflite"))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], raw)
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model.predict((raw - mean) / std, verbose=0), atol=1e-5)
     result = CliRunner().invoke(
         main, ["export", str(path), "--quantize", "int8", "--out", str(tmp_path / "o2")]
     )
