@@ -14,6 +14,8 @@ wall-clock minutes of the whole command (loading, training, the test evaluation)
 
     .venv/bin/python bench/recipe.py --work /tmp/recipe-bench            # everything
     .venv/bin/python bench/recipe.py --work /tmp/recipe-bench --only mnist20 --runs defaults
+    .venv/bin/python bench/recipe.py --work /tmp/recipe-bench --only mnist20 --seeds 0 1 2 \\
+        --runs "lenet5, 3 epochs" "lenet5, default epochs"                # short budgets, 3 seeds
 
 Not a test: it takes tens of minutes on 2 CPU cores.
 """
@@ -36,6 +38,12 @@ RUNS = {
     "mnist20": [
         ("defaults", []),
         ("defaults, flip on", ["--flip", "horizontal"]),  # the recipe before it chose the augmentation
+        # short budgets (issue 26): the model named, the epochs given or derived
+        ("lenet5, 3 epochs", ["--model", "lenet5", "--epochs", "3"]),
+        ("lenet5, 1 epoch", ["--model", "lenet5", "--epochs", "1"]),
+        ("lenet5, 10 epochs", ["--model", "lenet5", "--epochs", "10"]),
+        ("lenet5, default epochs", ["--model", "lenet5"]),
+        ("3 epochs", ["--epochs", "3"]),
         (
             "old defaults, lenet5",
             ["--model", "lenet5", "--batch-size", "128", "--epochs", "10", "--patience", "0"],
@@ -171,6 +179,8 @@ def main():
     p.add_argument("--fashion-train", type=int, default=1000)
     p.add_argument("--only", nargs="*", default=list(RUNS), help="datasets")
     p.add_argument("--runs", nargs="*", default=None, help="run names (default: all)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0], help="--seed of each run (default: 0)")
+    p.add_argument("--extra", default="", help="arguments added to every run (e.g. '--flip none')")
     a = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     folders = build_datasets(a.work, a.fashion_train)
@@ -179,14 +189,17 @@ def main():
         for run, args in RUNS[name]:
             if a.runs and run not in a.runs:
                 continue
-            out = a.work / "runs" / f"{name}-{run.replace(' ', '').replace(',', '-')}"
-            if out.exists():
-                import shutil
+            for seed in a.seeds:
+                tag = f"{name}-{run.replace(' ', '').replace(',', '-')}" + (f"-seed{seed}" if seed else "")
+                out = a.work / "runs" / tag
+                if out.exists():
+                    import shutil
 
-                shutil.rmtree(out)
-            top1, minutes, shown = run_one(folders[name], args, out)
-            rows.append((name, run, shown, top1, minutes))
-            print(f"| {name} | {run} | `{shown}` | {top1 * 100:.1f}% | {minutes:.1f} |", flush=True)
+                    shutil.rmtree(out)
+                seeded = [*args, *shlex.split(a.extra), *(["--seed", str(seed)] if seed else [])]
+                top1, minutes, shown = run_one(folders[name], seeded, out)
+                rows.append((name, run, shown, top1, minutes))
+                print(f"| {name} | {run} | `{shown}` | {top1 * 100:.1f}% | {minutes:.1f} |", flush=True)
     print("\n| dataset | run | command | test top-1 | minutes |\n|---|---|---|---|---|")
     for name, run, shown, top1, minutes in rows:
         print(f"| {name} | {run} | `{shown}` | {top1 * 100:.1f}% | {minutes:.1f} |")

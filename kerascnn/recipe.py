@@ -8,7 +8,9 @@ Two pure functions, testable without training, and one peek at the files:
   sets of larger images ``mobilenet_v1`` with ``alpha=0.5`` at the side their detail needs, up to
   128 px; never upscaled to 224; grayscale data (also saved as RGB) gets 1 channel.
 * :func:`choose_schedule` (once the data is loaded): a step budget instead of a fixed epoch count, a
-  smaller batch on small sets, a warm-up over the first few hundred steps, early stopping on val_loss.
+  smaller batch on small sets, a warm-up over the first few hundred steps, early stopping on val_loss;
+  a run given fewer epochs than that (``--epochs 3``) is a short run: :func:`scale_augment` and the
+  schedule scale augmentation, warm-up and the peak lr to its share of the budget.
 
 Every option the user gave (``given``: TrainConfig field -> option name, from the command line) wins;
 the choices land in the config's own fields (so ``--resume`` continues the same run and never derives
@@ -35,6 +37,10 @@ MIN_EPOCHS, MAX_EPOCHS = 10, 40
 BATCH_PER_IMAGES = 128  # about one batch per 128 training images: 4,500 -> 32, >= 16,384 -> 128
 MIN_BATCH, MAX_BATCH = 32, 128
 WARMUP_STEPS = 300  # linear warm-up over the first few hundred steps (at most 20% of the run)
+# A short run (--epochs below the recipe's own count): augmentation strength and warm-up shrink with the
+# budget's share, and the peak lr grows by its inverse, up to SHORT_LR_BOOST (lenet5, 3 of 29 epochs on
+# 4,500 digits: 86.6% -> 95%; BENCHMARKS.md "Short budgets")
+SHORT_LR_BOOST = 5.0
 SAMPLE_FILES = 64  # image headers peeked at to learn the native size
 DETAIL_SAMPLE = 16  # of them decoded to tell grayscale saved as RGB, and how much detail they hold
 DETAIL_LOSS = 0.08  # halving the input side is kept while it loses less than this (see detail_side)
@@ -181,8 +187,8 @@ def _small_model(channels: int) -> str:
 
 
 def choose_augment(native: NativeSize | None, given: dict) -> tuple[dict, str] | None:
-    """Augmentation overrides for the data when neither ``--augment`` nor an op option was given (and
-    the model was chosen from the data too): small grayscale images (at most 32 px) are not flipped,
+    """Augmentation overrides for the data when neither ``--augment`` nor an op option was given (with
+    ``--model`` given, for a folder of images): small grayscale images (at most 32 px) are not flipped,
     since digits and characters, what such datasets mostly hold, become other glyphs when mirrored
     (measured on 20x20 digits: 96.1% with the flip, 97.3% without; BENCHMARKS.md)."""
     if native is None or "augment" in given or "augment_overrides" in given:
@@ -201,6 +207,8 @@ class Schedule:
     patience: int
     steps_per_epoch: int
     chosen: list[str]  # the fields the recipe set (the others were given)
+    budget: float = 1.0  # the run's share of the recipe's own epochs (< 1: a short run)
+    full_epochs: int = 0  # the recipe's own epoch count for this data
 
 
 def choose_schedule(
@@ -225,6 +233,8 @@ def choose_schedule(
     * lr: the optimizer's default peak for Adam/AdamW (their step size does not grow with the batch),
       scaled linearly with the batch from 128 for SGD;
     * warm-up: the first ~300 steps (at most a fifth of the run; none with --schedule step);
+    * a short run, ``--epochs`` below the epochs derived above (``budget``: their ratio; not when
+      fine-tuning): the peak lr times 1/budget (at most SHORT_LR_BOOST), the warm-up times budget;
     * patience: stop after max(3, epochs/5) epochs without a lower val_loss (off with fine-tuning, and
       when --epochs is given: the user asked for that many).
     """
@@ -236,17 +246,20 @@ def choose_schedule(
         batch_size = int(min(MAX_BATCH, max(MIN_BATCH, b)))
         chosen.append("batch_size")
     steps = max(1, math.ceil(train_images / batch_size))
+    full_epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
     if "epochs" not in given:
-        epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
+        epochs = full_epochs
         chosen.append("epochs")
+    budget = 1.0 if fine_tune else min(1.0, epochs / full_epochs)  # fine-tuning is short by design
     if "lr" not in given and lr is None:
         lr = DEFAULT_LR[optimizer] * (batch_size / 128 if optimizer == "sgd" else 1.0)
+        lr *= min(SHORT_LR_BOOST, 1.0 / budget)
         chosen.append("lr")
     if "warmup_epochs" not in given:
         if schedule == "step":
             warmup_epochs = 0.0
         else:
-            warmup_epochs = min(WARMUP_STEPS / steps, 0.2 * epochs)
+            warmup_epochs = min(WARMUP_STEPS * budget / steps, 0.2 * epochs)
             warmup_epochs = math.floor(warmup_epochs * 10) / 10  # tenths of an epoch, < epochs
         chosen.append("warmup_epochs")
     if "patience" not in given:
@@ -255,7 +268,20 @@ def choose_schedule(
         if patience >= epochs:
             patience = 0  # it could never fire before the end
         chosen.append("patience")
-    return Schedule(epochs, batch_size, lr, warmup_epochs, patience, steps, chosen)
+    return Schedule(epochs, batch_size, lr, warmup_epochs, patience, steps, chosen, budget, full_epochs)
+
+
+def scale_augment(augment, sched: Schedule, given: dict) -> tuple[dict, str] | None:
+    """For a short run (``sched.budget`` < 1), augmentation overrides with every op's strength scaled by
+    the budget's share (flips stay as they are), when neither ``--augment`` nor an op option was given:
+    augmentation that pays over the recipe's full schedule only slows a run a tenth as long (lenet5, 3
+    epochs on 4,500 digits: train accuracy 82% under val). ``augment``: the AugmentConfig in effect."""
+    if sched.budget >= 1.0 or "augment" in given or "augment_overrides" in given:
+        return None
+    ops = {op: round(getattr(augment, op) * sched.budget, 4) for op in augment.active_ops() if op != "flip"}
+    if not ops:
+        return None
+    return ops, f"augmentation x{sched.budget:.2f}"
 
 
 def describe(
@@ -283,4 +309,13 @@ def describe(
     parts.append(stop + ("" if "patience" in sched.chosen else " (given)"))
     if augment:
         parts.append(augment)
+    if sched.budget < 1.0:
+        scaled = [w for f, w in (("lr", f"lr x{min(SHORT_LR_BOOST, 1 / sched.budget):.1f}"),
+                                 ("warmup_epochs", "warm-up")) if f in sched.chosen]  # fmt: skip
+        if scaled:
+            parts.append(
+                f"a short run ({sched.epochs} of the {sched.full_epochs} epochs the recipe gives this data): "
+                + " and ".join(scaled)
+                + " scaled to it"
+            )
     return f"recipe: {what} -> {', '.join(parts)}; set any of them to override"

@@ -477,12 +477,14 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
 
 
 def _choose_model_from_data(cfg: TrainConfig, given: dict[str, str]):
-    """With no --model: the model and input shape from the images' native size (kerascnn.recipe)."""
+    """(native size, reason): with no --model, the model and input shape from the images' native size
+    (kerascnn.recipe); with --model, only the native size of a folder (the augmentation rule reads it)."""
     from . import recipe
 
-    if "model" in given or "model_options" in given:
-        return None, None
     native = recipe.peek_native_size(cfg.data)
+    if "model" in given or "model_options" in given:
+        # the images still say what augmentation fits them (a folder of digits is not flipped)
+        return (native if native is not None and native.sampled else None), None
     choice = recipe.choose_model(native, given, cfg.input_shape)
     if choice is None:
         return native, None
@@ -593,15 +595,21 @@ def _apply_recipe(run: _Run) -> str:
     )  # fmt: skip
     cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
     cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
-    augment = recipe.choose_augment(native, given) if model_reason else None
-    if augment:
-        cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
+    reasons = []
+    for rule in (
+        lambda: recipe.choose_augment(native, given),
+        lambda: recipe.scale_augment(aug.augment_config(cfg.augment, **cfg.augment_overrides), sched, given),
+    ):
+        augment = rule()
+        if augment:
+            cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
+            reasons.append(augment[1])
     line = recipe.describe(
         len(dataset.train), dataset.num_classes, native, cfg.model, cfg.model_options, cfg.input_shape,
-        sched, model_reason, augment[1] if augment else None,
+        sched, model_reason, ", ".join(reasons) or None,
     )  # fmt: skip
     chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
-    chosen += ["augment_overrides"] if augment else []
+    chosen += ["augment_overrides"] if reasons else []
     cfg.recipe = {
         "chosen": chosen,
         "train_images": len(dataset.train),

@@ -44,6 +44,27 @@ def test_tiny_set_is_capped():
     assert s.patience == 8
 
 
+def test_a_short_run_scales_lr_warmup_and_augmentation_to_its_budget():
+    from kerascnn import augment as kaug
+
+    s = sched(4500, ("epochs",), epochs=3)  # lenet5 --epochs 3 on 4,500 digits: 423 of ~4,100 steps
+    assert (s.full_epochs, s.budget) == (29, pytest.approx(3 / 29))
+    assert s.lr == pytest.approx(DEFAULT_LR["adamw"] * recipe.SHORT_LR_BOOST)  # 1/budget, capped
+    assert s.warmup_epochs == 0.2  # 300 steps x 3/29 = 31 steps, not 20% of the run (0.6)
+    assert sched(4500, ("epochs",), epochs=20).lr == pytest.approx(DEFAULT_LR["adamw"] * 29 / 20)
+    standard = kaug.augment_config("standard")
+    ops, why = recipe.scale_augment(standard, s, {"epochs": "--epochs"})
+    assert ops == {op: round(getattr(standard, op) * 3 / 29, 4) for op in ops} and "flip" not in ops
+    assert set(ops) == {"shift", "rotation", "zoom", "brightness", "contrast"} and why == "augmentation x0.10"
+    assert recipe.scale_augment(standard, s, {"augment": "--augment"}) is None  # the user chose it
+    assert recipe.scale_augment(standard, s, {"augment_overrides": "--shift"}) is None
+    full = sched(4500)
+    assert full.budget == 1.0 and recipe.scale_augment(standard, full, {}) is None
+    assert sched(4500, ("epochs",), epochs=3, fine_tune=True).lr == DEFAULT_LR["adamw"]  # short by design
+    line = recipe.describe(4500, 10, None, "lenet5", {}, (32, 32, 1), s, None, why)
+    assert "augmentation x0.10, a short run (3 of the 29 epochs the recipe gives this data): lr x5.0" in line
+
+
 def test_sgd_scales_lr_with_batch_and_step_schedule_has_no_warmup():
     s = sched(4500, optimizer="sgd", schedule="step")
     assert s.lr == pytest.approx(DEFAULT_LR["sgd"] * 32 / 128)
@@ -206,6 +227,22 @@ def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     # an option given on resume must match the recorded choice
     bad = CliRunner().invoke(main, ["train", "--output", str(out), "--resume", "--batch-size", "64"])
     assert bad.exit_code != 0 and "--batch-size 64" in bad.output and "32" in bad.output
+
+
+def test_a_short_run_with_a_given_model_says_what_it_scaled(tmp_path):
+    data = _folder(tmp_path / "digits", per_class=12, size=16, classes=2)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--output", str(out), "--model", "lenet5", "--epochs", "2"]
+    result = CliRunner().invoke(main, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("recipe: "))
+    assert "lenet5 at 32x32x1 (given)" in line and "2 epochs (~2 steps) (given)" in line
+    # the images are small grayscale ones: no flip, though --model was given; the rest scaled to 2 of 40
+    assert "no flip (small grayscale images" in line and "augmentation x0.05" in line
+    assert "a short run (2 of the 40 epochs the recipe gives this data): lr x5.0 and warm-up" in line
+    cfg = json.loads((out / "config.json").read_text())["train"]
+    assert cfg["augment_overrides"] == {"flip": "none", "shift": round(0.05 * 2 / 40, 4)}
+    assert cfg["lr"] == pytest.approx(DEFAULT_LR[cfg["optimizer"]] * 5)
 
 
 def test_first_validation_is_not_at_chance_level(tmp_path):
