@@ -60,15 +60,11 @@ def _kerascnn_version() -> str:
 def resolve_source(path, mean=None, std=None, labels=None, model=None) -> Source:
     """Where the model, its normalization and its labels come from: a run folder, or a model file
     (with a run folder's config.json beside it, or ``mean``/``std``/``labels`` given by the user)."""
-    from kerascnn.graph import GraphError, flatten, input_preprocessing, is_identity
+    from kerascnn.graph import GraphError, is_identity
 
     try:
         run = Run.open(path)
-        if model is None:
-            model = run.load_model()
-        else:
-            model = flatten(model, where=str(run.model_file))
-            run.preprocessing = input_preprocessing(model)
+        model = run.load_model(model)
         height, width, channels = image_input_shape(model, run.model_file)
     except (RunFileError, ModelFileError, GraphError) as e:
         raise ExportError(str(e)) from None
@@ -407,35 +403,13 @@ def _write_mixed(job: _Job, fmt: Format, path: Path):
     keras_top1 = predict_arrays(job.model, inputs, batch_size=64).argmax(-1)
     gate = sens.Gate(options.min_agreement, options.max_drop)
     holdout = sens.Holdout(inputs, keras_top1, job.held_labels)
-    gate.check(holdout)
-    if len(held) < gate.min_images:
-        # Too few images to tell a pass from a fail: ship the full int8 file, marked as unjudged.
-        flat = job.session().plain
-        agreement, drop = holdout.measure(flat)
-        verdict = gate.not_judged(len(held))
-        summary = {
-            "gate": gate.describe(),
-            "verdict": verdict,
-            "judged": False,
-            "held_back_images": len(held),
-            "min_held_back_images": gate.min_images,
-            "float_layers": [],
-            "agreement": agreement,
-            "agreement_ci95": list(sens.agreement_interval(agreement, len(held))),
-            "drop": drop,
-            "int8_agreement": agreement,
-            "int8_drop": drop,
-        }
-        ci = format_interval(summary["agreement_ci95"])
+    flat, summary = sens.mixed_file(job.session(), holdout, gate, log=job.log)
+    if not summary["judged"]:  # too few images to tell a pass from a fail: the full int8 file
+        agreement, ci = summary["agreement"], format_interval(summary["agreement_ci95"])
         job.log(
-            f"  mixed: {verdict}: writing the full int8 file (agreement {agreement:.1f}% on {len(held)}, "
-            f"95% CI {ci})"
+            f"  mixed: {summary['verdict']}: writing the full int8 file (agreement {agreement:.1f}% "
+            f"on {len(held)}, 95% CI {ci})"
         )
-    else:
-        flat, summary = sens.search_mixed(job.session(), holdout, gate, log=job.log)
-        ci = format_interval(summary["agreement_ci95"])
-        summary |= {"judged": True, "verdict": f"passed: {summary['gate']} on {len(held)} held-back images"}
-        summary["verdict"] += f" ({summary['agreement']:.1f}%, 95% CI {ci})"
     job.mixed_summary.update(summary)
     file_meta = _write_tflite(
         path, flat, job.meta, "mixed", float_layers=summary["float_layers"], gate=summary["verdict"]

@@ -563,6 +563,38 @@ def search_mixed(session: Int8Session, holdout: Holdout, gate: Gate, log=None) -
     return content, summary
 
 
+def mixed_file(session: Int8Session, holdout: Holdout, gate: Gate, log=None) -> tuple[bytes, dict]:
+    """The ``mixed`` file and its summary (``judged``, ``verdict``, ...): the :func:`search_mixed`
+    result when ``holdout`` has enough images to judge; else the full int8 file, marked unjudged (too
+    few images to tell a pass from a fail)."""
+    from kerascnn.evaluate import format_interval
+
+    gate.check(holdout)
+    held = len(holdout.inputs)
+    if held >= gate.min_images:
+        content, summary = search_mixed(session, holdout, gate, log=log)
+        ci = format_interval(summary["agreement_ci95"])
+        verdict = f"passed: {summary['gate']} on {held} held-back images"
+        verdict += f" ({summary['agreement']:.1f}%, 95% CI {ci})"
+        return content, summary | {"judged": True, "verdict": verdict}
+    content = session.plain
+    agreement, drop = holdout.measure(content)
+    summary = {
+        "gate": gate.describe(),
+        "verdict": gate.not_judged(held),
+        "judged": False,
+        "held_back_images": held,
+        "min_held_back_images": gate.min_images,
+        "float_layers": [],
+        "agreement": agreement,
+        "agreement_ci95": list(agreement_interval(agreement, held)),
+        "drop": drop,
+        "int8_agreement": agreement,
+        "int8_drop": drop,
+    }
+    return content, summary
+
+
 # ------------------------------------------------------------------------------------------------
 # Writing and reading the report
 # ------------------------------------------------------------------------------------------------

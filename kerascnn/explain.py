@@ -172,6 +172,8 @@ def explain_files(
             pixels = kdata.decode_image(path, (h, w), c)
         except FileNotFoundError:
             raise ExplainError(f"image '{path}' does not exist") from None
+        except kdata.ImageReadError as e:  # it names the file and what is wrong
+            raise ExplainError(str(e)) from None
         except (OSError, ValueError) as e:
             raise ExplainError(f"image '{path}': cannot read it ({e})") from None
         x = (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)

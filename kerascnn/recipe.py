@@ -66,6 +66,10 @@ class NativeSize:
         return f"{self.height}x{self.width}x{self.channels}"
 
 
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag phones set instead of rotating the pixels
+_QUARTER_TURNS = (5, 6, 7, 8)  # its values that turn the image a quarter: width and height swap
+
+
 def peek_native_size(data: str, sample: int = SAMPLE_FILES) -> NativeSize | None:
     """The native size of ``data``'s images, from the headers of up to ``sample`` files spread over the
     listing (Pillow reads the size and mode without decoding), and from ``DETAIL_SAMPLE`` of them
@@ -83,15 +87,16 @@ def peek_native_size(data: str, sample: int = SAMPLE_FILES) -> NativeSize | None
         return None  # the loader says what is wrong with --data, with its own message
     step = max(1, len(files) // sample)
     sizes, colour, decoded = [], False, []
-    from PIL import Image
+    from PIL import ImageOps
 
     for path in files[::step][:sample]:
         try:
-            with Image.open(Path(path)) as im:
-                sizes.append(im.size)
+            with kdata.open_image(Path(path)) as im:  # HEIC too; the size as the photo is shown
+                w, h = im.size
+                sizes.append((h, w) if im.getexif().get(_EXIF_ORIENTATION, 1) in _QUARTER_TURNS else (w, h))
                 colour |= im.mode in _COLOUR_MODES
                 if len(decoded) < DETAIL_SAMPLE:
-                    decoded.append(im.convert("RGB"))
+                    decoded.append(ImageOps.exif_transpose(im).convert("RGB"))
         except Exception:  # noqa: BLE001, S112 - an unreadable file is reported by the loader later
             continue
     if not sizes:

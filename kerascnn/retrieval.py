@@ -138,15 +138,11 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
     (``mean``/``std`` in pixel units, default 127.5, as in training)."""
     import keras
 
-    from .graph import GraphError, flatten, input_preprocessing, layer_path, resolve_layer
+    from .graph import GraphError, layer_path, resolve_layer
 
     try:
         run = Run.open(run_or_model)
-        if model is None:
-            model = run.load_model()
-        else:
-            model = flatten(model, where=str(run.model_file))
-            run.preprocessing = input_preprocessing(model)
+        model = run.load_model(model)
         input_shape = image_input_shape(model, run.model_file)
     except (RunFileError, ModelFileError, GraphError) as e:
         raise RetrievalError(str(e)) from None
@@ -195,6 +191,8 @@ def load_image(item: str, size, channels: int) -> np.ndarray:
         raise RetrievalError(f"{item}: no such image file")
     try:
         return kdata.decode_image(item, tuple(size), channels)
+    except kdata.ImageReadError as e:  # it names the file and what is wrong
+        raise RetrievalError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure means "not an image we can read"
         raise RetrievalError(f"{item}: cannot decode the image ({type(e).__name__}: {e})") from None
 

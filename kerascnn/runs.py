@@ -301,10 +301,15 @@ class Run:
         std = std if std is not None else self.config.get("std", (1.0,) if raw else DEFAULT_STD)
         return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
-    def load_model(self):
-        """The model, flattened; notes the normalization layers at its input in ``preprocessing``."""
-        from .graph import input_preprocessing
+    def load_model(self, model=None):
+        """The model, flattened; notes the normalization layers at its input in ``preprocessing``.
+        ``model``, when given (an in-memory model standing for this run's file), is flattened instead
+        of loading the file."""
+        from .graph import flatten, input_preprocessing
 
-        model = load_keras_model(self.model_file)
+        if model is None:
+            model = load_keras_model(self.model_file)
+        else:
+            model = flatten(model, where=str(self.model_file))
         self.preprocessing = input_preprocessing(model)
         return model

@@ -180,6 +180,19 @@ def test_peek_native_size(tmp_path):
     assert recipe.peek_native_size(str(tmp_path / "missing")) is None
 
 
+def test_peek_native_size_reads_photos_as_shown(tmp_path):
+    """A phone photo stored landscape with an EXIF "rotate 90" tag is a portrait photo: its height
+    and width are the shown ones, as the loader decodes it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to show
+    for c in ("a", "b"):
+        (tmp_path / "p" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (60, 40), (200, 40 * i, 10)).save(tmp_path / "p" / c / f"{i}.jpg", exif=exif)
+    native = recipe.peek_native_size(str(tmp_path / "p"))
+    assert (native.height, native.width, native.channels) == (60, 40, 3)
+
+
 def test_train_with_only_data_derives_records_and_stops_early(tmp_path):
     data = _folder(tmp_path / "noise")
     out = tmp_path / "run"

@@ -95,7 +95,7 @@ def test_search_prints_neighbours_writes_grids_and_survives_a_bad_query(
          "--json", str(tmp_path / "hits.json")],
     )  # fmt: skip
     assert result.exit_code == 1  # one query failed ...
-    assert f"{bad}: cannot decode the image" in result.output
+    assert f"{bad}: not an image Pillow can open" in result.output  # named once, with the reason
     hits = json.loads((tmp_path / "hits.json").read_text())
     assert [h["error"] is None for h in hits] == [True, False, True]  # ... and the others still ran
     assert len(hits[0]["hits"]) == 4
