@@ -34,7 +34,7 @@ class Format:
         return "calibration_steps" in self.reads
 
 
-_CALIBRATION = ("calibration_data", "calibration_steps")
+_CALIBRATION = ("calibration_data", "calibration_steps", "per_tensor")
 _FINE_TUNE = ("train_fraction", "batch_size", "seed")
 FORMATS = (
     Format("keras", "keras", ".keras", "none", "(always)", "keras", help="the reference model"),
@@ -45,8 +45,8 @@ FORMATS = (
            help="int8 weights, float activations"),
     Format("float16", "tflite", "_float16.tflite", "float16", "--quantize float16", "tflite",
            help="float16 weights"),
-    Format("int8", "tflite", "_int8.tflite", "int8", "--quantize int8", "tflite", (*_CALIBRATION, "io_type"),
-           help="full integer, with a per-layer error report"),
+    Format("int8", "tflite", "_int8.tflite", "int8", "--quantize int8", "tflite",
+           (*_CALIBRATION, "io_type", "float_layers"), help="full integer, with a per-layer error report"),
     Format("int16x8", "tflite", "_int16x8.tflite", "int16x8", "--quantize int16x8", "tflite", _CALIBRATION,
            help="int8 weights, int16 activations"),
     Format("mixed", "tflite", "_mixed.tflite", "mixed", "--quantize mixed", "mixed",

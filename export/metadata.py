@@ -57,6 +57,7 @@ class ModelMetadata:
     schema: str = SCHEMA
     float_layers: list[str] | None = None  # mixed: the Keras layers kept in float (else absent)
     gate: str | None = None  # mixed: the verdict it was written on ("passed ...", "not judged (...)")
+    weights: str | None = None  # "per-tensor" for an integer file made with --per-tensor (else per-channel)
 
     def __post_init__(self):
         self.input_size = [int(v) for v in self.input_size]
@@ -79,7 +80,7 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         raw = asdict(self)
-        for optional in ("float_layers", "gate"):  # only mixed files have them: the others' JSON stays
+        for optional in ("float_layers", "gate", "weights"):  # only some files have them; the rest stay
             if raw[optional] is None:
                 del raw[optional]
         return json.dumps(raw, indent=1, ensure_ascii=False)
@@ -132,6 +133,8 @@ class ModelMetadata:
             lines.append(f"in float     {', '.join(self.float_layers) or 'no layer (full int8)'}")
         if self.gate is not None:
             lines.append(f"gate         {self.gate}")
+        if self.weights is not None:
+            lines.append(f"weights      {self.weights} scales")
         if self.source:
             lines.append(f"source       {self.source}")
         return "\n".join(lines)
@@ -159,7 +162,7 @@ def _is_quantization(v) -> bool:
     return isinstance(v, dict) and _is_number(v.get("scale")) and _is_int(v.get("zero_point"))
 
 
-_OPTIONAL = {"input_quantization", "output_quantization", "float_layers", "gate"}
+_OPTIONAL = {"input_quantization", "output_quantization", "float_layers", "gate", "weights"}
 _FIELD_CHECKS = {
     "labels": _is_list(_is_str),
     "input_size": lambda v: _is_list(_is_int, (2,))(v) and min(v) >= 1,

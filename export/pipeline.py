@@ -218,6 +218,8 @@ class ExportOptions:
     calibration_data: str | None = None
     calibration_steps: int = 200
     io_type: str = "float32"
+    per_tensor: bool = False  # integer files: one weight scale per tensor, not per output channel
+    float_layers: tuple = ()  # --quantize int8: Keras layers (names or nested paths) kept in float
     rgb_input: bool = False  # a 1-channel model takes RGB images in every exported file
     fold_normalization: bool = False  # mean/std into the graph (always done for a per-channel one)
     qat: bool = False
@@ -278,6 +280,7 @@ class _Job:
     held: np.ndarray | None = None  # held back from calibration (--quantize mixed checks on them)
     held_labels: np.ndarray | None = None
     mixed_summary: dict = field(default_factory=dict)
+    float_layer_names: list[str] = field(default_factory=list)  # --float-layers, as flat layer names
     results: list[Result] = field(default_factory=list)
     files: dict[str, dict] = field(default_factory=dict)
     _session: sens.Int8Session | None = None
@@ -313,6 +316,7 @@ class _Job:
                 self.layer_names,
                 self.options.io_type,
                 paths=layer_paths(self.model),
+                per_tensor=self.options.per_tensor,
             )
         return self._session
 
@@ -384,15 +388,23 @@ def _write_tflite_variant(job: _Job, fmt: Format, path: Path):
     mode = fmt.quantize
     io_type = job.options.io_type if "io_type" in fmt.reads else "float32"
     rep = job.representative() if fmt.calibrated else None
-    flat = ktflite.convert(job.saved_model, mode, rep, io_type, job.layer_names)
-    notes = {"quantization": fmt.quantization}
+    per_tensor = job.options.per_tensor and "per_tensor" in fmt.reads
+    fields = {"weights": "per-tensor"} if per_tensor else {}
+    notes = {"quantization": fmt.quantization, **fields}
+    if mode == "int8" and job.options.float_layers:  # the --quantize mixed mechanism, layers named
+        tensors, kept = job.session().float_tensors_of_layers(job.float_layer_names)
+        flat = job.session().quantize(tensors)
+        fields["float_layers"] = notes["float_layers"] = kept
+        job.log(f"  int8: layers in float (--float-layers): {', '.join(kept)}")
+    else:
+        flat = ktflite.convert(job.saved_model, mode, rep, io_type, job.layer_names, per_tensor=per_tensor)
     if fmt.calibrated:
         notes["calibration_images"] = len(job.calibration)
     if mode == "int16x8":
         from .quantize import _float_ops
 
         notes["float_ops"] = len(_float_ops(flat))
-    return _write_tflite(path, flat, job.meta, fmt.quantization), notes
+    return _write_tflite(path, flat, job.meta, fmt.quantization, **fields), notes
 
 
 def _write_mixed(job: _Job, fmt: Format, path: Path):
@@ -411,9 +423,9 @@ def _write_mixed(job: _Job, fmt: Format, path: Path):
             f"on {len(held)}, 95% CI {ci})"
         )
     job.mixed_summary.update(summary)
-    file_meta = _write_tflite(
-        path, flat, job.meta, "mixed", float_layers=summary["float_layers"], gate=summary["verdict"]
-    )
+    weights = {"weights": "per-tensor"} if options.per_tensor else {}
+    kept, verdict = summary["float_layers"], summary["verdict"]
+    file_meta = _write_tflite(path, flat, job.meta, "mixed", float_layers=kept, gate=verdict, **weights)
     notes = {
         "quantization": "mixed",
         "calibration_images": len(job.calibration),
@@ -424,6 +436,7 @@ def _write_mixed(job: _Job, fmt: Format, path: Path):
         "agreement": summary["agreement"],
         "agreement_ci95": summary["agreement_ci95"],
         "int8_agreement": summary["int8_agreement"],
+        **weights,
     }
     if summary["drop"] is not None:
         notes |= {"drop": summary["drop"], "int8_drop": summary["int8_drop"]}
@@ -492,6 +505,7 @@ def _write_int8_report(job: _Job) -> dict:
     """The per-layer int8 report beside the files; its failure is logged, never costs the int8 file."""
     try:
         report = job.session().report(job.name, job.path(FORMAT_BY_KEY["int8"]).name)
+        report["weights"] = "per-tensor" if job.options.per_tensor else "per-channel"
         if job.mixed_summary:
             report["mixed"] = job.mixed_summary
         paths = sens.write_report(report, job.out, job.name)
@@ -523,6 +537,7 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
         log(f"the model normalizes its input itself: {preprocessing.describe(model)}; files take raw pixels")
     model, meta = _fold_normalization(model, meta, options, log)
     job = _Job(source, options, Path(out), model, meta, log)
+    job.float_layer_names = _resolve_float_layers(model, options.float_layers)
     job.out.mkdir(parents=True, exist_ok=True)
 
     first = FORMAT_BY_KEY["pruned" if options.prune else "keras"]
@@ -573,6 +588,28 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
 
 
 MIN_CALIBRATION = 100  # int8 calibration images below which export warns
+
+
+def _resolve_float_layers(model, names) -> list[str]:
+    """The flat layer names of ``--float-layers`` (names or paths inside nested models); an unknown
+    one stops the export before anything is written, naming the closest and the valid names."""
+    import difflib
+
+    from kerascnn.graph import GraphError, layer_path, resolve_layer
+
+    flat = []
+    for name in names:
+        try:
+            flat.append(resolve_layer(model, name, "--float-layers").name)
+        except GraphError:
+            valid = [layer_path(model, layer.name) for layer in model.layers if layer.weights]
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+            raise ExportError(
+                f"--float-layers {name}: no such layer in {model.name}"
+                + (f" (did you mean {' or '.join(close)}?)" if close else "")
+                + f"; the layers with weights are {', '.join(valid)}"
+            ) from None
+    return list(dict.fromkeys(flat))
 
 
 def _fold_normalization(model, meta: md.ModelMetadata, options: ExportOptions, log):
@@ -649,6 +686,14 @@ def _check_options(source: Source, options: ExportOptions) -> ExportOptions:
     if options.io_type != "float32" and not any("io_type" in f.reads for f in asked):
         takers = [f.option for f in FORMATS if "io_type" in f.reads]
         raise ExportError(f"--io-type int8/uint8 applies to integer models: add {', '.join(takers)}")
+    if options.float_layers and not any("float_layers" in f.reads for f in asked):
+        raise ExportError(
+            "--float-layers keeps layers in float in the int8 file: add --quantize int8 "
+            "(or let --quantize mixed choose the layers)"
+        )
+    if options.per_tensor and not any("per_tensor" in f.reads for f in asked):
+        takers = [f.option for f in FORMATS if "per_tensor" in f.reads]
+        raise ExportError(f"--per-tensor applies to calibrated integer files: add {' or '.join(takers)}")
     calibrated = [f.quantize for f in asked if f.calibrated]
     if calibrated and not (options.calibration_data or source.data):
         raise ExportError(
@@ -721,6 +766,8 @@ def format_results(results: list[Result]) -> str:
             for k, v in r.notes.items()
             if k in ("sparsity", "calibration_images", "held_back_images")
         )
+        if r.notes.get("weights"):
+            note += f", {r.notes['weights']} weights"
         if r.notes.get("judged") is False:
             note += ", not judged"
         elif "float_layers" in r.notes:

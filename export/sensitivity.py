@@ -122,7 +122,7 @@ def keras_layers_of(tensor_name: str, layer_names) -> list[str]:
 @dataclass
 class _Graph:
     ops: list[dict]  # {"name", "inputs", "outputs"}
-    tensors: dict[int, dict]  # index -> {"name", "dtype", "scale", "zero_point"}
+    tensors: dict[int, dict]  # index -> {"name", "dtype", "scale", "zero_point", "scales": how many}
     producer: dict[int, int]
     consumers: dict[int, list[int]]
 
@@ -143,6 +143,7 @@ class _Graph:
                 "dtype": np.dtype(t["dtype"]).name,
                 "scale": float(scales[0]) if len(scales) == 1 else None,
                 "zero_point": int(zeros[0]) if len(zeros) == 1 else None,
+                "scales": len(scales),
             }
         ops, producer, consumers = [], {}, {}
         for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op/tensor graph LiteRT exposes
@@ -222,9 +223,13 @@ class LayerError:
 class Int8Session:
     """One calibration of a SavedModel (the int8 converter's own), then reports and quantized files."""
 
-    def __init__(self, saved_model_dir, representative, layer_names, io_type: str = "float32", paths=None):
+    def __init__(
+        self, saved_model_dir, representative, layer_names, io_type: str = "float32", paths=None,
+        per_tensor: bool = False,
+    ):  # fmt: skip
         """``layer_names``: the Keras layers, in order, whose names the converter records in tensor
-        names; ``paths``: layer name -> the name to report it by (its path inside a nested model)."""
+        names; ``paths``: layer name -> the name to report it by (its path inside a nested model);
+        ``per_tensor``: every file quantizes weights with one scale per tensor."""
         import tensorflow as tf
 
         from kerascnn.quiet import native_quiet
@@ -232,6 +237,7 @@ class Int8Session:
         self.layer_names = list(layer_names)
         self.paths = dict(paths or {})
         self.io_type = io_type
+        self.per_tensor = per_tensor
         self.calibration_images = sum(1 for _ in representative())
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -277,7 +283,7 @@ class Int8Session:
             return bytes(
                 convert.mlir_quantize(
                     self.calibrated_model,
-                    disable_per_channel=False,
+                    disable_per_channel=self.per_tensor,
                     input_data_type=io,
                     output_data_type=io,
                     denylisted_nodes=list(float_tensors) or None,
@@ -384,6 +390,34 @@ class Int8Session:
         for row in layers:
             index = self.graph.tensor_index(row.tensor)
             ops.update(self.graph.float_group(index))
+        tensors = [self._denylist_names[i] for i in sorted(ops)]
+        keras_names = []
+        for i in sorted(ops):
+            keras_names += [n for n in self._layers_of_op(i) if n not in keras_names]
+        order = {n: i for i, n in enumerate(self.layer_names)}
+        return tensors, self._named(sorted(keras_names, key=lambda n: order.get(n, len(order))))
+
+    def float_tensors_of_layers(self, layer_names: list[str]) -> tuple[list[str], list[str]]:
+        """(tensor names to denylist, Keras layers in float) for keeping the named Keras layers (flat
+        names) in float: exactly the ops that compute them (the converter puts QUANTIZE/DEQUANTIZE
+        around them). Raises MixedPrecisionError for a layer that has no op of its own in the int8 file."""
+        wanted = set(layer_names)
+        ops, found = set(), set()
+        for i, op in enumerate(self.graph.ops):
+            if op["name"] in _IO_OPS or i not in self._denylist_names:
+                continue
+            hit = wanted & set(self._layers_of_op(i))
+            if hit:
+                found |= hit
+                ops.add(i)
+        missing = [n for n in layer_names if n not in found]
+        if missing:
+            computing = sorted({n for i in self._denylist_names for n in self._layers_of_op(i)})
+            raise MixedPrecisionError(
+                f"--float-layers {', '.join(self._named(missing))}: no op of the int8 file computes "
+                "this layer (it has no weights, or the converter fused it into its neighbour); the layers "
+                f"with ops are {', '.join(self._named(sorted(computing, key=self.layer_names.index)))}"
+            )
         tensors = [self._denylist_names[i] for i in sorted(ops)]
         keras_names = []
         for i in sorted(ops):
@@ -631,8 +665,9 @@ def format_report(report: dict, top: int | None = None) -> str:
                 ", ".join(n for n in r["float_with"] if n not in r["layers"]) or "-",
             )
         )
+    weights = f", {report['weights']} weights" if "weights" in report else ""
     head = (
-        f"int8 sensitivity of {report['model']} ({report['file']}), {report['calibration_images']} "
+        f"int8 sensitivity of {report['model']} ({report['file']}{weights}), {report['calibration_images']} "
         f"calibration images; ranked by {report['ranked_by']}\n"
     )
     text = head + format_table(rows)

@@ -79,6 +79,7 @@ def convert(
     representative: Callable[[], Iterable] | None = None,
     io_type: str = "float32",
     layer_names: Iterable[str] = (),
+    per_tensor: bool = False,
 ) -> bytes:
     """Convert a SavedModel to a TFLite flatbuffer.
 
@@ -87,7 +88,8 @@ def convert(
     a callable returning an iterable of ``[batch]`` lists), int16x8 (int8 weights, int16 activations,
     calibrated the same way; float input/output; an op without a 16x8 kernel stays in float).
     ``io_type`` (int8 only): the input/output tensor type; int8/uint8 lets a phone feed camera bytes
-    after one affine map.
+    after one affine map. ``per_tensor``: one scale per weight tensor instead of one per output channel
+    (DSPs and NPUs without per-channel kernels), for the quantized modes.
     """
     import tensorflow as tf
 
@@ -101,6 +103,8 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if per_tensor:
+        converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch
     if quantize in ("int8", "int16x8"):
         if representative is None:
             raise ValueError(f"{quantize} quantization needs calibration data (--calibration-data)")

@@ -66,6 +66,10 @@ def _variant(path: Path, meta: md.ModelMetadata | None) -> str:
     if meta is None or kind == "keras":
         return kind
     variant = f"{kind} {meta.quantization if meta.quantization != 'none' else 'float32'}"
+    if meta.weights:
+        variant += f" {meta.weights}"
+    if meta.float_layers and meta.quantization != "mixed":  # --float-layers
+        variant += f" ({len(meta.float_layers)} float layer(s))"
     if meta.input_dtype != "float32":
         variant += f" ({meta.input_dtype} io)"
     return variant

@@ -511,6 +511,18 @@ def _floats(value: str | None, param_hint: str):
     help="Input/output tensor type of full-integer models.",
 )
 @click.option(
+    "--per-tensor",
+    is_flag=True,
+    help="Integer files: one weight scale per tensor, not per output channel (for DSPs and NPUs "
+    "without per-channel kernels).",
+)
+@click.option(
+    "--float-layers",
+    default=None,
+    metavar="NAME[,NAME...]",
+    help="--quantize int8: keep these Keras layers (names, or paths inside a nested model) in float.",
+)
+@click.option(
     "--rgb-input",
     is_flag=True,
     help="1-channel models: every exported file takes RGB images (luma inside the model), as phone "
@@ -573,7 +585,8 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
     try:
         label_list = md.read_labels_txt(labels) if labels else None
         source = resolve_source(run_or_model, _floats(mean, "--mean"), _floats(std, "--std"), label_list)
-        options = ExportOptions(tflite=variants, onnx=onnx, **opts)
+        float_layers = tuple(n.strip() for n in (opts.pop("float_layers") or "").split(",") if n.strip())
+        options = ExportOptions(tflite=variants, onnx=onnx, float_layers=float_layers, **opts)
         click.echo(f"exporting {source.model_file} ({source.metadata.model_name}) to {out}")
         if android:
             check_android_project(android)
