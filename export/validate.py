@@ -38,6 +38,7 @@ class Row:
     ms_per_image: float | None = None
     error: str | None = None
     agreement_ci95: list[float] | None = None  # Wilson 95% interval of the agreement, in %
+    note: str | None = None  # what the row found beyond its figures (the float16 row's diagnosis)
 
 
 def collect_files(paths) -> list[Path]:
@@ -195,6 +196,8 @@ def validate(
             pred = None
             error = str(e) if isinstance(e, KerascnnError) else f"{f}: {type(e).__name__}: {e}"
             entries.append((Row(file_format(f), f.name, "FAIL", f.stat().st_size / 1e6, error=error), None))
+        if file_format(f) == "tflite" and pred is not None and pred.metadata.quantization in FLOAT_FILES:
+            entries.append(_float16_entry(f, pred, entries))
         if mediapipe and file_format(f) == "tflite" and mediapipe_note is None:
             row, mp_pred, mediapipe_note = _mediapipe_entry(f, pred)
             if row is not None:
@@ -241,6 +244,8 @@ def validate(
                 row.max_abs_diff = float(np.abs(probs - ref_probs).max())
                 if row.top1 is not None and ref_top1 is not None:
                     row.drop_pp = ref_top1 - row.top1
+            if pred.format == "gpu float16":
+                _judge_float16(row, pred, probs, eval_data.pixels, min_agreement)
             sample = eval_data.frames[:1] if pred.format == "mediapipe" else eval_data.pixels[:1]
             row.ms_per_image = pred.latency_ms(sample, batch_size=1, runs=latency_runs)
         except Exception as e:  # noqa: BLE001 - one failing file never stops the table
@@ -249,6 +254,8 @@ def validate(
         finally:
             if pred.format == "mediapipe":
                 pred.close()
+        if row.status == "FAIL":
+            continue
         if row.drop_pp is not None and row.drop_pp > max_drop:
             row.status, row.error = "FAIL", f"loses {row.drop_pp:.2f} points > --max-drop {max_drop}"
         elif eval_data.labels is None and row.agreement is not None and row.agreement < min_agreement:
@@ -267,6 +274,39 @@ def validate(
 
 
 NOT_APPLICABLE = "n/a"
+FLOAT_FILES = ("none", "float16")  # the quantizations the GPU delegate runs in float16 by default
+
+
+def _float16_entry(path: Path, pred, entries) -> tuple[Row, object]:
+    """The ``gpu float16`` row of a float ``.tflite``: simulated from the Keras model validated with it
+    (:mod:`kerascnn.export.float16`)."""
+    from kerascnn.graph import layer_paths
+
+    from .float16 import Float16Predictor
+
+    file_kind = _variant(path, pred.metadata).removeprefix("tflite ")
+    row = Row(f"gpu float16 ({file_kind} file)", path.name)
+    keras_pred = next((p for _, p in entries if p is not None and p.format == "keras"), None)
+    if keras_pred is None:
+        row.status = NOT_APPLICABLE
+        row.error = "the float16 simulation runs the Keras model: validate the .keras file with it"
+        return row, None
+    try:
+        return row, Float16Predictor(path, pred.metadata, keras_pred.model, layer_paths(keras_pred.model))
+    except Exception as e:  # noqa: BLE001 - a model the simulation cannot rebuild: the row says so
+        row.status, row.error = NOT_APPLICABLE, f"float16 simulation unavailable ({type(e).__name__}: {e})"
+        return row, None
+
+
+def _judge_float16(row: Row, pred, probs: np.ndarray, pixels: np.ndarray, min_agreement: float) -> None:
+    """FAIL on inf/NaN or below ``min_agreement``; the note names the layer float16 hurts most."""
+    diagnosis = pred.diagnose(pixels)
+    row.note = diagnosis.describe()
+    if not np.isfinite(probs).all():
+        row.status, row.error = "FAIL", f"inf/NaN outputs in float16; {row.note}"
+    elif row.agreement is not None and row.agreement < min_agreement:
+        row.status = "FAIL"
+        row.error = f"agrees with Keras on {row.agreement:.1f}% < {min_agreement}% in float16; {row.note}"
 
 
 def _mediapipe_entry(path: Path, pred) -> tuple[Row | None, object, str | None]:
@@ -351,7 +391,11 @@ def format_rows(rows: list[Row]) -> str:
             )
         )
     text = format_table(table)
-    errors = [f"  {r.file}: {r.error}" for r in rows if r.error]
+    errors = [
+        f"  {r.file}: {r.error}" if r.error else f"  {r.file} ({r.format}): {r.note}"
+        for r in rows
+        if r.error or r.note
+    ]
     return text + ("\n" + "\n".join(errors) if errors else "")
 
 
