@@ -39,6 +39,7 @@ class Row:
     error: str | None = None
     agreement_ci95: list[float] | None = None  # Wilson 95% interval of the agreement, in %
     note: str | None = None  # what the row found beyond its figures (the float16 row's diagnosis)
+    accelerators: dict | None = None  # .tflite: GPU delegate and integer/NNAPI readiness (delegates.py)
 
 
 def collect_files(paths) -> list[Path]:
@@ -196,6 +197,8 @@ def validate(
             pred = None
             error = str(e) if isinstance(e, KerascnnError) else f"{f}: {type(e).__name__}: {e}"
             entries.append((Row(file_format(f), f.name, "FAIL", f.stat().st_size / 1e6, error=error), None))
+        if file_format(f) == "tflite" and pred is not None:
+            _read_accelerators(entries[-1][0], f, pred, entries)
         if file_format(f) == "tflite" and pred is not None and pred.metadata.quantization in FLOAT_FILES:
             entries.append(_float16_entry(f, pred, entries))
         if mediapipe and file_format(f) == "tflite" and mediapipe_note is None:
@@ -275,6 +278,18 @@ def validate(
 
 NOT_APPLICABLE = "n/a"
 FLOAT_FILES = ("none", "float16")  # the quantizations the GPU delegate runs in float16 by default
+
+
+def _read_accelerators(row: Row, path: Path, pred, entries) -> None:
+    """The file's GPU-delegate and integer readings (:func:`kerascnn.export.delegates.accelerators`),
+    its ops named by the layers of the Keras model validated with it."""
+    from .delegates import accelerators
+
+    keras_pred = next((p for _, p in entries if p is not None and p.format == "keras"), None)
+    names = [layer.name for layer in keras_pred.model.layers] if keras_pred is not None else None
+    found = accelerators(path, pred.metadata.quantization, names)
+    row.accelerators = {k: v for k, v in found.items() if k != "lines"}
+    row.note = "; ".join(found["lines"])
 
 
 def _float16_entry(path: Path, pred, entries) -> tuple[Row, object]:

@@ -640,10 +640,17 @@ def inspect_cmd(files, as_json, report):
             click.echo(f"{path}: no kerascnn metadata", err=True)
             failed = True
             continue
+        found = None
+        if str(path).lower().endswith(".tflite"):
+            from kerascnn.export.delegates import accelerators
+
+            found = accelerators(path, meta.quantization)
         if as_json:
             raw = json.loads(meta.to_json())
             if standard is not None:
                 raw["tflite_metadata"] = md.standard_metadata_json(standard)
+            if found is not None:
+                raw["accelerators"] = {k: v for k, v in found.items() if k != "lines"}
             click.echo(json.dumps(raw, indent=1, ensure_ascii=False))
             continue
         click.echo(f"{path}\n{meta.describe()}")
@@ -651,6 +658,8 @@ def inspect_cmd(files, as_json, report):
             click.echo(md.describe_standard(standard, packed))
         elif str(path).lower().endswith(".tflite"):
             click.echo("TFLite Metadata: none (MediaPipe Tasks and ML Kit cannot preprocess this file)")
+        for line in (found or {}).get("lines", []):
+            click.echo(line)
         click.echo()
     if failed:
         sys.exit(1)
