@@ -647,3 +647,70 @@ def accelerators(path_or_bytes, quantization: str | None = None, layer_names=Non
         "integer": integer.to_dict() if integer is not None else None,
         "lines": lines,
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# The CPU: which ops XNNPACK takes, which run on LiteRT's reference kernels
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CpuCoverage:
+    file: str
+    ops: int
+    xnnpack_ops: int
+    reference: list[OpFinding]  # the ops LiteRT's own builtin kernels run (reference or optimized)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if not self.reference:
+            return f"XNNPACK: takes all {self.ops} ops"
+        counts: dict[str, list[str]] = {}
+        for f in self.reference:
+            counts.setdefault(f.op, [])
+            counts[f.op] += [n for n in f.layers if n not in counts[f.op]]
+        listed = "; ".join(f"{op} ({', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''})"
+                           for op, layers in counts.items())  # fmt: skip
+        return f"XNNPACK: takes {self.xnnpack_ops} of {self.ops} ops; on LiteRT's own kernels: {listed}"
+
+
+def xnnpack_coverage(path, layer_names=None, threads: int | None = None) -> CpuCoverage:
+    """Which ops of a ``.tflite`` LiteRT's default CPU delegate (XNNPACK) takes, read from the
+    interpreter after delegation: each DELEGATE node replaced the ops between its inputs and outputs;
+    the others run on LiteRT's reference (or optimized builtin) kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerascnn.quiet import native_quiet
+
+    try:
+        with native_quiet():
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+    except Exception as e:  # noqa: BLE001
+        raise DelegateAnalysisError(
+            f"{Path(path).name}: LiteRT cannot load it ({type(e).__name__}: {e})"
+        ) from e
+    nodes = interpreter._get_ops_details()  # noqa: SLF001 - the only node list LiteRT exposes
+    names = {int(t["index"]): t["name"] for t in interpreter.get_tensor_details()}
+    ops = {int(o["index"]): o for o in nodes if o["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, o in ops.items() for t in o["outputs"]}
+    taken: set[int] = set()
+    for node in (o for o in nodes if o["op_name"] == "DELEGATE"):
+        stop, todo = {int(t) for t in node["inputs"]}, [int(t) for t in node["outputs"]]
+        while todo:
+            t = todo.pop()
+            if t in stop or t not in producer or producer[t] in taken:
+                continue
+            taken.add(producer[t])
+            todo.extend(int(x) for x in ops[producer[t]]["inputs"] if int(x) >= 0)
+    reference = []
+    for i, o in sorted(ops.items()):
+        if i in taken:
+            continue
+        tensor = names.get(int(o["outputs"][0]), "") if len(o["outputs"]) else ""
+        layers = keras_layers_of(tensor, layer_names) if layer_names else []
+        layers = layers or ([_layer_of_tensor(tensor)] if "/" in tensor else [tensor])
+        reference.append(OpFinding(0, i, o["op_name"], layers, tensor, "no XNNPACK kernel"))
+    return CpuCoverage(Path(path).name, len(ops), len(taken), reference)

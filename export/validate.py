@@ -443,6 +443,8 @@ class BenchRow:
     ms_batch: float | None = None
     images_per_s: float | None = None
     error: str | None = None
+    xnnpack: dict | None = None  # .tflite: the ops XNNPACK takes and those on reference kernels
+    note: str | None = None
 
 
 def benchmark(
@@ -463,6 +465,11 @@ def benchmark(
             h, w = pred.metadata.input_size
             pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, pred.metadata.channels), np.uint8)
             _time(row, pred, pixels, batch_size, runs)
+            if file_format(f) == "tflite":
+                from .delegates import xnnpack_coverage
+
+                coverage = xnnpack_coverage(f, threads=threads)
+                row.xnnpack, row.note = coverage.to_dict(), coverage.describe()
         except Exception as e:  # noqa: BLE001
             row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
         rows.append(row)
@@ -491,7 +498,7 @@ def _time(row: BenchRow, pred, pixels, batch_size: int, runs: int):
 
 
 def format_bench(rows: list[BenchRow], batch_size: int) -> str:
-    table = [("format", "file", "status", "size MB", "ms b=1", f"ms b={batch_size}", "img/s")]
+    table = [("format", "file", "status", "size MB", "ms b=1", f"ms b={batch_size}", "img/s", "XNNPACK ops")]
     for r in rows:
         table.append(
             (
@@ -502,7 +509,9 @@ def format_bench(rows: list[BenchRow], batch_size: int) -> str:
                 _fmt(r.ms_batch1, ".2f"),
                 _fmt(r.ms_batch, ".2f"),
                 _fmt(r.images_per_s, ".0f"),
+                f"{r.xnnpack['xnnpack_ops']}/{r.xnnpack['ops']}" if r.xnnpack else "-",
             )
         )
     errors = [f"  {r.file}: {r.error}" for r in rows if r.error]
+    errors += [f"  {r.file}: {r.note}" for r in rows if r.note and r.xnnpack and r.xnnpack["reference"]]
     return format_table(table) + ("\n" + "\n".join(errors) if errors else "")

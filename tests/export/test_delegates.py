@@ -274,3 +274,24 @@ def test_inspect_and_validate_print_the_accelerator_readings(topk_model, tmp_pat
     junk.write_bytes(b"PK\x03\x04 not a model")
     both = runner.invoke(main, ["inspect", str(junk), str(tmp_path / "out" / name)])
     assert both.exit_code == 1 and "junk.tflite" in both.output and "takes 7 of 8 ops" in both.output
+
+
+def test_benchmark_says_which_ops_xnnpack_takes(topk_model, tmp_path):
+    """XNNPACK coverage read from the interpreter after delegation: the top-k and cumsum ops run on
+    LiteRT's own kernels, and benchmark's table shows it."""
+    from click.testing import CliRunner
+    from kerascnn.export import metadata as md
+    from kerascnn.export.delegates import xnnpack_coverage
+
+    from kerascnn.cli import main
+
+    path = tmp_path / "topk_float32.tflite"
+    meta = md.ModelMetadata("topk", ["a", "b"], [8, 8], 3, format="tflite")
+    path.write_bytes(md.embed_tflite_metadata(_convert(topk_model), meta))
+    coverage = xnnpack_coverage(path, _names(topk_model))
+    assert {(f.op, f.layers[0]) for f in coverage.reference} >= {("TOPK_V2", "topk"), ("CUMSUM", "cumsum")}
+    assert coverage.xnnpack_ops >= 3 and coverage.xnnpack_ops + len(coverage.reference) == coverage.ops
+    result = CliRunner().invoke(main, ["benchmark", str(path), "--runs", "2", "--no-mediapipe"])
+    assert result.exit_code == 0, result.output
+    assert "XNNPACK ops" in result.output and f"{coverage.xnnpack_ops}/{coverage.ops}" in result.output
+    assert "on LiteRT's own kernels: " in result.output and "TOPK_V2 (topk" in result.output
