@@ -10,7 +10,8 @@ are given too, before the composite, as Android's ``Bitmap.getPixels`` returns t
 32-bit ARGB int per pixel (not premultiplied), row-major.
 
 Postprocessing fixtures (dequantize, softmax for logits, top-3) and the metadata embedded in the demo
-models' ``.tflite`` files are written alongside.
+models' ``.tflite`` files are written alongside, and ``tflite/flatten_dynamic_batch.tflite``, a tiny
+model whose Flatten the GPU delegate does not take (the Kotlin core's GpuCompatibilityTest).
 
 The fixtures are committed in ``mobile_demo/fixtures``. This test regenerates them and fails if the
 committed ones differ (stale); ``KERASCNN_UPDATE_FIXTURES=1`` writes them instead.
@@ -18,6 +19,8 @@ committed ones differ (stale); ``KERASCNN_UPDATE_FIXTURES=1`` writes them instea
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import os
@@ -152,6 +155,26 @@ def _postprocess_cases() -> list[dict]:
     ]  # fmt: skip
 
 
+@functools.cache  # both tests generate
+def _flatten_tflite() -> bytes:
+    """Conv2D -> Flatten -> Dense (8x8x1 -> 3, 4.5 KB, fixed weights) converted with a dynamic batch
+    (``TFLiteConverter.from_keras_model``): its Flatten becomes SHAPE, STRIDED_SLICE, PACK and a RESHAPE
+    whose shape is computed at run time, as in kerascnn's LeNet-5. The bytes are stable for one TF version."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(3, activation="softmax", name="dense"),
+    ], name="flatnet")  # fmt: skip
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at ..."
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def _generate() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     cases = []
@@ -191,6 +214,7 @@ def _generate() -> dict[str, bytes]:
         # the schema's displayer, and the names of the files packed in their appended zip
         "standard_metadata": standard,
     }
+    files["tflite/flatten_dynamic_batch.tflite"] = _flatten_tflite()
     files["manifest.json"] = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode()
     return files
 

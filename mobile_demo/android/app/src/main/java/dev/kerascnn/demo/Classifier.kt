@@ -3,6 +3,7 @@ package dev.kerascnn.demo
 import android.content.Context
 import android.graphics.Bitmap
 import android.os.SystemClock
+import dev.kerascnn.core.GpuCompatibility
 import dev.kerascnn.core.MetadataException
 import dev.kerascnn.core.MetadataResolver
 import dev.kerascnn.core.ModelMetadata
@@ -38,15 +39,23 @@ class Classifier private constructor(
     val metadata: ModelMetadata,
     /** Where the metadata came from, e.g. "TFLite Metadata + metadata.json, embedded in model.tflite". */
     val metadataOrigin: String,
+    /** The delegate that runs the model (CPU_XNNPACK when the GPU was asked for and not used). */
     val accelerator: Accelerator,
     val threads: Int,
-    /** Set when the GPU was asked for but the device (or the delegate, for this model) cannot run it. */
-    val gpuUnavailable: Boolean,
+    /**
+     * Why the GPU was asked for and the CPU (XNNPACK) runs the model instead; null otherwise. The GPU
+     * delegate would not take every op of this model (core's GpuCompatibility: the rest would silently
+     * run on the CPU), the device has no GPU the delegate supports, or the delegate threw on this model.
+     */
+    val gpuFallbackReason: String?,
     /** The output tensor as the interpreter reports it (dtype and quantization). */
     private val outputMetadata: ModelMetadata
 ) : Closeable {
 
     enum class Accelerator { CPU_XNNPACK, GPU }
+
+    /** Set when the GPU was asked for but the CPU runs the model ([gpuFallbackReason] says why). */
+    val gpuUnavailable: Boolean get() = gpuFallbackReason != null
 
     /** The model's name: its standard TFLite Metadata's, else kerascnn's model_name. */
     val modelName: String get() = resolved.name
@@ -109,18 +118,22 @@ class Classifier private constructor(
 
             val options = Interpreter.Options().setNumThreads(threads)
             var gpu: GpuDelegate? = null
-            var gpuUnavailable = false
+            var gpuFallbackReason: String? = null
             if (accelerator == Accelerator.GPU) {
-                val compatibility = CompatibilityList()
-                try {
-                    if (compatibility.isDelegateSupportedOnThisDevice) {
-                        gpu = GpuDelegate(compatibility.bestOptionsForThisDevice)
-                        options.addDelegate(gpu)
-                    } else {
-                        gpuUnavailable = true
+                // Only a model the GPU delegate takes whole; a partly delegated one runs the rest on the CPU.
+                gpuFallbackReason = notFullyOnGpu(model)
+                if (gpuFallbackReason == null) {
+                    val compatibility = CompatibilityList()
+                    try {
+                        if (compatibility.isDelegateSupportedOnThisDevice) {
+                            gpu = GpuDelegate(compatibility.bestOptionsForThisDevice)
+                            options.addDelegate(gpu)
+                        } else {
+                            gpuFallbackReason = "the GPU delegate is not supported on this device"
+                        }
+                    } finally {
+                        compatibility.close()
                     }
-                } finally {
-                    compatibility.close()
                 }
             }
             if (gpu == null) options.setUseXNNPACK(true)
@@ -132,7 +145,7 @@ class Classifier private constructor(
                 // The GPU delegate rejected this model (an op or a type it cannot run): use the CPU.
                 failedGpu.close()
                 gpu = null
-                gpuUnavailable = true
+                gpuFallbackReason = "the GPU delegate failed on this model (${e.message ?: e.javaClass.simpleName})"
                 Interpreter(model, Interpreter.Options().setNumThreads(threads).setUseXNNPACK(true))
             }
             try {
@@ -140,13 +153,21 @@ class Classifier private constructor(
                 return Classifier(
                     interpreter, gpu, resolved, metadata, resolved.describe(),
                     if (gpu != null) Accelerator.GPU else Accelerator.CPU_XNNPACK,
-                    threads, gpuUnavailable, outputMetadata
+                    threads, gpuFallbackReason, outputMetadata
                 )
             } catch (e: Exception) {
                 interpreter.close()
                 gpu?.close()
                 throw e
             }
+        }
+
+        /** Null when the GPU delegate would take every op of [model] (core's static check), else why not. */
+        private fun notFullyOnGpu(model: ByteBuffer): String? = try {
+            val report = GpuCompatibility.check(model, MODEL_ASSET)
+            if (report.fullyTaken) null else report.describe()
+        } catch (e: MetadataException) {
+            "cannot read the model's operators (${e.message})"
         }
 
         private fun dtypeName(type: DataType): String = when (type) {

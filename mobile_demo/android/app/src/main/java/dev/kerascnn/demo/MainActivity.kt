@@ -127,10 +127,13 @@ class MainActivity : AppCompatActivity() {
                     created.modelName
                 }
                 val info = getString(R.string.model_info, title, created.metadata.summary(), created.metadataOrigin)
+                // the delegate that actually runs the model, and why not the GPU when it was asked for
+                val running = getString(R.string.running_on, delegateName(created))
+                val fallback = created.gpuFallbackReason
                 runOnUiThread {
-                    binding.statusText.text =
-                        if (created.gpuUnavailable) info + "\n" + getString(R.string.gpu_fallback) else info
-                    if (created.gpuUnavailable) {
+                    binding.statusText.text = info + "\n" + running +
+                        (if (fallback != null) "\n" + getString(R.string.gpu_fallback, fallback) else "")
+                    if (fallback != null) {
                         accelerator = Classifier.Accelerator.CPU_XNNPACK // so the radio change rebuilds nothing
                         binding.delegateCpu.isChecked = true
                     }
@@ -235,15 +238,16 @@ class MainActivity : AppCompatActivity() {
             if (rank > 0) lines.append('\n')
             lines.append(getString(R.string.result_row, rank + 1, r.label, r.score * 100f))
         }
-        val delegateName = getString(
-            if (current.accelerator == Classifier.Accelerator.GPU) R.string.delegate_gpu else R.string.delegate_cpu
-        )
-        val timing = getString(R.string.timing, result.inferenceMs, result.preprocessMs, delegateName, current.threads)
+        val timing = getString(R.string.timing, result.inferenceMs, result.preprocessMs, delegateName(current), current.threads)
         runOnUiThread {
             binding.resultsText.text = lines.toString()
             binding.timingText.text = timing
         }
     }
+
+    private fun delegateName(current: Classifier): String = getString(
+        if (current.accelerator == Classifier.Accelerator.GPU) R.string.delegate_gpu else R.string.delegate_cpu
+    )
 
     companion object {
         private const val TAG = "KerascnnDemo"
