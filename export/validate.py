@@ -447,6 +447,7 @@ class BenchRow:
     images_per_s: float | None = None
     error: str | None = None
     xnnpack: dict | None = None  # .tflite: the ops XNNPACK takes and those on reference kernels
+    gpu: dict | None = None  # .tflite: the ops the GPU delegate would take (delegates.gpu_compatibility)
     note: str | None = None
 
 
@@ -469,10 +470,11 @@ def benchmark(
             pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, pred.metadata.channels), np.uint8)
             _time(row, pred, pixels, batch_size, runs)
             if file_format(f) == "tflite":
-                from .delegates import xnnpack_coverage
+                from .delegates import gpu_compatibility, xnnpack_coverage
 
                 coverage = xnnpack_coverage(f, threads=threads)
                 row.xnnpack, row.note = coverage.to_dict(), coverage.describe()
+                row.gpu = gpu_compatibility(f).to_dict()
         except Exception as e:  # noqa: BLE001
             row.status, row.error = "FAIL", f"{type(e).__name__}: {e}"
         rows.append(row)
@@ -501,7 +503,19 @@ def _time(row: BenchRow, pred, pixels, batch_size: int, runs: int):
 
 
 def format_bench(rows: list[BenchRow], batch_size: int) -> str:
-    table = [("format", "file", "status", "size MB", "ms b=1", f"ms b={batch_size}", "img/s", "XNNPACK ops")]
+    table = [
+        (
+            "format",
+            "file",
+            "status",
+            "size MB",
+            "ms b=1",
+            f"ms b={batch_size}",
+            "img/s",
+            "XNNPACK ops",
+            "GPU ops",
+        )
+    ]
     for r in rows:
         table.append(
             (
@@ -513,6 +527,7 @@ def format_bench(rows: list[BenchRow], batch_size: int) -> str:
                 _fmt(r.ms_batch, ".2f"),
                 _fmt(r.images_per_s, ".0f"),
                 f"{r.xnnpack['xnnpack_ops']}/{r.xnnpack['ops']}" if r.xnnpack else "-",
+                f"{r.gpu['supported_ops']}/{r.gpu['ops']}" if r.gpu else "-",
             )
         )
     errors = [f"  {r.file}: {r.error}" for r in rows if r.error]

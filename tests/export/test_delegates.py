@@ -295,3 +295,4 @@ def test_benchmark_says_which_ops_xnnpack_takes(topk_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "XNNPACK ops" in result.output and f"{coverage.xnnpack_ops}/{coverage.ops}" in result.output
     assert "on LiteRT's own kernels: " in result.output and "TOPK_V2 (topk" in result.output
+    assert "GPU ops" in result.output and "7/8" in result.output  # the GPU delegate's reading too

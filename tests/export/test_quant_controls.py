@@ -115,3 +115,25 @@ def test_quantization_controls_refuse_bad_input(relu_lenet, tmp_path, args, mess
     else:
         assert message in result.output
         assert not out.exists()  # refused before anything is written
+
+
+def test_float_layers_take_paths_inside_a_nested_backbone():
+    """A transfer-learning model (a keras.applications backbone nested as one layer): --float-layers
+    takes the inner path, and a wrong one names the close paths."""
+    import keras
+    from kerascnn.export.pipeline import ExportError, _resolve_float_layers
+
+    from kerascnn.graph import flatten
+
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(base(inputs)))
+    flat = flatten(keras.Model(inputs, outputs))
+    path = f"{base.name}/block_3_project"
+    assert _resolve_float_layers(flat, [path, "block_3_project"]) == ["block_3_project"]
+    with pytest.raises(
+        ExportError, match=rf"--float-layers {base.name}/block_3_projet: no such layer .*did you mean"
+    ):
+        _resolve_float_layers(flat, [f"{base.name}/block_3_projet"])
