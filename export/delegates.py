@@ -33,8 +33,7 @@ from pathlib import Path
 
 from kerascnn.errors import KerascnnError
 
-from .sensitivity import keras_layers_of
-from .tflite import builtin_op_names
+from .tflite import builtin_op_names, keras_layers_of
 
 GPU_SOURCE = "tensorflow/lite/tools/versioning/gpu_compatibility.cc (tensorflow/tensorflow@03a5e4e1)"
 NNAPI_SOURCE = (

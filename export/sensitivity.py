@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+
+from .tflite import keras_layers_of  # noqa: F401 - re-exported: the report reads names with it
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -96,22 +97,6 @@ def _db(noise_to_signal: float) -> float:
 # ------------------------------------------------------------------------------------------------
 # Names: TFLite tensor -> Keras layers
 # ------------------------------------------------------------------------------------------------
-
-
-def keras_layers_of(tensor_name: str, layer_names) -> list[str]:
-    """The Keras layers whose computation a TFLite tensor's name records, in the model's order.
-
-    The converter names an op's output after the TF ops fused into it, ';'-joined, each a path such as
-    ``resnet20_1/stage1_block1_bn1_1/FusedBatchNormV3`` (model, layer call with a ``_N`` suffix, op)."""
-    order = {name: i for i, name in enumerate(layer_names)}
-    found = set()
-    for part in tensor_name.split(";"):
-        for segment in part.split("/")[1:-1] or part.split("/")[:1]:
-            for candidate in (segment, re.sub(r"_\d+$", "", segment)):
-                if candidate in order:
-                    found.add(candidate)
-                    break
-    return sorted(found, key=order.get)
 
 
 # ------------------------------------------------------------------------------------------------

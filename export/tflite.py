@@ -287,3 +287,19 @@ def builtin_op_names(path_or_bytes) -> list[str]:
         else:
             ops.append(names.get(builtin, str(builtin)))
     return sorted(set(ops))
+
+
+def keras_layers_of(tensor_name: str, layer_names) -> list[str]:
+    """The Keras layers whose computation a TFLite tensor's name records, in the model's order.
+
+    The converter names an op's output after the TF ops fused into it, ';'-joined, each a path such as
+    ``resnet20_1/stage1_block1_bn1_1/FusedBatchNormV3`` (model, layer call with a ``_N`` suffix, op)."""
+    order = {name: i for i, name in enumerate(layer_names)}
+    found = set()
+    for part in tensor_name.split(";"):
+        for segment in part.split("/")[1:-1] or part.split("/")[:1]:
+            for candidate in (segment, re.sub(r"_\d+$", "", segment)):
+                if candidate in order:
+                    found.add(candidate)
+                    break
+    return sorted(found, key=order.get)

@@ -209,13 +209,17 @@ def test_validate_table_passes_and_writes_json(exported, tmp_path):
     for header in ("format", "status", "size MB", "top-1 %", "drop pp", "agree %", "max|diff|", "ms/img"):
         assert header in result.output
     table = json.loads(report.read_text())
-    # 7 files, and a MediaPipe Tasks row per .tflite: not applicable to a grayscale model (RGB only)
-    assert table["passed"] and table["images"] == 400 and len(table["rows"]) == 7 + 4
+    # 7 files, a MediaPipe Tasks row per .tflite (not applicable to a grayscale model: RGB only), and a
+    # gpu float16 row per float .tflite (float32, float16)
+    assert table["passed"] and table["images"] == 400 and len(table["rows"]) == 7 + 4 + 2
+    simulated = [r for r in table["rows"] if r["format"].startswith("gpu float16")]
+    assert sorted(r["file"] for r in simulated) == ["lenet5_float16.tflite", "lenet5_float32.tflite"]
+    assert all(r["status"] == "ok" and r["agreement"] >= 99 for r in simulated), simulated
     mediapipe = [r for r in table["rows"] if r["format"].startswith("mediapipe")]
     assert len(mediapipe) == 4 and all(
         r["status"] == "n/a" and "--rgb-input" in r["error"] for r in mediapipe
     )
-    rows = {r["file"]: r for r in table["rows"] if not r["format"].startswith("mediapipe")}
+    rows = {r["file"]: r for r in table["rows"] if not r["format"].startswith(("mediapipe", "gpu float16"))}
     keras_top1 = rows["lenet5.keras"]["top1"]
     assert keras_top1 > 60
     assert rows["lenet5_float32.tflite"]["top1"] == keras_top1
@@ -272,7 +276,8 @@ def test_unlabeled_folder_validates_agreement_only(exported, tmp_path, test_imag
     rows, summary = validate([exported], str(folder), latency_runs=2, log=lambda *_: None)
     assert summary["passed"] and not summary["labeled"] and summary["images"] == 40
     ran = [r for r in rows if r.status != "n/a"]  # MediaPipe rows: n/a for this grayscale model
-    assert len(ran) == 7 and all(r.top1 is None and r.agreement is not None for r in ran)
+    # 7 files and the gpu float16 rows of the 2 float .tflite files
+    assert len(ran) == 7 + 2 and all(r.top1 is None and r.agreement is not None for r in ran)
 
 
 def test_int8_io_types_feed_bytes_directly(run_dir, tmp_path, test_images):
@@ -523,7 +528,7 @@ def test_every_command_survives_a_corpus_of_bad_files(exported, tmp_path):
                "--no-mediapipe"],
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    rows = {r["file"]: r for r in json.loads(report.read_text())["rows"]}
+    rows = {r["file"]: r for r in json.loads(report.read_text())["rows"] if not r["format"].startswith("gpu")}
     assert rows["good.tflite"]["status"] == "ok", rows["good.tflite"]
     for name in BAD:
         assert rows[name]["status"] == "FAIL" and name in rows[name]["error"], (name, rows[name])

@@ -210,7 +210,8 @@ def test_a_file_with_only_the_standard_metadata_validates_and_inspects(rgb_expor
     assert meta.labels == FASHION and meta.mean == [127.5] and meta.input_size == [28, 28]
     assert meta.channels == 3 and meta.input_dtype == "float32"
     rows, summary = validate([path], "fashion_mnist", limit=200, latency_runs=2, **QUIET)
-    assert summary["passed"] and [r.status for r in rows] == ["ok", "ok"]
+    # its LiteRT and MediaPipe rows; the float16 simulation needs the Keras model (n/a without it)
+    assert summary["passed"] and [r.status for r in rows] == ["ok", "n/a", "ok"]
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
     assert "TFLite Metadata lenet5" in result.output and "labels.txt (10 labels)" in result.output
