@@ -375,12 +375,7 @@ class Int8Session:
         for row in layers:
             index = self.graph.tensor_index(row.tensor)
             ops.update(self.graph.float_group(index))
-        tensors = [self._denylist_names[i] for i in sorted(ops)]
-        keras_names = []
-        for i in sorted(ops):
-            keras_names += [n for n in self._layers_of_op(i) if n not in keras_names]
-        order = {n: i for i, n in enumerate(self.layer_names)}
-        return tensors, self._named(sorted(keras_names, key=lambda n: order.get(n, len(order))))
+        return self._float_ops(ops)
 
     def float_tensors_of_layers(self, layer_names: list[str]) -> tuple[list[str], list[str]]:
         """(tensor names to denylist, Keras layers in float) for keeping the named Keras layers (flat
@@ -403,6 +398,10 @@ class Int8Session:
                 "this layer (it has no weights, or the converter fused it into its neighbour); the layers "
                 f"with ops are {', '.join(self._named(sorted(computing, key=self.layer_names.index)))}"
             )
+        return self._float_ops(ops)
+
+    def _float_ops(self, ops) -> tuple[list[str], list[str]]:
+        """(tensor names to denylist, Keras layers in float, in the model's order) for plain-model ops."""
         tensors = [self._denylist_names[i] for i in sorted(ops)]
         keras_names = []
         for i in sorted(ops):
