@@ -1,6 +1,7 @@
 package dev.kerascnn.core
 
 import java.io.File
+import org.junit.Assert.fail
 
 /**
  * The repository's shared files: `mobile_demo/fixtures` (golden fixtures written by
@@ -76,3 +77,14 @@ object Fixtures {
 
 /** An exception's message, "" when it has none (no `!!` needed in assertions). */
 fun messageOf(e: Throwable): String = e.message ?: ""
+
+/** The MetadataException [block] throws; fails the test (naming [what]) when it throws none. */
+fun expectMetadataError(what: String, block: () -> Unit): MetadataException {
+    try {
+        block()
+    } catch (e: MetadataException) {
+        return e
+    }
+    fail("expected a MetadataException: $what")
+    throw AssertionError()
+}

@@ -3,7 +3,6 @@ package dev.kerascnn.core
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertFalse
 import org.junit.Assert.assertTrue
-import org.junit.Assert.fail
 import org.junit.Test
 import java.io.File
 import java.nio.ByteBuffer
@@ -18,15 +17,6 @@ import java.util.Random
 class GpuCompatibilityTest {
     private val flatten = "tflite/flatten_dynamic_batch.tflite"
 
-    private fun expectError(what: String, block: () -> Unit): MetadataException {
-        try {
-            block()
-        } catch (e: MetadataException) {
-            return e
-        }
-        fail("expected a MetadataException: $what")
-        throw AssertionError()
-    }
 
     @Test
     fun theDemoModelsAreTakenWhole() {
@@ -134,7 +124,7 @@ class GpuCompatibilityTest {
                 to "names buffer 3 of 3"
         )
         for ((bytes, expected) in cases) {
-            val e = expectError(expected) { GpuCompatibility.check(bytes, "m.tflite") }
+            val e = expectMetadataError(expected) { GpuCompatibility.check(bytes, "m.tflite") }
             assertTrue(messageOf(e), messageOf(e).startsWith("m.tflite (TFLite flatbuffer) is truncated or malformed: "))
             assertTrue(messageOf(e), messageOf(e).contains(expected))
         }
@@ -160,29 +150,29 @@ class GpuCompatibilityTest {
     @Test
     fun damagedFilesGiveAClearError() {
         val model = Fixtures.bytes(flatten)
-        val short = expectError("4 bytes") { GpuCompatibility.check(model.copyOf(4), "m.tflite") }
+        val short = expectMetadataError("4 bytes") { GpuCompatibility.check(model.copyOf(4), "m.tflite") }
         assertEquals("m.tflite is truncated or not a TFLite model: only 4 bytes", messageOf(short))
         val random = Random(7)
         val garbage = ByteArray(4096)
         random.nextBytes(garbage)
-        val notTflite = expectError("garbage") { GpuCompatibility.check(garbage, "m.tflite") }
+        val notTflite = expectMetadataError("garbage") { GpuCompatibility.check(garbage, "m.tflite") }
         assertTrue(messageOf(notTflite), messageOf(notTflite).contains("not a TFLite model (no 'TFL3'"))
         // garbage behind a TFL3 identifier, every cut of the file, a root offset past the end
         val identifier = "TFL3".toByteArray(Charsets.US_ASCII)
         for (seed in 0 until 20) {
             Random(seed.toLong()).nextBytes(garbage)
             System.arraycopy(identifier, 0, garbage, 4, 4)
-            val e = expectError("garbage $seed") { GpuCompatibility.check(garbage, "m.tflite") }
+            val e = expectMetadataError("garbage $seed") { GpuCompatibility.check(garbage, "m.tflite") }
             assertTrue(messageOf(e), messageOf(e).startsWith("m.tflite (TFLite flatbuffer) is truncated or malformed: "))
         }
         for (cut in 0 until model.size) {
-            val e = expectError("cut at $cut") { GpuCompatibility.check(model.copyOf(cut), "m.tflite") }
+            val e = expectMetadataError("cut at $cut") { GpuCompatibility.check(model.copyOf(cut), "m.tflite") }
             assertTrue("cut at $cut: ${e.message}", messageOf(e).contains("truncated"))
         }
         val bad = model.copyOf()
         bad[0] = 0x7f
         bad[1] = 0x7f
-        val past = expectError("root") { GpuCompatibility.check(bad, "m.tflite") }
+        val past = expectMetadataError("root") { GpuCompatibility.check(bad, "m.tflite") }
         assertTrue(messageOf(past), messageOf(past).contains("past the end"))
     }
 }

@@ -5,7 +5,6 @@ import org.junit.Assert.assertEquals
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
-import org.junit.Assert.fail
 import org.junit.Test
 import java.io.ByteArrayOutputStream
 import java.io.File
@@ -31,15 +30,6 @@ class MetadataTest {
         return sorted
     }
 
-    private fun expectMetadataError(what: String, block: () -> Unit): MetadataException {
-        try {
-            block()
-        } catch (e: MetadataException) {
-            return e
-        }
-        fail("expected a MetadataException: $what")
-        throw AssertionError()
-    }
 
     /** A stored zip with one entry, as java.util.zip writes it (offsets from the archive's start). */
     private fun zipOf(name: String, data: ByteArray, deflate: Boolean): ByteArray {

@@ -4,7 +4,6 @@ import org.junit.Assert.assertEquals
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
-import org.junit.Assert.fail
 import org.junit.Test
 import java.io.File
 import java.nio.ByteBuffer
@@ -24,15 +23,6 @@ class StandardMetadataTest {
     private fun labelsTxt(): List<String> =
         Labels.parse(String(File(Fixtures.models, "labels.txt").readBytes(), Charsets.UTF_8))
 
-    private fun expectError(what: String, block: () -> Unit): MetadataException {
-        try {
-            block()
-        } catch (e: MetadataException) {
-            return e
-        }
-        fail("expected a MetadataException: $what")
-        throw AssertionError()
-    }
 
     private fun assertContains(message: String, vararg parts: String) {
         for (part in parts) assertTrue("'$message' should contain '$part'", message.contains(part))
@@ -207,11 +197,11 @@ class StandardMetadataTest {
         assertNull(StandardMetadata.read(renamed))
         // neither: a clear error that says how to add metadata
         val bare = TfliteMetadata.strip(renamed)
-        val e = expectError("no metadata") { ModelConfig.read(bare) }
+        val e = expectMetadataError("no metadata") { ModelConfig.read(bare) }
         assertTrue(e is MissingMetadataException)
         assertContains(messageOf(e), "model.tflite has no metadata", "TFLITE_METADATA", "kerascnn export", "MediaPipe's metadata writer")
         // the app without a model.json asset says the same
-        val app = expectError("app, no metadata") { MetadataResolver.resolve(ByteBuffer.wrap(bare), null, "a\n") }
+        val app = expectMetadataError("app, no metadata") { MetadataResolver.resolve(ByteBuffer.wrap(bare), null, "a\n") }
         assertContains(messageOf(app), "no embedded metadata", "kerascnn export", "MediaPipe")
     }
 
@@ -221,7 +211,7 @@ class StandardMetadataTest {
         val standard = StandardMetadata.read(bare)!!
         assertEquals("labels.txt", standard.labelsFile)
         assertNull(standard.labels)
-        val e = expectError("labels not packed") { ModelConfig.read(bare) }
+        val e = expectMetadataError("labels not packed") { ModelConfig.read(bare) }
         assertTrue(e is MissingMetadataException)
         assertContains(messageOf(e), "names labels.txt", "not packed")
     }
@@ -232,20 +222,20 @@ class StandardMetadataTest {
         val flatbufferEnd = TfliteMetadata.strip(bytes).size
         val cuts = listOf(4, 100, 5000, bytes.size / 2, flatbufferEnd - 100, flatbufferEnd + 50, bytes.size - 10)
         for (cut in cuts) {
-            val e = expectError("cut at $cut") { ModelConfig.read(bytes.copyOf(cut)) }
+            val e = expectMetadataError("cut at $cut") { ModelConfig.read(bytes.copyOf(cut)) }
             assertTrue("cut at $cut: ${e.message}", messageOf(e).contains("truncated"))
         }
-        val notTflite = expectError("not a tflite") { ModelConfig.read(TestModels.utf8("{\"model_name\": \"x\"}")) }
+        val notTflite = expectMetadataError("not a tflite") { ModelConfig.read(TestModels.utf8("{\"model_name\": \"x\"}")) }
         assertContains(messageOf(notTflite), "not a TFLite model", "TFL3")
     }
 
     @Test
     fun labelsThatDoNotMatchTheOutputSizeGiveAClearError() {
         val nine = TestModels.utf8(Labels.format(labelsTxt().subList(0, 9)))
-        val e = expectError("9 labels") { ModelConfig.read(repacked("mobilenet_v2_int8.tflite", "labels.txt" to nine)) }
+        val e = expectMetadataError("9 labels") { ModelConfig.read(repacked("mobilenet_v2_int8.tflite", "labels.txt" to nine)) }
         assertContains(messageOf(e), "9 labels", "labels.txt", "10 classes")
         val eleven = TestModels.utf8(Labels.format(labelsTxt() + "Extra"))
-        val e2 = expectError("11 labels") { ModelConfig.read(repacked("mobilenet_v2_float32.tflite", "labels.txt" to eleven)) }
+        val e2 = expectMetadataError("11 labels") { ModelConfig.read(repacked("mobilenet_v2_float32.tflite", "labels.txt" to eleven)) }
         assertContains(messageOf(e2), "11 labels", "10 classes")
     }
 
@@ -258,23 +248,23 @@ class StandardMetadataTest {
         val json = embeddedJson(name)
         // labels: a renamed class, then a missing one
         val renamed = TestModels.utf8(Labels.format(labelsTxt().subList(0, 9) + "Boot"))
-        val e1 = expectError("labels differ") {
+        val e1 = expectMetadataError("labels differ") {
             ModelConfig.read(repacked(name, "labels.txt" to renamed, "metadata.json" to TestModels.utf8(json)))
         }
         assertContains(messageOf(e1), "disagree on labels", "label 9", "'Boot'", "'Ankle boot'")
         val nine = TestModels.utf8(Labels.format(labelsTxt().subList(0, 9)))
-        val e2 = expectError("label count") {
+        val e2 = expectMetadataError("label count") {
             ModelConfig.read(repacked(name, "labels.txt" to nine, "metadata.json" to TestModels.utf8(json)))
         }
         assertContains(messageOf(e2), "disagree on labels", "9 labels")
         // normalization
         val mean = Regex("\"mean\": \\[[^\\]]*\\]").replace(json, "\"mean\": [0.0]")
-        val e3 = expectError("mean differs") {
+        val e3 = expectMetadataError("mean differs") {
             ModelConfig.read(repacked(name, "labels.txt" to labels, "metadata.json" to TestModels.utf8(mean)))
         }
         assertContains(messageOf(e3), "disagree on the normalization mean", "[127.5]", "[0.0]")
         val std = Regex("\"std\": \\[[^\\]]*\\]").replace(json, "\"std\": [127.5, 127.5, 1.0]")
-        val e4 = expectError("std differs") {
+        val e4 = expectMetadataError("std differs") {
             ModelConfig.read(repacked(name, "labels.txt" to labels, "metadata.json" to TestModels.utf8(std)))
         }
         assertContains(messageOf(e4), "normalization std")
@@ -284,13 +274,13 @@ class StandardMetadataTest {
         assertEquals(listOf(127.5, 127.5, 127.5), ok.metadata.mean)
         // metadata.json against the tensors
         val size = Regex("\"input_size\": \\[[^\\]]*\\]").replace(json, "\"input_size\": [28, 28]")
-        val e5 = expectError("input size") {
+        val e5 = expectMetadataError("input size") {
             ModelConfig.read(repacked(name, "labels.txt" to labels, "metadata.json" to TestModels.utf8(size)))
         }
         assertContains(messageOf(e5), "input_size = [28, 28]", "[1, 32, 32, 3]")
         val dtype = json.replace("\"input_dtype\": \"float32\"", "\"input_dtype\": \"int8\", \"input_quantization\": {\"scale\": 0.5, \"zero_point\": 0}")
             .replace("\"input_quantization\": null,", "")
-        val e6 = expectError("input dtype") {
+        val e6 = expectMetadataError("input dtype") {
             ModelConfig.read(repacked(name, "labels.txt" to labels, "metadata.json" to TestModels.utf8(dtype)))
         }
         assertContains(messageOf(e6), "input_dtype = int8", "float32")
@@ -309,7 +299,7 @@ class StandardMetadataTest {
         val nine = TestModels.utf8(Labels.format(labelsTxt().subList(0, 9)))
         val broken = repacked("mobilenet_v2_int8.tflite", "labels.txt" to nine)
         val sidecar = String(File(Fixtures.models, "model.json").readBytes(), Charsets.UTF_8)
-        expectError("inconsistent") { MetadataResolver.resolve(ByteBuffer.wrap(broken), sidecar, null) }
+        expectMetadataError("inconsistent") { MetadataResolver.resolve(ByteBuffer.wrap(broken), sidecar, null) }
         // a model without any: the sidecars
         val bare = TfliteMetadata.strip(TestModels.replaceAll(bytes, "TFLITE_METADATA", "OTHER_METADATA_"))
         val fromSidecar = MetadataResolver.resolve(ByteBuffer.wrap(bare), sidecar, null)

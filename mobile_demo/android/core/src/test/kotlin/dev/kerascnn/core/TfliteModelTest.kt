@@ -3,7 +3,6 @@ package dev.kerascnn.core
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
-import org.junit.Assert.fail
 import org.junit.Test
 import java.nio.ByteBuffer
 
@@ -15,15 +14,6 @@ import java.nio.ByteBuffer
 class TfliteModelTest {
     private val labels = listOf("cat", "dog", "bird")
 
-    private fun expectError(what: String, block: () -> Unit): MetadataException {
-        try {
-            block()
-        } catch (e: MetadataException) {
-            return e
-        }
-        fail("expected a MetadataException: $what")
-        throw AssertionError()
-    }
 
     /** An int8 grayscale model with logits: input [1, 28, 24, 1] int8, output [1, 3] int8. */
     private fun grayInt8(colorSpace: Int = 2, width: Long = 24, height: Long = 28, labelsFile: String? = "labels.txt"): ByteArray {
@@ -134,13 +124,13 @@ class TfliteModelTest {
 
     @Test
     fun standardMetadataThatContradictsTheTensorsIsRejected() {
-        val rgb = expectError("RGB for one channel") { ModelConfig.read(withLabels(grayInt8(colorSpace = 1))) }
+        val rgb = expectMetadataError("RGB for one channel") { ModelConfig.read(withLabels(grayInt8(colorSpace = 1))) }
         assertTrue(messageOf(rgb), messageOf(rgb).contains("color_space is RGB"))
-        val size = expectError("default size") { ModelConfig.read(withLabels(grayInt8(width = 28, height = 24))) }
+        val size = expectMetadataError("default size") { ModelConfig.read(withLabels(grayInt8(width = 28, height = 24))) }
         assertTrue(messageOf(size), messageOf(size).contains("default_size is 28x24"))
-        val count = expectError("4 labels") { ModelConfig.read(withLabels(grayInt8(), "a\nb\nc\nd\n")) }
+        val count = expectMetadataError("4 labels") { ModelConfig.read(withLabels(grayInt8(), "a\nb\nc\nd\n")) }
         assertTrue(messageOf(count), messageOf(count).contains("4 labels (from labels.txt) but the output tensor has 3 classes"))
-        val noLabels = expectError("no labels file") { ModelConfig.read(withLabels(grayInt8(labelsFile = null))) }
+        val noLabels = expectMetadataError("no labels file") { ModelConfig.read(withLabels(grayInt8(labelsFile = null))) }
         assertTrue(noLabels is MissingMetadataException)
         assertTrue(messageOf(noLabels), messageOf(noLabels).contains("TENSOR_AXIS_LABELS"))
     }
@@ -156,7 +146,7 @@ class TfliteModelTest {
             )
         )
         assertNull(StandardMetadata.read(bytes))
-        val e = expectError("no metadata") { ModelConfig.read(bytes) }
+        val e = expectMetadataError("no metadata") { ModelConfig.read(bytes) }
         assertTrue(e is MissingMetadataException)
         assertTrue(messageOf(e), messageOf(e).contains("packed files: labels.txt"))
     }
@@ -167,22 +157,22 @@ class TfliteModelTest {
         // not M001
         val wrongId = metadata.copyOf()
         wrongId[7] = 0x32
-        val e1 = expectError("identifier") { MetadataSchema.decode(ByteBuffer.wrap(wrongId)) }
+        val e1 = expectMetadataError("identifier") { MetadataSchema.decode(ByteBuffer.wrap(wrongId)) }
         assertTrue(messageOf(e1), messageOf(e1).contains("M001"))
         // every cut of the metadata buffer, and of a whole model
         for (cut in 0 until metadata.size - 1) {
-            val e = expectError("metadata cut at $cut") { MetadataSchema.decode(ByteBuffer.wrap(metadata.copyOf(cut))) }
+            val e = expectMetadataError("metadata cut at $cut") { MetadataSchema.decode(ByteBuffer.wrap(metadata.copyOf(cut))) }
             assertTrue("cut at $cut: ${e.message}", messageOf(e).contains("truncated") || messageOf(e).contains("M001"))
         }
         val model = withLabels(grayInt8())
         for (cut in 0 until model.size - 1) {
-            val e = expectError("model cut at $cut") { ModelConfig.read(model.copyOf(cut)) }
+            val e = expectMetadataError("model cut at $cut") { ModelConfig.read(model.copyOf(cut)) }
             assertTrue("cut at $cut: ${e.message}", messageOf(e).contains("truncated") || messageOf(e).contains("TFL3"))
         }
         // an offset that points outside the buffer
         val bad = metadata.copyOf()
         bad[0] = 0x7f
-        val e2 = expectError("bad root") { MetadataSchema.decode(ByteBuffer.wrap(bad)) }
+        val e2 = expectMetadataError("bad root") { MetadataSchema.decode(ByteBuffer.wrap(bad)) }
         assertTrue(messageOf(e2), messageOf(e2).contains("past the end"))
     }
 }
