@@ -103,6 +103,15 @@ def test_no_function_over_150_lines():
     assert not long, long
 
 
+def test_every_package_folder_is_listed_for_installation():
+    """pyproject.toml lists the packages one by one: a new package folder left out installs without it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert folders == listed
+
+
 def test_one_top_level_package_is_installed(tmp_path):
     """From outside the checkout, ``kerascnn.export`` imports from export/ and ``export`` does not."""
     code = (
