@@ -401,9 +401,9 @@ def _write_tflite_variant(job: _Job, fmt: Format, path: Path):
     if fmt.calibrated:
         notes["calibration_images"] = len(job.calibration)
     if mode == "int16x8":
-        from .quantize import _float_ops
+        from .tflite import float_ops
 
-        notes["float_ops"] = len(_float_ops(flat))
+        notes["float_ops"] = len(float_ops(flat))
     return _write_tflite(path, flat, job.meta, fmt.quantization, **fields), notes
 
 

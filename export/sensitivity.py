@@ -490,7 +490,7 @@ class Holdout:
     def measure(self, model_content: bytes) -> tuple[float, float | None]:
         from kerascnn.quiet import native_quiet
 
-        from .quantize import run_tflite
+        from .tflite import run_tflite
 
         with native_quiet():
             top1 = run_tflite(model_content, self.inputs).argmax(1)

@@ -303,3 +303,72 @@ def keras_layers_of(tensor_name: str, layer_names) -> list[str]:
                     found.add(candidate)
                     break
     return sorted(found, key=order.get)
+
+
+_IO_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def float_ops(model_content: bytes) -> list[tuple[str, str]]:
+    """(op, tensor name) of the ops that compute in float; QUANTIZE/DEQUANTIZE at the float model
+    input/output are not counted."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_content)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _IO_OPS:
+            continue
+        for index in [*op["inputs"], *op["outputs"]]:
+            tensor = tensors.get(int(index))
+            if tensor is not None and tensor["dtype"] in (np.float32, np.float16):
+                found.append((op["op_name"], tensor["name"]))
+                break
+    return found
+
+
+def run_tflite(model_content: bytes | str | Path, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Float outputs of a TFLite model (any io type) for float model inputs, with ai_edge_litert."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model_content, str | Path):
+        model_content = Path(model_content).read_bytes()
+    interpreter = Interpreter(model_content=model_content, num_threads=2)
+    inp = interpreter.get_input_details()[0]
+    outputs = []
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch]
+        interpreter.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        outputs.append(y.astype(np.float32))
+    return np.concatenate(outputs)
+
+
+def tflite_int8_sparsity(model_content: bytes) -> dict:
+    """Zeros among the int8 weights of the CONV_2D / FULLY_CONNECTED ops of a TFLite model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_content)
+    weight_indices = set()
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and len(op["inputs"]) > 1:
+            weight_indices.add(int(op["inputs"][1]))
+    zeros = total = 0
+    for detail in interpreter.get_tensor_details():
+        if detail["index"] in weight_indices and detail["dtype"] == np.int8:
+            values = interpreter.get_tensor(detail["index"])
+            zeros += int(np.count_nonzero(values == 0))
+            total += int(values.size)
+    return {"sparsity": zeros / total if total else 0.0, "zeros": zeros, "weights": total}

@@ -20,13 +20,14 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from kerascnn.export import quantize
+from kerascnn.export import finetune, jobs, quantize
 from kerascnn.export.legacy import (
     LegacyConversionError,
     from_tf_keras_weights,
     layer_differences,
     to_tf_keras,
 )
+from kerascnn.export.tflite import run_tflite
 from PIL import Image
 
 from kerascnn.models import build, get_entry
@@ -334,7 +335,7 @@ def test_qat_export_trains_in_graph_mode_and_keeps_tfmot_out_of_the_caller(model
         io_type="uint8",
         log=lines.append,
     )  # 3 x 7 steps: more than the eager limit, so the traced training step runs
-    assert report["steps_per_epoch"] * report["epochs"] > quantize._EAGER_MAX_STEPS
+    assert report["steps_per_epoch"] * report["epochs"] > finetune._EAGER_MAX_STEPS
     assert any("[qat] epoch 3/3" in line for line in lines)
     assert report["train_accuracy"] > 0.8 and report["check"]["tflite_accuracy"] >= 0.75
     assert report["check"]["argmax_agreement"] >= 0.8
@@ -414,7 +415,7 @@ def test_qat_int8_tflite(family, qat_runs):
                    for op in ops if op["op_name"] == "CONV_2D")  # fmt: skip
 
     qat = np.asarray(report["probe_qat"], np.float32)
-    lite = quantize.run_tflite(path, normalized(probes[family]))
+    lite = run_tflite(path, normalized(probes[family]))
     assert lite.shape == qat.shape == (PROBE, CLASSES)
     agreement = np.mean(lite.argmax(-1) == qat.argmax(-1))
     decisive = np.sort(qat, -1)[:, -1] - np.sort(qat, -1)[:, -2] > 0.1
@@ -465,7 +466,7 @@ def test_pruning_preserving_qat_keeps_zeros_in_int8(qat_runs):
     conv = [np.asarray(layer.kernel) for layer in pruned.layers if isinstance(layer, keras.layers.Conv2D)]
     assert abs(sum(int(np.count_nonzero(k == 0)) for k in conv) / sum(k.size for k in conv) - 0.6) < 0.01
     qat = np.asarray(report["probe_qat"], np.float32)
-    lite = quantize.run_tflite(report["out"], normalized(probes["prune_qat"]))
+    lite = run_tflite(report["out"], normalized(probes["prune_qat"]))
     assert np.mean(lite.argmax(-1) == qat.argmax(-1)) >= 0.9
 
 
@@ -476,4 +477,4 @@ def test_batch_keeps_going_after_a_failed_job(qat_runs):
     assert "missing.keras' does not exist" in reports["missing"]["error"]
     assert not (out / "wrong.tflite").exists() and not (out / "m.keras").exists()
     with pytest.raises(quantize.QuantizeError, match="does not exist"):  # what the one-job functions raise
-        quantize._raise_on_error(reports["missing"])
+        jobs._raise_on_error(reports["missing"])

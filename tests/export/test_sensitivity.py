@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from kerascnn.export import metadata as md
 from kerascnn.export import sensitivity as sens
 from kerascnn.export.pipeline import ExportError, ExportOptions, export_model, resolve_source
-from kerascnn.export.quantize import run_tflite
-from kerascnn.export.tflite import builtin_op_names
+from kerascnn.export.tflite import builtin_op_names, run_tflite
 from kerascnn.export.validate import validate
 
 from kerascnn.cli import main
