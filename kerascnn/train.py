@@ -594,6 +594,7 @@ def _apply_recipe(run: _Run) -> str:
         given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone),
     )  # fmt: skip
     cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
+    cfg.optimizer = sched.optimizer
     cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
     reasons = []
     for rule in (

@@ -49,9 +49,16 @@ def test_a_short_run_scales_lr_warmup_and_augmentation_to_its_budget():
 
     s = sched(4500, ("epochs",), epochs=3)  # lenet5 --epochs 3 on 4,500 digits: 423 of ~4,100 steps
     assert (s.full_epochs, s.budget) == (29, pytest.approx(3 / 29))
-    assert s.lr == pytest.approx(DEFAULT_LR["adamw"] * recipe.SHORT_LR_BOOST)  # 1/budget, capped
+    # SGD, not AdamW, when --optimizer is not given; its lr scales with the batch, then by 1/budget, capped
+    assert s.optimizer == recipe.SHORT_OPTIMIZER == "sgd" and "optimizer" in s.chosen
+    assert s.lr == pytest.approx(DEFAULT_LR["sgd"] * 32 / 128 * recipe.SHORT_LR_BOOST)
     assert s.warmup_epochs == 0.2  # 300 steps x 3/29 = 31 steps, not 20% of the run (0.6)
-    assert sched(4500, ("epochs",), epochs=20).lr == pytest.approx(DEFAULT_LR["adamw"] * 29 / 20)
+    assert sched(4500, ("epochs",), epochs=20).lr == pytest.approx(DEFAULT_LR["sgd"] * 32 / 128 * 29 / 20)
+    mine = sched(4500, ("epochs", "optimizer"), epochs=3)  # --optimizer adamw given: kept
+    assert mine.optimizer == "adamw" and "optimizer" not in mine.chosen
+    assert mine.lr == pytest.approx(DEFAULT_LR["adamw"] * recipe.SHORT_LR_BOOST)
+    assert sched(4500, ("epochs", "lr"), epochs=3, lr=0.002).optimizer == "adamw"  # an lr set for AdamW
+    assert sched(4500).optimizer == "adamw"  # a full run keeps the default
     standard = kaug.augment_config("standard")
     ops, why = recipe.scale_augment(standard, s, {"epochs": "--epochs"})
     assert ops == {op: round(getattr(standard, op) * 3 / 29, 4) for op in ops} and "flip" not in ops
@@ -60,9 +67,13 @@ def test_a_short_run_scales_lr_warmup_and_augmentation_to_its_budget():
     assert recipe.scale_augment(standard, s, {"augment_overrides": "--shift"}) is None
     full = sched(4500)
     assert full.budget == 1.0 and recipe.scale_augment(standard, full, {}) is None
-    assert sched(4500, ("epochs",), epochs=3, fine_tune=True).lr == DEFAULT_LR["adamw"]  # short by design
+    tuned = sched(4500, ("epochs",), epochs=3, fine_tune=True)  # short by design
+    assert (tuned.lr, tuned.optimizer) == (DEFAULT_LR["adamw"], "adamw")
     line = recipe.describe(4500, 10, None, "lenet5", {}, (32, 32, 1), s, None, why)
-    assert "augmentation x0.10, a short run (3 of the 29 epochs the recipe gives this data): lr x5.0" in line
+    short = "a short run (3 of the 29 epochs the recipe gives this data): SGD with momentum instead of AdamW"
+    assert f"augmentation x0.10, {short}, lr x5.0 and warm-up scaled to it" in line
+    line = recipe.describe(4500, 10, None, "lenet5", {}, (32, 32, 1), mine, None, why)
+    assert "SGD" not in line and "epochs the recipe gives this data): lr x5.0 and warm-up scaled" in line
 
 
 def test_sgd_scales_lr_with_batch_and_step_schedule_has_no_warmup():
@@ -252,10 +263,12 @@ def test_a_short_run_with_a_given_model_says_what_it_scaled(tmp_path):
     assert "lenet5 at 32x32x1 (given)" in line and "2 epochs (~2 steps) (given)" in line
     # the images are small grayscale ones: no flip, though --model was given; the rest scaled to 2 of 40
     assert "no flip (small grayscale images" in line and "augmentation x0.05" in line
-    assert "a short run (2 of the 40 epochs the recipe gives this data): lr x5.0 and warm-up" in line
+    short = "a short run (2 of the 40 epochs the recipe gives this data): SGD with momentum instead of AdamW"
+    assert f"{short}, lr x5.0 and warm-up scaled to it" in line
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["augment_overrides"] == {"flip": "none", "shift": round(0.05 * 2 / 40, 4)}
-    assert cfg["lr"] == pytest.approx(DEFAULT_LR[cfg["optimizer"]] * 5)
+    assert cfg["optimizer"] == "sgd"
+    assert cfg["lr"] == pytest.approx(DEFAULT_LR["sgd"] * cfg["batch_size"] / 128 * 5)
 
 
 def test_first_validation_is_not_at_chance_level(tmp_path):
