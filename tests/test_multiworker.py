@@ -21,7 +21,7 @@ def free_port() -> int:
 
 def test_two_workers_end_with_identical_weights(tmp_path):
     """On a folder streamed from its files (--cache none): each worker reads only its own half."""
-    from tests.test_streaming import make_photos
+    from tests.data.test_streaming import make_photos
 
     photos = make_photos(tmp_path / "photos", per_class=40)
     out = tmp_path / "mw"

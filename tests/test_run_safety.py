@@ -79,7 +79,7 @@ def test_kill_at_a_dozen_points_then_resume_equals_an_uninterrupted_run(tmp_path
     """One run, killed again and again (each process at another point: mid-epoch, before and after each
     kind of write, during the first save), then resumed to the end: the same epochs, history rows and
     optimizer steps as a run never interrupted, and no partial or staged file."""
-    from tests.test_data import make_folder
+    from tests.data.test_data import make_folder
 
     data = make_folder(tmp_path / "data", per_class=20)  # 36 train images (8 a batch: 5 steps), 4 val
     steps = 5
@@ -208,7 +208,7 @@ def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
 
 
 def test_index_append_is_refused_while_another_writes(tmp_path):
-    from tests.test_data import make_folder
+    from tests.data.test_data import make_folder
 
     data = make_folder(tmp_path / "imgs", per_class=2)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.GlobalAveragePooling2D(),

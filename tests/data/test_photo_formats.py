@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from kerascnn import data as kdata
 from kerascnn.cli import main
+from kerascnn.data import decode
 
 pillow_heif.register_heif_opener()  # for writing the test's HEIC files (kerascnn registers it to read)
 
@@ -236,9 +237,9 @@ def test_multi_image_heic_gives_its_primary_image(tmp_path):
 def no_pillow_heif(monkeypatch):
     """As if pillow-heif were not installed: its import fails (Pillow's registry is left as it is)."""
     monkeypatch.setitem(sys.modules, "pillow_heif", None)
-    kdata._heif_support.cache_clear()
+    decode._heif_support.cache_clear()
     yield
-    kdata._heif_support.cache_clear()
+    decode._heif_support.cache_clear()
 
 
 def test_heic_without_pillow_heif_says_how_to_install_it(photos, tmp_path, no_pillow_heif):
