@@ -1,6 +1,7 @@
 """The shape of the package: one import package (``kerascnn``, with ``export/`` installed as
 ``kerascnn.export``), no import cycle between its modules (imports inside functions count), the core
-never importing the export package or the training script, and no function over 150 lines."""
+never importing the export package or the training script, no function over 150 lines and no module over
+1,000 lines (under kerascnn/ and export/; tests and bench scripts are exempt)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 150
+MAX_MODULE_LINES = 1000  # past it a module is several rooms: split it at its seams (as kerascnn/data/)
 CORE = ("kerascnn.models", "kerascnn.data", "kerascnn.augment", "kerascnn.train", "kerascnn.runs")
 
 
@@ -101,6 +103,15 @@ def test_no_function_over_150_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, long
+
+
+def test_no_module_over_1000_lines():
+    long = {}
+    for name, path in _modules().items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            long[name] = lines
+    assert not long, f"over {MAX_MODULE_LINES} lines: {long}"
 
 
 def test_every_package_folder_is_listed_for_installation():

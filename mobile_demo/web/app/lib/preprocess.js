@@ -1,4 +1,4 @@
-// The preprocessing of `kerascnn validate`, bit for bit (kerascnn/data.py::decode_image, then
+// The preprocessing of `kerascnn validate`, bit for bit (kerascnn/data/decode.py::decode_image, then
 // export/runtime.py::Predictor.prepare):
 //   viewable(): composite over white  ->  Pillow convert("L" | "RGB")  ->  Pillow resize((W, H),
 //   BILINEAR)  ->  (float32(p) - mean) / std in float32  ->  for int8/uint8 inputs:
