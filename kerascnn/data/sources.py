@@ -29,7 +29,7 @@ import numpy as np
 
 from .cache import RAM_SHARE, _find_disk_cache, images_of, resolve_cache
 from .decode import DataError, _decode_many, describe_extensions, image_extensions, image_from_array
-from .splits import ImageData, Split, adapt_images, split_validation, stratified_fraction
+from .splits import ImageData, Split, adapt_images, split_validation, stratified_fraction, train_val_test
 
 BUILTINS = ("fashion_mnist", "mnist")
 FASHION_MNIST_CLASSES = [
@@ -265,13 +265,7 @@ def load_folder(
     splits = _materialize(listed, size, channels, cache, skipped, say)
     for name, folder in folders.items():
         _check_readable(folder, class_names, splits[name], listed[name], skipped)
-    if "all" in splits:
-        train, val = split_validation(splits["all"], val_split, seed)
-        test = None
-    else:
-        train, val, test = splits["train"], splits.get("val"), splits.get("test")
-        if val is None:
-            train, val = split_validation(train, val_split, seed)
+    train, val, test = train_val_test(splits, val_split, seed)
     return ImageData(root.name, class_names, train, val, test, skipped)
 
 
@@ -474,13 +468,7 @@ def load_file_list(
                 f"--data {rows.source}: none of its {len(listed[name][0])} image(s) could be read "
                 f"(the first, '{first}': {reason})"
             )
-    if "all" in splits:
-        train, val = split_validation(splits["all"], val_split, seed)
-        test = None
-    else:
-        train, val, test = splits["train"], splits.get("val"), splits.get("test")
-        if val is None:
-            train, val = split_validation(train, val_split, seed)
+    train, val, test = train_val_test(splits, val_split, seed)
     missing = [c for i, c in enumerate(class_names) if not (train.labels == i).any()]
     if missing:
         raise DataError(f"--data {data}: no readable training image of class(es) {', '.join(missing)}")

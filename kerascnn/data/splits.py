@@ -75,6 +75,18 @@ def split_validation(split: Split, fraction: float, seed: int = 0) -> tuple[Spli
     return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
 
 
+def train_val_test(splits: dict, val_split: float, seed: int) -> tuple[Split, Split, Split | None]:
+    """(train, val, test) of a source's loaded splits: ``all`` (one folder or list) split for validation;
+    else ``train``, ``val`` and ``test``, the validation split taken from train when there is none."""
+    if "all" in splits:
+        train, val = split_validation(splits["all"], val_split, seed)
+        return train, val, None
+    train, val, test = splits["train"], splits.get("val"), splits.get("test")
+    if val is None:
+        train, val = split_validation(train, val_split, seed)
+    return train, val, test
+
+
 def stratified_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
     """Keep ``fraction`` of each class (at least one image per class): for few-data experiments."""
     if fraction >= 1:
