@@ -124,7 +124,11 @@ def cmd_qat(opts) -> dict:
     model, tfk_model, data, norm, ds, steps, report, started = _prepare(opts)
     scheme = None
     if opts.prune is not None:
-        tfk_model, metrics = _prune(tfk_model, ds, opts, opts.prune, steps, opts.prune_epochs or opts.epochs)
+        epochs = opts.prune_epochs or opts.epochs
+        if steps * epochs < 2:  # the schedule needs 2 steps; a small set has 1 per epoch
+            epochs = 2
+            _log(f"[prune] {steps} step(s) per epoch: {epochs} epochs (the schedule needs 2 steps)")
+        tfk_model, metrics = _prune(tfk_model, ds, opts, opts.prune, steps, epochs)
         report["prune_train_accuracy"] = metrics.get("accuracy")
         report["pruned_sparsity"] = _sparsity_report(_pruned_kernels(tfk_model))["sparsity"]
         if opts.pruned_model:

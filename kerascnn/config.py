@@ -66,7 +66,11 @@ class TrainConfig:
     def default_lr(self) -> float:
         return DEFAULT_LR[self.optimizer]
 
-    def check(self):
+    def check(self, recipe_may_freeze: bool = False):
+        """ConfigError naming the first bad option. ``recipe_may_freeze``: no --model was given, so the
+        recipe may still choose a frozen pretrained backbone (--fine-tune-epochs then needs no
+        --freeze-backbone); the caller checks again once it has chosen."""
+
         def bad(option, msg):
             raise ConfigError(f"{option}: {msg}")
 
@@ -114,5 +118,5 @@ class TrainConfig:
             bad("--patience", f"must be >= 0 (0: no early stopping), got {self.patience}")
         if self.fine_tune_epochs < 0:
             bad("--fine-tune-epochs", f"must be >= 0, got {self.fine_tune_epochs}")
-        if self.fine_tune_epochs and not self.freeze_backbone:
+        if self.fine_tune_epochs and not self.freeze_backbone and not recipe_may_freeze:
             bad("--fine-tune-epochs", "needs --freeze-backbone (train the new head first, then fine-tune)")

@@ -191,6 +191,81 @@ def choose_model(
     return ModelChoice(MEDIUM_MODEL, dict(MEDIUM_OPTIONS), (side, side, c), why)
 
 
+TRANSFER_MODEL = "mobilenet_v2"  # colour photos: fine-tuned from ImageNet, as MediaPipe Model Maker does
+TRANSFER_SIZES = (224, 192, 160, 128, 96)  # the input sides its weights are published for
+TRANSFER_EPOCHS = 10  # the new head on the frozen backbone (Model Maker's default epochs)
+TRANSFER_FINE_TUNE_EPOCHS = 10  # then the whole network but its BatchNorm, at a tenth of the lr
+
+
+@dataclass
+class TransferChoice:
+    """The pretrained backbone the recipe chose (``choice``), or the line saying what one would give."""
+
+    choice: ModelChoice | None
+    fields: dict  # the TrainConfig fields it sets (weights, freeze_backbone, fine_tune_epochs)
+    hint: str | None = None
+
+
+def _online() -> bool:
+    """Keras' weights store is reachable (a 3 s TCP connect); never with KERASCNN_OFFLINE=1."""
+    import os
+    import socket
+
+    if os.environ.get("KERASCNN_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def choose_transfer(native: NativeSize | None, given: dict, online=_online) -> TransferChoice | None:
+    """For colour photos with the detail of more than LOW_DETAIL_SIDE px, when none of --model,
+    --model-kwargs, --input-shape and --weights was given: TRANSFER_MODEL fine-tuned from its ImageNet
+    weights at the largest of TRANSFER_SIZES the images hold (at least 96; the detail counts, as in
+    :func:`choose_model`). A file in the Keras cache is preferred to one that would be downloaded: the
+    one of that size at width 1.0, else the cached one of the nearest size (the widest nearest 1.0);
+    none cached, the file is downloaded when Keras' store is reachable. Otherwise None, with ``hint``
+    set: what a pretrained backbone would have been and how to bring its weights."""
+    from .models import pretrained
+
+    if native is None or native.channels != 3 or not native.sampled:
+        return None
+    if {"model", "model_options", "input_shape", "weights"} & set(given):
+        return None
+    side = min(native.height, native.width, native.detail or native.height)
+    if side <= LOW_DETAIL_SIDE:
+        return None
+    want = next((s for s in TRANSFER_SIZES if s <= side), TRANSFER_SIZES[-1])
+    preferred = pretrained.weights_file(TRANSFER_MODEL, 1.0, want)
+    have = pretrained.cached(TRANSFER_MODEL, top=False)
+    if preferred in have:
+        pick, how = preferred, "cached"
+    elif have:
+        pick = min(have, key=lambda f: (abs(f.size - want), abs(f.alpha - 1.0), -f.alpha))
+        how = "cached"
+    elif online():
+        pick, how = preferred, "downloaded from Keras' weights store"
+    else:
+        return TransferChoice(
+            None, {},
+            f"for these photos the recipe would fine-tune {TRANSFER_MODEL} at {want}x{want} from ImageNet, "
+            f"but its weights ({preferred.name}) are not in the Keras cache and cannot be downloaded "
+            f"here; {pretrained.fetch_commands(preferred)}",
+        )  # fmt: skip
+    size = min(pick.size, want)
+    fields = {"weights": "imagenet", "freeze_backbone": True}
+    fields.update({} if "fine_tune_epochs" in given else {"fine_tune_epochs": TRANSFER_FINE_TUNE_EPOCHS})
+    fields = {k: v for k, v in fields.items() if k not in given}
+    why = (
+        f"{native} colour photos: fine-tuned from ImageNet ({pick.name}, {how}), the new head on the "
+        f"frozen backbone first"
+    )
+    options = {"alpha": pick.alpha} if pick.alpha != 1.0 else {}
+    return TransferChoice(ModelChoice(TRANSFER_MODEL, options, (size, size, 3), why), fields)
+
+
 def _small_model(channels: int) -> str:
     return SMALL_MODEL if channels == 1 else SMALL_COLOUR_MODEL
 
@@ -233,6 +308,7 @@ def choose_schedule(
     patience: int,
     given: dict,
     fine_tune: bool = False,
+    transfer: bool = False,
 ) -> Schedule:
     """Epochs, batch size, peak lr, warm-up and early-stopping patience for ``train_images`` training
     images; each value passed in that ``given`` names is kept as it is.
@@ -246,6 +322,7 @@ def choose_schedule(
     * a short run, ``--epochs`` below the epochs derived above (``budget``: their ratio; not when
       fine-tuning): SGD (SHORT_OPTIMIZER) unless ``--optimizer`` or ``--lr`` was given, the peak lr
       times 1/budget (at most SHORT_LR_BOOST), the warm-up times budget;
+    * ``transfer`` (the recipe chose a pretrained backbone): TRANSFER_EPOCHS epochs for the new head;
     * patience: stop after max(3, epochs/5) epochs without a lower val_loss (off with fine-tuning, and
       when --epochs is given: the user asked for that many).
     """
@@ -258,6 +335,8 @@ def choose_schedule(
         chosen.append("batch_size")
     steps = max(1, math.ceil(train_images / batch_size))
     full_epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
+    if transfer:  # a pretrained backbone the recipe chose: a head trains in a few epochs
+        full_epochs = TRANSFER_EPOCHS
     if "epochs" not in given:
         epochs = full_epochs
         chosen.append("epochs")

@@ -49,6 +49,7 @@ from kerascnn.errors import ConfigError, KerascnnError
 
 from . import augment as aug
 from . import data as kdata
+from . import transfer
 from .lock import WriteLock
 from .runs import (
     atomic_write_json,
@@ -57,7 +58,6 @@ from .runs import (
     read_state,
     read_train_config,
     recover_run_folder,
-    resolve_model_file,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -181,35 +181,6 @@ def build_model(cfg: TrainConfig, num_classes: int, input_shape):
         raise ConfigError(f"--model {cfg.model} --model-kwargs {_shown(options)}: {e}") from None
 
 
-def load_pretrained(cfg: TrainConfig, shape):
-    """The source model of ``--weights``: a .keras file, a run folder, or 'imagenet'."""
-
-    if cfg.weights == "imagenet":
-        apps = {
-            "vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "resnet101": "ResNet101",
-            "resnet152": "ResNet152", "mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2",
-            "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
-        }  # fmt: skip
-        if cfg.model not in apps:
-            raise ConfigError(
-                f"--weights imagenet: only the keras.applications backbones have ImageNet weights "
-                f"({', '.join(apps)}); '{cfg.model}' does not"
-            )
-        if shape[2] != 3:
-            raise ConfigError("--weights imagenet needs 3-channel input; pass --input-shape H,W,3")
-        try:
-            return getattr(keras.applications, apps[cfg.model])(
-                weights="imagenet", include_top=False, input_shape=shape
-            )
-        except Exception as e:  # noqa: BLE001 - offline: name what could not be fetched
-            raise RunError(
-                f"--weights imagenet: could not fetch the {apps[cfg.model]} ImageNet weights file ({e}). "
-                "It is downloaded from the Keras weights store on first use; without internet, pass "
-                "--weights PATH to a local .keras file"
-            ) from e
-    return keras.saving.load_model(resolve_model_file(cfg.weights), compile=False)
-
-
 def set_bn_momentum(model, momentum: float) -> int:
     """Set the moving-average momentum of every BatchNormalization layer; returns how many.
 
@@ -256,40 +227,6 @@ def recompute_bn_statistics(model, images, batch_size: int = BN_STAT_BATCH, norm
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     return len(layers)
-
-
-def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: str | None = None):
-    """Freeze/unfreeze everything but the head: the layers after the global pooling / flatten and the
-    ``new_layers`` that did not come from the pretrained model.
-
-    BatchNormalization layers of the backbone stay frozen even when it is unfrozen for fine-tuning, as
-    in the Keras transfer-learning guide: in Keras 3 a frozen BN runs in inference mode, so the
-    pretrained statistics are kept instead of being overwritten by a few small batches."""
-
-    head = set(_head_layer_names(model)) | set(new_layers)
-    names = [layer.name for layer in model.layers]
-    if freeze_until is not None and freeze_until not in names:
-        raise ConfigError(f"--freeze-until: model '{model.name}' has no layer '{freeze_until}'")
-    frozen_prefix = names.index(freeze_until) + 1 if freeze_until else 0
-    for i, layer in enumerate(model.layers):
-        if layer.name in head:
-            layer.trainable = True
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-        else:
-            layer.trainable = trainable and i >= frozen_prefix
-
-
-def _head_layer_names(model) -> list[str]:
-
-    names = [layer.name for layer in model.layers]
-    for i in range(len(model.layers) - 1, -1, -1):
-        if isinstance(
-            model.layers[i],
-            keras.layers.GlobalAveragePooling2D | keras.layers.GlobalMaxPooling2D | keras.layers.Flatten,
-        ):
-            return names[i:]
-    return names[-1:]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,10 +354,11 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     shape (when --model is not given) come from the data (:func:`kerascnn.recipe.choose_model`)."""
     from . import models
 
-    cfg.check()
-    native, model_reason = None, None
+    cfg.check(recipe_may_freeze=derive and "model" not in given)
+    native, model_reason, pretrained = None, None, None
     if derive:
-        native, model_reason = _choose_model_from_data(cfg, given)
+        native, model_reason, pretrained = _choose_model_from_data(cfg, given)
+        cfg.check()
     models.get_entry(cfg.model)  # unknown model: error before anything is written
     # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
     strategy = make_strategy(cfg.strategy)
@@ -435,9 +373,8 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
                 f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new "
                 "run folder"
             )
-        return _Run(
-            cfg, resume, strategy, run_dir, chief, derive=(given, native, model_reason) if derive else None
-        )
+        derived = (given, native, model_reason, pretrained) if derive else None
+        return _Run(cfg, resume, strategy, run_dir, chief, derive=derived)
     if not (run_dir / "config.json").exists():
         raise RunError(f"--resume: '{run_dir}' holds no run (no config.json); start it without --resume")
     lock = WriteLock.for_run(run_dir).acquire()
@@ -484,12 +421,17 @@ def _choose_model_from_data(cfg: TrainConfig, given: dict[str, str]):
     native = recipe.peek_native_size(cfg.data)
     if "model" in given or "model_options" in given:
         # the images still say what augmentation fits them (a folder of digits is not flipped)
-        return (native if native is not None and native.sampled else None), None
+        return (native if native is not None and native.sampled else None), None, None
     choice = recipe.choose_model(native, given, cfg.input_shape)
+    pretrained = recipe.choose_transfer(native, given) if choice is not None else None
+    if pretrained is not None and pretrained.choice is not None:  # colour photos, ImageNet weights at hand
+        choice = pretrained.choice
+        for name, value in pretrained.fields.items():
+            setattr(cfg, name, value)
     if choice is None:
-        return native, None
+        return native, None, None
     cfg.model, cfg.model_options, cfg.input_shape = choice.model, choice.model_options, choice.input_shape
-    return native, choice.reason
+    return native, choice.reason, pretrained
 
 
 def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str, str], run_dir: Path) -> bool:
@@ -556,6 +498,9 @@ def _load_data(run: _Run) -> None:
             f"the run was started with ({', '.join(run.state.get('class_names') or [])})"
         )
     run.dataset = dataset
+    source = transfer.source_normalization(cfg) if not run.from_checkpoint else None
+    if source is not None:  # the input the --weights were trained with (ImageNet: per family)
+        cfg.mean, cfg.std = source
     run.normalize = kdata.Normalization(tuple(cfg.mean), tuple(cfg.std))
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
@@ -577,6 +522,7 @@ def _load_data(run: _Run) -> None:
         f"strategy {type(run.strategy).__name__}, {run.strategy.num_replicas_in_sync} replica(s), "
         f"{cfg.precision}",
         *([recipe_line] if recipe_line else []),
+        *([cfg.recipe["pretrained_hint"]] if recipe_line and "pretrained_hint" in cfg.recipe else []),
     ]
 
 
@@ -587,11 +533,12 @@ def _apply_recipe(run: _Run) -> str:
     from . import recipe
 
     cfg, dataset = run.cfg, run.dataset
-    given, native, model_reason = run.derive
+    given, native, model_reason, pretrained = run.derive
+    transfer = pretrained is not None and pretrained.choice is not None
     sched = recipe.choose_schedule(
         len(dataset.train), epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
         lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
-        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone),
+        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone), transfer=transfer,
     )  # fmt: skip
     cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
     cfg.optimizer = sched.optimizer
@@ -610,6 +557,10 @@ def _apply_recipe(run: _Run) -> str:
         sched, model_reason, ", ".join(reasons) or None,
     )  # fmt: skip
     chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
+    chosen += list(pretrained.fields) if transfer else []
+    if cfg.fine_tune_epochs and ("fine_tune_epochs" in chosen or transfer):
+        tuned = f"then {cfg.fine_tune_epochs} epochs fine-tuning at lr {cfg.fine_tune_lr or cfg.lr / 10:g}"
+        line = line.replace("; set any", f", {tuned}; set any")
     chosen += ["augment_overrides"] if reasons else []
     cfg.recipe = {
         "chosen": chosen,
@@ -618,6 +569,7 @@ def _apply_recipe(run: _Run) -> str:
         "native_size": str(native) if native else None,
         **{name: getattr(cfg, name) for name in chosen},
         "reason": line,
+        **({"pretrained_hint": pretrained.hint} if pretrained is not None and pretrained.hint else {}),
     }
     cfg.check()
     return line
@@ -633,20 +585,8 @@ def _build_models(run: _Run) -> None:
         else:
             model = build_model(cfg, run.dataset.num_classes, shape)
             if cfg.weights:
-                from .models import transfer_weights
-
-                source = load_pretrained(cfg, shape)
-                copied = transfer_weights(model, source, skip=set(_head_layer_names(model)))
-                if not copied:
-                    raise RunError(
-                        f"--weights {cfg.weights}: no layer of '{cfg.model}' matches the source model"
-                    )
-                run.new_layers = [
-                    layer.name for layer in model.layers if layer.weights and layer.name not in copied
-                ]
-                run.messages.append(
-                    f"--weights {cfg.weights}: {len(copied)} layers copied, new: {', '.join(run.new_layers)}"
-                )
+                run.new_layers, line = transfer.copy_weights(cfg, model)
+                run.messages.append(line)
             if cfg.bn_momentum is not None:
                 set_bn_momentum(model, cfg.bn_momentum)
         inference = model
@@ -748,7 +688,9 @@ def _fit_phases(run: _Run) -> None:
             if not run.from_checkpoint or run.state.get("phase") != phase:
                 with run.strategy.scope():
                     if cfg.freeze_backbone:
-                        set_backbone_trainable(model, phase == "fine_tune", run.new_layers, cfg.freeze_until)
+                        transfer.set_backbone_trainable(
+                            model, phase == "fine_tune", run.new_layers, cfg.freeze_until
+                        )
                     optimizer = make_optimizer(cfg, make_schedule(cfg, steps, epochs, lr))
                     _compile(model, optimizer, cfg, dataset.num_classes)
             elif run.extended:  # the same optimizer state, its schedule stretched to the new total

@@ -47,3 +47,13 @@ def trained_lenet(shared_dir):
                 )
             )  # fmt: skip
     return folder / "lenet"
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache (KERAS_HOME), and no downloads (KERASCNN_OFFLINE=1): ImageNet weights are
+    only what a test writes there (tests/models/test_pretrained.py::publish)."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv("KERASCNN_OFFLINE", "1")
+    return home

@@ -159,8 +159,10 @@ def test_googlenet_trains_with_aux_heads_and_saves_one_output(tmp_path):
     assert len(best.outputs) == 1 and not any(layer.name.startswith("aux") for layer in best.layers)
 
 
-def test_imagenet_weights_offline_names_the_file_and_writes_nothing(tmp_path):
+def test_imagenet_weights_offline_names_the_file_and_writes_nothing(tmp_path, monkeypatch):
     from tests.data.test_data import make_folder
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
 
     data = make_folder(tmp_path / "data", per_class=3)
     out = tmp_path / "out"
@@ -172,7 +174,11 @@ def test_imagenet_weights_offline_names_the_file_and_writes_nothing(tmp_path):
         epochs=1,
         output=str(out),
     )
-    with pytest.raises(RuntimeError, match=r"could not fetch the MobileNetV2 ImageNet weights file.*\.h5"):
+    wanted = (
+        r"needs the file mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top\.h5 in the Keras "
+        r"cache.*`kerascnn weights fetch mobilenet_v2 --alpha 1 --input-size 96 --out DIR`.*weights add DIR"
+    )
+    with pytest.raises(RuntimeError, match=wanted):  # offline: the download fails (or is off)
         train(cfg)
     assert not out.exists()
     with pytest.raises(ValueError, match="only the keras.applications backbones"):

@@ -71,11 +71,16 @@ def check_common_args(model_name: str, include_top: bool, pooling, num_classes: 
             f"{model_name}: weights must be None, 'imagenet' or the path to a weights file "
             f"(.weights.h5 or .keras); '{weights}' does not exist"
         )
-    if weights == "imagenet":
-        raise ValueError(
-            f"{model_name}: weights='imagenet' is not bundled with the kerascnn zoo; pass weights=None "
-            "or the path of a .keras / .weights.h5 file"
-        )
+    if weights == "imagenet":  # as keras.applications: the published files, with their 1000 classes
+        from .pretrained import family
+
+        family(model_name)  # a model without published weights: ValueError naming those with them
+        if include_top and num_classes != 1000:
+            raise ValueError(
+                f"{model_name}: weights='imagenet' with include_top=True is the 1000-class ImageNet "
+                f"classifier; num_classes={num_classes} needs include_top=False (and a head of your own), "
+                "or `kerascnn train --weights imagenet`, which adds one"
+            )
 
 
 def model_input(input_shape, input_tensor=None, name: str = "input"):
@@ -112,9 +117,15 @@ def classifier(x, num_classes: int, classifier_activation, name: str = "predicti
     return layers.Dense(num_classes, activation=classifier_activation, name=name)(x)
 
 
-def finish(model_name: str, inputs, outputs, weights=None) -> keras.Model:
+def finish(model_name: str, inputs, outputs, weights=None, alpha: float = 1.0) -> keras.Model:
+    """The model; ``weights``: a file (:func:`load_weights`) or ``"imagenet"`` (the published weights of
+    the keras.applications twin, at width ``alpha``: :func:`kerascnn.models.pretrained.load_imagenet`)."""
     model = keras.Model(inputs, outputs, name=model_name)
-    if weights is not None:
+    if weights == "imagenet":
+        from .pretrained import load_imagenet
+
+        load_imagenet(model, model_name, alpha)
+    elif weights is not None:
         load_weights(model, weights)
     return model
 

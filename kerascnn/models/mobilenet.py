@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from . import pretrained
 from .blocks import (
     check_common_args,
     classifier,
@@ -167,10 +168,14 @@ def mobilenet_v1(
     model_name = mobilenet_v1.model_name
     check_common_args(model_name, include_top, pooling, num_classes, weights)
     alpha = _check_alpha(model_name, alpha)
+    if weights == "imagenet":
+        pretrained.check_alpha(model_name, alpha)  # a width Keras publishes weights for
     if int(32 * alpha) < 1:
         raise ValueError(
             f"{model_name}: alpha={alpha} leaves the 32-filter stem with no filter; use alpha >= 1/32"
         )
+    if weights == "imagenet" and depth_multiplier != 1:
+        raise ValueError(f"{model_name}: ImageNet weights are published for depth_multiplier 1 only")
     if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, int) or depth_multiplier < 1:
         raise ValueError(
             f"{model_name}: depth_multiplier must be a positive integer, got {depth_multiplier!r}"
@@ -194,7 +199,7 @@ def mobilenet_v1(
         x = layers.Activation(classifier_activation, name="predictions")(x)
     else:
         x = pooled_features(x, pooling)
-    return finish(model_name, model_inputs(img_input, input_tensor), x, weights)
+    return finish(model_name, model_inputs(img_input, input_tensor), x, weights, alpha)
 
 
 # --------------------------------------------------------------------------------------------- v2
@@ -272,6 +277,8 @@ def mobilenet_v2(
     model_name = mobilenet_v2.model_name
     check_common_args(model_name, include_top, pooling, num_classes, weights)
     alpha = _check_alpha(model_name, alpha)
+    if weights == "imagenet":
+        pretrained.check_alpha(model_name, alpha)  # a width Keras publishes weights for
     input_shape = resolve_input_shape(
         model_name, input_shape, DEFAULT_SHAPE, MIN_SIZE, allow_none=True, input_tensor=input_tensor
     )
@@ -300,4 +307,4 @@ def mobilenet_v2(
         x = classifier(x, num_classes, classifier_activation)
     else:
         x = pooled_features(x, pooling)
-    return finish(model_name, model_inputs(img_input, input_tensor), x, weights)
+    return finish(model_name, model_inputs(img_input, input_tensor), x, weights, alpha)

@@ -231,6 +231,6 @@ def test_argument_checks():
     with pytest.raises(ValueError, match="compression"):
         densenet.densenet_bc(depth=40, compression=0)
     with pytest.raises(ValueError, match="imagenet"):
-        densenet.densenet121(weights="imagenet")
+        densenet.densenet121(weights="imagenet", num_classes=10)  # the ImageNet head has 1000
     with pytest.raises(ValueError, match="num_classes"):
         densenet.densenet_bc100_k12(num_classes=0)

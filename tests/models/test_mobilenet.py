@@ -184,7 +184,7 @@ def test_argument_checks():
     with pytest.raises(ValueError, match="depth_multiplier"):
         mobilenet.mobilenet_v1(depth_multiplier=0)
     with pytest.raises(ValueError, match="imagenet"):
-        mobilenet.mobilenet_v2(weights="imagenet")
+        mobilenet.mobilenet_v2(weights="imagenet", num_classes=10)  # the ImageNet head has 1000
     with pytest.raises(ValueError, match="pooling"):
         mobilenet.mobilenet_v2(pooling="sum")
 
