@@ -328,6 +328,13 @@ def retrieval_backends() -> tuple[str, ...]:
     help="Train on this fraction of each class (few-data experiments).",
 )
 @click.option(
+    "--eval-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=_TRAIN.eval_fraction,
+    show_default=True,
+    help="Validate and test on this fraction of each class (quick experiments on large splits).",
+)
+@click.option(
     "--cache",
     type=click.Choice(kconfig.CACHE_MODES),
     default=_TRAIN.cache,

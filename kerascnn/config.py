@@ -42,6 +42,7 @@ class TrainConfig:
     balance: str | None = None  # None | "oversample" | "weights"
     val_split: float = 0.1
     train_fraction: float = 1.0
+    eval_fraction: float = 1.0  # of each class of the validation and test splits (quick experiments)
     cache: str = "auto"  # decoded images: in RAM, in a disk cache, or none (streamed from the files)
     input_shape: tuple | None = None
     model_options: dict = field(default_factory=dict)
@@ -100,6 +101,8 @@ class TrainConfig:
             bad("--warmup-epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
         if not 0 < self.train_fraction <= 1:
             bad("--train-fraction", f"must be in (0, 1], got {self.train_fraction}")
+        if not 0 < self.eval_fraction <= 1:
+            bad("--eval-fraction", f"must be in (0, 1], got {self.eval_fraction}")
         for option, value in (("--lr", self.lr), ("--fine-tune-lr", self.fine_tune_lr)):
             if value is not None and not 0 < value < float("inf"):
                 bad(option, f"must be a positive number, got {value}")

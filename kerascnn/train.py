@@ -484,6 +484,7 @@ def _load_data(run: _Run) -> None:
         shape[2],
         val_split=cfg.val_split,
         train_fraction=cfg.train_fraction,
+        eval_fraction=cfg.eval_fraction,
         seed=cfg.seed,
         cache=cfg.cache,
         say=run.messages.append,

@@ -17,8 +17,8 @@ from kerascnn.data import load_builtin
 
 @pytest.fixture(scope="session")
 def run_dir(trained_lenet):
-    """LeNet-5 at 89.5%: a shorter training gives a latent space that is not yet better than pixels at
-    precision@1 (pixel 1-NN is ~85% here)."""
+    """LeNet-5 at 88.0% (4 epochs): 2 epochs (78.6%) give a latent space that is not yet better than
+    pixels at precision@1 (pixel 1-NN is 85.3% here; BENCHMARKS.md)."""
     return trained_lenet
 
 

@@ -24,12 +24,16 @@ from kerascnn.train import RunError, TrainConfig, divergence, train
 
 FRACTION = 0.005  # 270 Fashion-MNIST images: 5 steps of 64 an epoch
 STEPS = int(np.ceil(270 / 64))
-TINY = dict(model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=FRACTION, quiet=True)
+TINY = dict(  # validated and tested on a tenth of each class (600 and 1,000 images)
+    model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=FRACTION, eval_fraction=0.1,
+    quiet=True,
+)  # fmt: skip
 
 
 def train_args(out, *extra, epochs="2"):
     return [sys.executable, "-m", "kerascnn.cli", "train", "--model", "lenet5", "--input-shape", "28,28,1",
-            "--train-fraction", str(FRACTION), "--epochs", epochs, "--batch-size", "64", "--quiet",
+            "--train-fraction", str(FRACTION), "--eval-fraction", "0.1", "--epochs", epochs, "--batch-size", "64",
+            "--quiet",
             "--schedule", "constant", "--output", str(out), *extra]  # fmt: skip
 
 
@@ -347,6 +351,7 @@ def test_resume_of_a_folder_without_a_finished_epoch_starts_at_epoch_0(tmp_path)
         (["--clip-norm", "0"], "--clip-norm"),
         (["--val-split", "1.5"], "--val-split"),
         (["--train-fraction", "0"], "--train-fraction"),
+        (["--eval-fraction", "1.5"], "--eval-fraction"),
         (["--mixup", "-1"], "--mixup"),
         (["--model-kwargs", "foo=1"], "has no option 'foo'; its options:"),
     ],

@@ -17,13 +17,17 @@ from click.testing import CliRunner
 from kerascnn.cli import main
 from kerascnn.train import RunError, TrainConfig, train
 
-SMALL = dict(model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=0.02, quiet=True)
+# 2% of Fashion-MNIST's training images; validated and tested on a tenth of each class (600 and 1,000)
+SMALL = dict(
+    model="lenet5", input_shape=(28, 28, 1), batch_size=64, train_fraction=0.02, eval_fraction=0.1, quiet=True
+)
 
 
 def cli_train_args(out, *extra, fraction="0.02", epochs="1"):
     """`kerascnn train` of a small lenet5 on Fashion-MNIST, as a command line for a subprocess."""
     return [sys.executable, "-m", "kerascnn.cli", "train", "--model", "lenet5", "--input-shape", "28,28,1",
-            "--train-fraction", fraction, "--epochs", epochs, "--batch-size", "64", "--quiet",
+            "--train-fraction", fraction, "--eval-fraction", "0.1", "--epochs", epochs, "--batch-size", "64",
+            "--quiet",
             "--output", str(out), *extra]  # fmt: skip
 
 
@@ -51,10 +55,10 @@ def test_run_folder_has_everything(run_dir):
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
     assert not any(p.name.endswith(".partial") or ".partial." in p.name for p in run_dir.iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["samples"] == 10000
+    assert metrics["split"] == "test" and metrics["samples"] == 1000  # --eval-fraction 0.1
     assert 0.5 < metrics["top1"] <= metrics["top5"] <= 1.0  # 2 epochs on 1,080 images beat chance by far
     assert len(metrics["per_class_accuracy"]) == 10
-    assert np.array(metrics["confusion_matrix"]).sum() == 10000
+    assert np.array(metrics["confusion_matrix"]).sum() == 1000
     history = (run_dir / "history.csv").read_text().splitlines()
     assert len(history) == 3 and history[0].startswith("epoch,")
     config = json.loads((run_dir / "config.json").read_text())["train"]
@@ -213,21 +217,26 @@ def test_transfer_from_run_folder_freezes_then_fine_tunes(run_dir, tmp_path):
 
 def test_transfer_from_fashion_mnist_beats_scratch_on_1_percent_of_mnist(tmp_path):
     """Pretrain a small BN network on Fashion-MNIST, transfer it to 1% of MNIST (600 images): it must
-    beat the same network trained from scratch on those 600 images, on all 10,000 MNIST test images.
-    The whole network is fine-tuned (BatchNorm in training mode adapts its statistics to the new
-    domain; a frozen BN keeps Fashion's and loses to scratch)."""
-    net = dict(model="wrn", model_options={"depth": 10, "width": 1}, input_shape=(28, 28, 1), quiet=True)
+    beat the same network trained from scratch on those 600 images, on 1,000 MNIST test images (a tenth
+    of each class, --eval-fraction 0.1). The whole network is fine-tuned (BatchNorm in training mode
+    adapts its statistics to the new domain; a frozen BN keeps Fashion's and loses to scratch).
+    4 epochs, where the pretrained start is far ahead: 82.3% against 70.4% at seed 0, 9 to 12 points
+    over seeds 0-2, a gap that the noise of 1,000 test images (about 1.5 points) cannot close."""
+    net = dict(
+        model="wrn", model_options={"depth": 10, "width": 1}, input_shape=(28, 28, 1), quiet=True,
+        eval_fraction=0.1,
+    )  # fmt: skip
     pre = tmp_path / "pretrained"
     train(
         TrainConfig(**net, data="fashion_mnist", train_fraction=0.2, epochs=2, batch_size=64, output=str(pre))
     )
-    few = dict(net, data="mnist", train_fraction=0.01, epochs=8, batch_size=32, augment="none")
+    few = dict(net, data="mnist", train_fraction=0.01, epochs=4, batch_size=32, augment="none")
     train(TrainConfig(**few, output=str(tmp_path / "scratch")))
     train(TrainConfig(**few, weights=str(pre), output=str(tmp_path / "transfer")))
     scratch, transfer = (
         json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("scratch", "transfer")
     )
-    assert scratch["samples"] == transfer["samples"] == 10000
+    assert scratch["samples"] == transfer["samples"] == 1000
     assert "layers copied" in (tmp_path / "transfer" / "run.log").read_text()
     assert transfer["top1"] > scratch["top1"] + 0.01, (transfer["top1"], scratch["top1"])
 
@@ -268,6 +277,8 @@ def test_cli_model_kwargs_reach_the_builder(tmp_path):
             "32,32,1",
             "--train-fraction",
             "0.005",
+            "--eval-fraction",
+            "0.05",
             "--epochs",
             "1",
             "--batch-size",

@@ -641,12 +641,15 @@ def load_dataset(
     seed: int = 0,
     cache: str = "ram",
     say=None,
+    eval_fraction: float = 1.0,
 ) -> ImageData:
     """Load ``data`` (a built-in name, a folder or a CSV/TSV file list) at ``image_size`` (H, W) with
     ``channels``. ``cache`` (folders and file lists; the built-ins and TFDS are in memory): ``ram``
     decodes every image now, ``none`` lists the files and decodes them when read, ``disk`` reads a
     decoded copy written once, ``auto`` picks ram when it fits (:func:`resolve_cache`), ``stream`` is
-    ``none`` that reads a disk cache when one exists. ``say`` gets a line about what was decided."""
+    ``none`` that reads a disk cache when one exists. ``say`` gets a line about what was decided.
+    ``train_fraction`` / ``eval_fraction`` keep that fraction of each class of the training / the
+    validation and test splits (at least one image per class)."""
     size = tuple(int(s) for s in image_size)
     if data in BUILTINS:
         (x_train, y_train), (x_test, y_test) = load_builtin(data)
@@ -668,4 +671,8 @@ def load_dataset(
         )
     if train_fraction < 1:
         result.train = stratified_fraction(result.train, train_fraction, seed)
+    if eval_fraction < 1:
+        for name in ("val", "test"):
+            if getattr(result, name) is not None:
+                setattr(result, name, stratified_fraction(getattr(result, name), eval_fraction, seed))
     return result

@@ -39,6 +39,18 @@ def test_load_dataset_resizes_and_adapts_channels():
     assert np.bincount(ds.train.labels).tolist() == [54] * 10  # 1% of each class of the 54,000
 
 
+def test_eval_fraction_keeps_a_share_of_each_class_of_val_and_test():
+    full = kdata.load_dataset("mnist", (28, 28), 1, val_split=0.1)
+    ds = kdata.load_dataset("mnist", (28, 28), 1, val_split=0.1, eval_fraction=0.1)
+    assert np.array_equal(ds.train.labels, full.train.labels)  # the training split untouched
+    for name in ("val", "test"):
+        counts, all_counts = (np.bincount(getattr(d, name).labels, minlength=10) for d in (ds, full))
+        assert np.all(np.abs(counts - all_counts * 0.1) <= 1), (name, counts, all_counts)
+        # a subset of the split's own images, not new ones
+        kept = {img.tobytes() for img in getattr(full, name).images}
+        assert all(img.tobytes() in kept for img in getattr(ds, name).images[:50])
+
+
 def write_image(path, color, size=(12, 10), mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)

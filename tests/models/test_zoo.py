@@ -74,13 +74,21 @@ def test_registry_covers_every_family():
     assert list_models("resnet1*") == ["resnet18", "resnet101", "resnet110", "resnet152"]
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_builds_runs_and_round_trips(name, tmp_path):
+@pytest.fixture(scope="module", params=ALL)
+def zoo_model(request):
+    """(name, model at its small shape with 7 classes): built once for the two tests below, which pytest
+    runs one after the other for each model (a module-scoped parameter), then dropped."""
+    name = request.param
+    yield name, build(name, input_shape=small_shape(name), num_classes=7)
+    keras.utils.clear_session()
+
+
+def test_builds_runs_and_round_trips(zoo_model, tmp_path):
+    name, model = zoo_model
     shape = small_shape(name)
-    model = build(name, input_shape=shape, num_classes=7)
     assert len(model.outputs) == 1, "the inference model has a single output"
     x = np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype("float32")
-    y = model.predict(x, verbose=0)
+    y = np.asarray(model(x, training=False))  # called eagerly: tracing predict() costs more than the run
     assert y.shape == (2, 7)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # softmax head
 
@@ -88,14 +96,12 @@ def test_builds_runs_and_round_trips(name, tmp_path):
     model.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)
     assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
-    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), y)
+    np.testing.assert_array_equal(np.asarray(reloaded(x, training=False)), y)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_standard_layers_and_deterministic_names(name):
-    shape = small_shape(name)
-    a = build(name, input_shape=shape)
-    b = build(name, input_shape=shape)
+def test_standard_layers_and_deterministic_names(zoo_model):
+    name, a = zoo_model
+    b = build(name, input_shape=small_shape(name), num_classes=7)
     names = [layer.name for layer in a.layers]
     assert names == [layer.name for layer in b.layers]
     assert len(set(names)) == len(names)
