@@ -32,9 +32,9 @@ TINY = dict(  # validated and tested on a tenth of each class (600 and 1,000 ima
 
 def train_args(out, *extra, epochs="2"):
     return [sys.executable, "-m", "kerascnn.cli", "train", "--model", "lenet5", "--input-shape", "28,28,1",
-            "--train-fraction", str(FRACTION), "--eval-fraction", "0.1", "--epochs", epochs, "--batch-size", "64",
-            "--quiet",
-            "--schedule", "constant", "--output", str(out), *extra]  # fmt: skip
+            "--train-fraction", str(FRACTION), "--eval-fraction", "0.1", "--epochs", epochs,
+            "--batch-size", "64", "--quiet", "--schedule", "constant",
+            "--output", str(out), *extra]  # fmt: skip
 
 
 # A training process that kills itself (SIGKILL: no cleanup runs) at a chosen moment: before or after
