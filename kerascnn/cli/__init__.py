@@ -1,0 +1,77 @@
+"""The ``kerascnn`` command line: click commands only. Each parses its options, calls one library
+function, and prints; everything here is also reachable from Python under the same names.
+
+The group :func:`main` (the ``kerascnn`` entry point) is here; its commands live one module per group:
+
+* :mod:`.options`: the option types and parsers several commands share;
+* :mod:`.zoo`: ``models``, ``summary``;
+* :mod:`.training`: ``train``, ``evaluate``;
+* :mod:`.export`: ``export``, ``inspect``, ``validate``, ``benchmark``;
+* :mod:`.retrieval`: ``index``, ``search``;
+* :mod:`.lab`, :mod:`.explain`: ``lab``, ``explain``;
+* :mod:`.weights`: the ``weights`` group (``fetch``, ``add``, ``list``).
+
+The command modules import only light modules at their top; the library is imported inside each command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
+import click  # noqa: E402
+
+from kerascnn.errors import KerascnnError  # noqa: E402
+
+from . import explain, export, lab, retrieval, training, weights, zoo  # noqa: E402
+
+__all__ = ["main"]
+
+COMMANDS = (
+    zoo.models_cmd,
+    zoo.summary_cmd,
+    training.train_cmd,
+    training.evaluate_cmd,
+    export.export_cmd,
+    export.inspect_cmd,
+    export.validate_cmd,
+    export.benchmark_cmd,
+    retrieval.index_cmd,
+    retrieval.search_cmd,
+    lab.lab_cmd,
+    explain.explain_cmd,
+    weights.weights_group,
+)
+
+
+class _Commands(click.Group):
+    """The kerascnn group: a :class:`KerascnnError` from any command is printed as ``Error: message``
+    (exit 1) without a traceback; the message names the file, option or layer. Anything else is a bug
+    and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KerascnnError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Commands, commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kerascnn")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show the libraries' own logs and warnings (TensorFlow, the TFLite converter, LiteRT, "
+    "MediaPipe); also KERASCNN_VERBOSE=1.",
+)
+def main(verbose: bool):
+    """kerascnn: classic CNNs in Keras 3, from idea to phone."""
+    from kerascnn import quiet
+
+    if verbose:
+        quiet.set_verbose(True)
+    quiet.quiet_python_libraries()
+    if not {"-h", "--help"} & set(sys.argv):
+        quiet.import_tensorflow()

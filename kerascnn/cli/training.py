@@ -1,0 +1,294 @@
+"""``kerascnn train`` (TrainConfig's options, its defaults shown) and ``kerascnn evaluate``."""
+
+from __future__ import annotations
+
+import click
+
+from kerascnn import augment as kaug  # light: the presets and ops, no Keras
+from kerascnn import config as kconfig  # light: TrainConfig's defaults and choices
+
+from .options import (
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    TRAIN_DEFAULTS,
+    parse_exclude,
+    parse_kwargs,
+    parse_shape,
+)
+
+# train options that set another TrainConfig field than their own name
+_TRAIN_FIELD = {
+    "model_kwargs": "model_options",
+    "no_aug_for": "augment_overrides",
+    **{op: "augment_overrides" for op in kaug.AugmentConfig.OPS},
+}
+
+
+def _given_train_fields(ctx: click.Context) -> dict[str, str]:
+    """The TrainConfig fields the command line set explicitly, with the option that set them."""
+    from click.core import ParameterSource
+
+    given = {}
+    for param in ctx.command.params:
+        if param.name != "resume" and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+            given.setdefault(_TRAIN_FIELD.get(param.name, param.name), param.opts[0])
+    return given
+
+
+@click.command("train")
+@click.option(
+    "--model",
+    default=TRAIN_DEFAULTS.model,
+    help="A registered model (kerascnn models) [default: from the images: lenet5 at 32x32 for grayscale up "
+    "to 32 px, resnet20 at 32x32 for colour up to 32 px, images with at most 48 px of detail or sets of at "
+    "most 10,000 images, else mobilenet_v1 alpha=0.5 at the side their detail needs, up to 128; see README "
+    "'The default recipe'].",
+)
+@click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
+@click.option(
+    "--data",
+    default=TRAIN_DEFAULTS.data,
+    show_default=True,
+    help="fashion_mnist, mnist, a folder of class sub-folders (or train/ val/ test/), a .csv/.tsv "
+    "of path,label[,split] rows, or tfds:NAME.",
+)
+@click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
+@click.option(
+    "--epochs",
+    type=POSITIVE_INT,
+    default=TRAIN_DEFAULTS.epochs,
+    help="[default: ~4,000 steps' worth, 10 to 40]",
+)
+@click.option(
+    "--batch-size",
+    type=POSITIVE_INT,
+    default=TRAIN_DEFAULTS.batch_size,
+    help="[default: ~train images/128, 32 to 128]",
+)
+@click.option(
+    "--optimizer", type=click.Choice(kconfig.OPTIMIZERS), default=TRAIN_DEFAULTS.optimizer, show_default=True
+)
+@click.option(
+    "--lr",
+    type=POSITIVE_FLOAT,
+    default=None,
+    help=f"Peak learning rate [{', '.join(f'{k} {v:g}' for k, v in kconfig.DEFAULT_LR.items())}; sgd scaled "
+    "with the batch from 128].",
+)
+@click.option(
+    "--schedule", type=click.Choice(kconfig.SCHEDULES), default=TRAIN_DEFAULTS.schedule, show_default=True
+)
+@click.option(
+    "--warmup-epochs",
+    type=NON_NEGATIVE_FLOAT,
+    default=TRAIN_DEFAULTS.warmup_epochs,
+    help="[default: the first ~300 steps, at most a fifth of the run]",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.patience,
+    help="Stop after N epochs without a lower val_loss; 0: off [default: max(3, epochs/5) when the "
+    "epochs are derived, off with --epochs].",
+)
+@click.option(
+    "--weight-decay", type=NON_NEGATIVE_FLOAT, default=TRAIN_DEFAULTS.weight_decay, show_default=True
+)
+@click.option(
+    "--clip-norm",
+    type=POSITIVE_FLOAT,
+    default=None,
+    help="Clip the gradients' global norm to this (a run that diverges: try 1.0).",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=TRAIN_DEFAULTS.label_smoothing,
+    show_default=True,
+)
+@click.option(
+    "--bn-momentum",
+    type=float,
+    default=TRAIN_DEFAULTS.bn_momentum,
+    show_default=True,
+    help="BatchNorm moving-average momentum for the run (the architectures' own: pass -1).",
+)
+@click.option(
+    "--augment",
+    type=click.Choice(list(kaug.PRESETS)),
+    default=TRAIN_DEFAULTS.augment,
+    show_default=True,
+    help="Augmentation preset; the options below override single ops.",
+)
+@click.option("--shift", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--rotation", type=NON_NEGATIVE_FLOAT, default=None, help="Degrees.")
+@click.option("--shear", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--zoom", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--flip", type=click.Choice(kaug.FLIP_MODES), default=None)
+@click.option("--perspective", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option(
+    "--noise",
+    type=NON_NEGATIVE_FLOAT,
+    default=None,
+    help="Gaussian noise std as a fraction of the value range.",
+)
+@click.option("--brightness", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option("--contrast", type=NON_NEGATIVE_FLOAT, default=None)
+@click.option(
+    "--no-aug-for", "no_aug_for", multiple=True, help="OP=CLASSES: skip an op for these class indices."
+)
+@click.option(
+    "--mixup",
+    type=NON_NEGATIVE_FLOAT,
+    default=TRAIN_DEFAULTS.mixup,
+    show_default=True,
+    help="Mixup alpha (0 = off).",
+)
+@click.option("--balance", type=click.Choice(kconfig.BALANCE_MODES), default=TRAIN_DEFAULTS.balance)
+@click.option(
+    "--val-split",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=TRAIN_DEFAULTS.val_split,
+    show_default=True,
+)
+@click.option(
+    "--train-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=TRAIN_DEFAULTS.train_fraction,
+    show_default=True,
+    help="Train on this fraction of each class (few-data experiments).",
+)
+@click.option(
+    "--eval-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=TRAIN_DEFAULTS.eval_fraction,
+    show_default=True,
+    help="Validate and test on this fraction of each class (quick experiments on large splits).",
+)
+@click.option(
+    "--cache",
+    type=click.Choice(kconfig.CACHE_MODES),
+    default=TRAIN_DEFAULTS.cache,
+    show_default=True,
+    help="Decoded images of a folder or file list: in RAM, once into a disk cache (reused by later "
+    "runs, evaluate, validate), or none (decoded from the files each epoch); auto: RAM when they fit "
+    "in a quarter of the available memory, else none.",
+)
+@click.option(
+    "--input-shape",
+    default=None,
+    help="H,W,C [default: with --model, the model's; without, from the images (never upscaled)].",
+)
+@click.option("--seed", type=int, default=TRAIN_DEFAULTS.seed, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(kconfig.PRECISIONS),
+    default=TRAIN_DEFAULTS.precision,
+    show_default=True,
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(kconfig.STRATEGIES),
+    default=TRAIN_DEFAULTS.strategy,
+    show_default=True,
+    help="auto: MirroredStrategy when TensorFlow sees several GPUs.",
+)
+@click.option("--weights", default=None, help="Start from a .keras file or run folder, or 'imagenet'.")
+@click.option("--freeze-backbone", is_flag=True, help="Train only the new head first.")
+@click.option(
+    "--fine-tune-epochs",
+    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.fine_tune_epochs,
+    show_default=True,
+)
+@click.option("--fine-tune-lr", type=POSITIVE_FLOAT, default=None)
+@click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
+@click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
+@click.pass_context
+def train_cmd(ctx, **opts):
+    """Train MODEL on DATA into a run folder (models, config, history, plots, metrics)."""
+    from kerascnn import models
+    from kerascnn.train import TrainConfig, train
+
+    given = _given_train_fields(ctx)
+    overrides = {op: opts.pop(op) for op in kaug.AugmentConfig.OPS}
+    exclude = parse_exclude(opts.pop("no_aug_for"))
+    if exclude:
+        overrides["exclude"] = exclude
+    resume = opts.pop("resume")
+    shape = parse_shape(opts.pop("input_shape"))
+    if shape is not None and len(shape) == 2:
+        raise click.BadParameter("give H,W,C", param_hint="--input-shape")
+    model_options = parse_kwargs(opts.pop("model_kwargs"))
+    if opts["bn_momentum"] < 0:
+        opts["bn_momentum"] = None
+    cfg = TrainConfig(
+        **opts,
+        input_shape=shape,
+        model_options=model_options,
+        augment_overrides={k: v for k, v in overrides.items() if v is not None},
+    )
+    try:
+        train(cfg, resume=resume, given=given)
+    except models.UnknownModelError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+
+
+@click.command("evaluate")
+@click.argument("run_or_model")
+@click.option("--data", default=None, help="Dataset [default: the run's].")
+@click.option(
+    "--tta",
+    type=POSITIVE_INT,
+    default=1,
+    show_default=True,
+    help="Average the posteriors of N augmented copies.",
+)
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
+@click.option("--json", "json_path", default=None, help="Write the metrics here.")
+@click.option("--confusion", default=None, help="Write the confusion matrix PNG here.")
+def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
+    """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""
+    from kerascnn import data as kdata
+    from kerascnn import evaluate as kevaluate
+    from kerascnn.runs import ModelFileError, Run, RunFileError, image_input_shape
+
+    try:
+        run = Run.open(run_or_model)
+        model = run.load_model()
+        h, w, c = image_input_shape(model, run.model_file)
+    except (RunFileError, ModelFileError) as e:
+        raise click.BadParameter(str(e), param_hint="RUN_OR_MODEL") from None
+    model_file = run.model_file
+    mean, std = run.normalization()
+    val_split = run.val_split
+    data = data or run.data
+    if data is None:
+        raise click.BadParameter("give --data for a model file", param_hint="--data")
+    dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split, cache="stream")
+    classes = model.output_shape[-1]
+    if classes != dataset.num_classes:
+        raise click.ClickException(
+            f"{model_file} predicts {classes} classes but --data {data} has {dataset.num_classes} "
+            f"({', '.join(dataset.class_names)})"
+        )
+    split = dataset.eval_split
+    metrics = kevaluate.evaluate(
+        model,
+        split,
+        kdata.Normalization(tuple(mean), tuple(std)),
+        dataset.class_names,
+        batch_size=batch_size,
+        tta=tta,
+    )
+    topk = next(k for k in metrics if k.startswith("top") and k != "top1")
+    click.echo(f"{model_file}: {metrics['samples']} images, tta {tta}")
+    click.echo(f"top-1 {metrics['top1']:.4f}   {topk} {metrics[topk]:.4f}")
+    for name, acc in metrics["per_class_accuracy"].items():
+        click.echo(f"  {name:<24} {'-' if acc is None else f'{acc:.4f}'}")
+    if json_path:
+        kevaluate.write_json(metrics, json_path)
+    if confusion:
+        kevaluate.plot_confusion(metrics["confusion_matrix"], dataset.class_names, confusion)
