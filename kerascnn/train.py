@@ -20,11 +20,14 @@ epoch's models and state.json are committed together (:func:`kerascnn.runs.commi
 killed at any moment continues with ``--resume`` from its last finished epoch, with the optimizer step
 count of an uninterrupted run. An epoch is kept only when its losses and weights are finite: a diverged
 epoch stops the run and leaves the last good files as they were.
+
+``fit`` is given callbacks of one job each (:mod:`kerascnn.callbacks`): the BatchNorm statistics
+measured before each validation, early stopping on val_loss in the last phase, and each epoch's commit
+into the run folder (with the divergence check and history.csv).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -50,14 +53,16 @@ from kerascnn.errors import ConfigError, KerascnnError
 from . import augment as aug
 from . import data as kdata
 from . import transfer
+from .callbacks import BN_STAT_IMAGES, EpochCommit, PreciseBatchNorm, ResumableEarlyStopping, write_history
 from .lock import WriteLock
-from .runs import (
+from .runs import (  # noqa: F401 - RunError is kerascnn.train's API too
+    RunError,
     atomic_write_json,
-    atomic_write_text,
-    commit_epoch,
+    initial_state,
     read_state,
     read_train_config,
     recover_run_folder,
+    write_or_stop,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -194,48 +199,9 @@ def set_bn_momentum(model, momentum: float) -> int:
     return len(layers)
 
 
-BN_STAT_IMAGES, BN_STAT_BATCH = 1024, 256  # training images the BatchNorm statistics are measured on
-
-
-def recompute_bn_statistics(model, images, batch_size: int = BN_STAT_BATCH, normalize=None) -> int:
-    """Set the moving mean and variance of every trainable BatchNormalization layer to the statistics
-    of ``images`` (normalised, unaugmented) under the model's current weights, averaged over batches in
-    training mode ("precise BN", as in pycls); returns how many layers.
-
-    Why: the moving averages start at mean 0 and variance 1, and after t steps at momentum m the 1 still
-    weighs m**t, while a fresh net's activations have variances of ~0.01 and less: after one epoch of 16
-    steps (0.9**16 = 0.19) mobilenet_v1's first BN divides by a variance 20x too large, every later layer
-    compounds it, and in inference mode the net predicts one class for everything (a first validation at
-    chance level after a working training epoch; the same weights score like the training epoch with
-    the statistics measured). Called before each validation, the validation and the saved models use
-    statistics that belong to their weights. Frozen layers (--freeze-backbone) keep theirs."""
-    layers = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-    ]
-    if not layers or not len(images):
-        return 0
-    momenta = [layer.momentum for layer in layers]
-    try:
-        for i, start in enumerate(range(0, len(images), batch_size)):
-            for layer in layers:  # moving = the running mean of the batches' statistics
-                layer.momentum = i / (i + 1)
-            batch = images[start : start + batch_size]
-            model(normalize(batch) if normalize is not None else batch, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-    return len(layers)
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-
-
-class RunError(KerascnnError, RuntimeError):
-    """The run stopped (NaN loss, bad resume); the message says what is kept and what to do."""
 
 
 def _make_logger(run_dir: Path):
@@ -278,13 +244,6 @@ def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
         )
     else:
         model.compile(optimizer, loss=loss, metrics=metrics, **compile_options())
-
-
-def _val_accuracy(logs: dict) -> float | None:
-    for key in ("val_accuracy", "val_predictions_accuracy"):
-        if key in logs:
-            return float(logs[key])
-    return None
 
 
 @dataclass
@@ -625,30 +584,18 @@ def _start_run_folder(run: _Run) -> None:
             raise RunError(f"'{run.run_dir}' already holds a run; pass --output for a new run folder")
         recover_run_folder(run.run_dir, None)  # what a run killed before its config.json left
         config = {"train": asdict(run.cfg), "kerascnn_version": _version()}
-        _write_or_stop(
-            run, lambda: atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list)
+        write_or_stop(
+            run.run_dir,
+            lambda: atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list),
         )
     if run.from_checkpoint:  # history.csv is derived from state.json: rewrite it to match
-        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
+        history, path = run.state["history"], run.run_dir / "history.csv"
+        write_or_stop(run.run_dir, lambda: write_history(history, path), int(run.state["epoch"]))
     else:
-        run.state = {"epoch": 0, "best": None, "history": [], "class_names": run.dataset.class_names}
+        run.state = initial_state(run.dataset.class_names)
     run.log = _make_logger(run.run_dir)
     for message in run.messages:
         run.log(message)
-
-
-def _write_or_stop(run: _Run, write: Callable[[], object]):
-    """Run a write into the run folder; a full disk (or any OS error) becomes a RunError that names the
-    folder and says how to go on. The writers leave no partial file."""
-    try:
-        return write()
-    except OSError as e:
-        epoch = int(run.state["epoch"]) if run.state else 0
-        kept = f"epoch {epoch} and its files are kept" if epoch else "no epoch had finished"
-        raise RunError(
-            f"could not write to the run folder '{run.run_dir}': {e.strerror or e} ({kept}); free space "
-            "(or fix the folder) and continue with --resume"
-        ) from None
 
 
 def _fit_phases(run: _Run) -> None:
@@ -678,7 +625,7 @@ def _fit_phases(run: _Run) -> None:
     done, start = int(run.state["epoch"]), 0
     if run.strategy.num_replicas_in_sync == 1 and any(
         isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
-    ):  # measured BatchNorm statistics before each validation (see recompute_bn_statistics)
+    ):  # measured BatchNorm statistics before each validation (kerascnn.callbacks.PreciseBatchNorm)
         pick = np.random.default_rng(cfg.seed).permutation(len(dataset.train))[:BN_STAT_IMAGES]
         # uint8, normalised a batch at a time (a quarter of the memory of float32: 154 MB at 224x224x3)
         run.bn_images = dataset.train.images[pick]  # (read once from a streamed split)
@@ -723,12 +670,26 @@ def _worker_shard(strategy) -> tuple[int, int] | None:
 
 
 def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: int, end_epoch: int) -> None:
-    """``model.fit`` from ``initial_epoch`` to ``end_epoch`` with the run's callbacks; a NaN loss
-    stops the run with what is kept and what to do."""
+    """``model.fit`` from ``initial_epoch`` to ``end_epoch`` with the run's callbacks (kerascnn.callbacks:
+    precise BatchNorm before each validation, early stopping in the last phase, each epoch committed);
+    a diverged epoch stops the run with what is kept and what to do."""
     import tensorflow as tf
 
-    callback = RunCallback(run, phase, end_epoch)
-    callbacks = [keras.callbacks.TerminateOnNaN(), callback]
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if run.bn_images is not None:
+        callbacks.append(PreciseBatchNorm(run.bn_images, normalize=run.normalize))
+    stopper = None
+    if run.cfg.patience and phase == run.phases[-1][0]:  # (the head phase of --fine-tune-epochs always
+        history = run.state["history"]  # hands over to the fine-tuning): counted on where the run is
+        stopper = ResumableEarlyStopping(
+            run.cfg.patience, [row.get("val_loss") for row in history if row.get("phase", "train") == phase]
+        )
+        callbacks.append(stopper)
+    commit = EpochCommit(
+        run.run_dir, run.dataset.num_classes, run.state, run.inference, phase,
+        stopped_early=(lambda: stopper.stopped) if stopper is not None else None, log=run.log,
+    )  # fmt: skip
+    callbacks.append(commit)
     if run.chief:
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard"), write_graph=False)
@@ -746,7 +707,8 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
         verbose=2 if run.cfg.quiet or not sys.stdout.isatty() else 1,
         shuffle=False,  # the pipeline shuffles
     )
-    if callback.diverged is not None:
+    run.state = commit.state
+    if commit.diverged is not None:
         epoch = run.state["epoch"]
         kept = (
             f"The files of the last good epoch ({epoch}) are kept unchanged in {run.run_dir}; continue from "
@@ -760,7 +722,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
             tips.append("gradient clipping (--clip-norm 1.0)")
         if cfg.precision != "float32":
             tips.append("--precision float32")
-        raise RunError(f"{callback.diverged}; the run stopped. {kept}. Try {', '.join(tips)}.")
+        raise RunError(f"{commit.diverged}; the run stopped. {kept}. Try {', '.join(tips)}.")
 
 
 def _report(run: _Run) -> None:
@@ -817,126 +779,3 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def divergence(epoch: int, logs: dict, model, num_classes: int) -> str | None:
-    """What is wrong with an epoch that must not be kept, or None: a training or validation loss that is
-    NaN, inf or over 1000x that of a uniform guess (a diverged run), or weights that are not finite."""
-    bound = 1000 * math.log(max(2, num_classes))
-    for key, what in (("loss", "training loss"), ("val_loss", "validation loss")):
-        if key not in logs:
-            continue
-        value = float(logs[key])
-        if not math.isfinite(value):
-            return f"the {what} became {'NaN' if math.isnan(value) else 'inf'} in epoch {epoch}"
-        if value > bound:
-            return (
-                f"the {what} reached {value:.3g} in epoch {epoch} (a uniform guess scores {bound / 1000:.2f})"
-            )
-    for layer in model.layers:
-        for variable in layer.weights:
-            values = np.asarray(variable)
-            if not np.isfinite(values).all():
-                kind = "NaN" if np.isnan(values).any() else "inf"
-                return (
-                    f"the weights hold {kind} after epoch {epoch} (layer '{layer.name}', {variable.name}), "
-                    "although the loss was finite"
-                )
-    return None
-
-
-class RunCallback(keras.callbacks.Callback):
-    """After each finished epoch: check it (:func:`divergence`), then commit the checkpoint (training
-    model + optimizer), the last and best inference models and the state together
-    (:func:`kerascnn.runs.commit_epoch`), then the history. A diverged epoch stops training and saves
-    nothing, so the last good epoch's files stay as they were."""
-
-    def __init__(self, run: _Run, phase: str, end_epoch: int | None = None):
-        super().__init__()
-        self.run, self.phase, self.end_epoch = run, phase, end_epoch
-        self.diverged: str | None = None
-
-    def on_test_begin(self, logs=None):  # the validation of each epoch, inside fit
-        if self.run.bn_images is not None:
-            recompute_bn_statistics(self.run.model, self.run.bn_images, normalize=self.run.normalize)
-
-    def on_epoch_end(self, epoch, logs=None):
-        run, logs = self.run, dict(logs or {})
-        problem = divergence(epoch + 1, logs, run.model, run.dataset.num_classes)
-        if problem is not None:
-            self.diverged = problem
-            self.model.stop_training = True
-            run.log(f"epoch {epoch + 1}: {problem}; stopping, nothing saved for this epoch")
-            return
-        optimizer = run.model.optimizer
-        row = {"epoch": epoch, "phase": self.phase, "lr": float(np.asarray(optimizer.learning_rate))}
-        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
-        val = _val_accuracy(logs)
-        best = run.state["best"]
-        improved = val is not None and (best is None or val > best)
-        # All workers save (a multi-worker save is collective); the chief's is the run's.
-        models = {"checkpoint.keras": run.model, "model_last.keras": run.inference}
-        if improved or not (run.run_dir / "model_best.keras").exists():
-            models["model_best.keras"] = run.inference
-        state = {
-            **run.state,
-            "epoch": epoch + 1,
-            "phase": self.phase,
-            "best": val if improved else best,
-            "history": [*run.state["history"], row],
-            "class_names": run.dataset.class_names,
-            "optimizer_steps": int(np.asarray(optimizer.iterations)),
-        }
-        stop = self._early_stop(state["history"], epoch + 1)
-        if stop:  # committed with the epoch, so a resumed run knows the run is over
-            state["stopped_early"] = stop
-        run.state = _write_or_stop(run, lambda: commit_epoch(run.run_dir, epoch + 1, models, state))
-        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
-        run.log(
-            f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, val_accuracy "
-            f"{val if val is not None else float('nan'):.4f}{' (best)' if improved else ''}",
-            echo=False,  # Keras' progress bar shows the epoch already
-        )
-        if stop:
-            self.model.stop_training = True
-            run.log(
-                f"early stop after epoch {epoch + 1} of {self.end_epoch}: {stop['reason']}; "
-                f"model_best.keras is the epoch with the best val_accuracy ({_shown(run.state['best'])})"
-            )
-
-    def _early_stop(self, history: list[dict], epoch: int) -> dict | None:
-        """Early stopping on val_loss, from the committed history (so a resumed run counts on where it
-        was): ``patience`` epochs of the last phase in a row without a lower val_loss, before its end."""
-        patience, last_phase = self.run.cfg.patience, self.run.phases[-1][0]
-        at_end = self.end_epoch is not None and epoch >= self.end_epoch
-        if not patience or self.phase != last_phase or at_end:
-            return None  # (the head phase of --fine-tune-epochs always hands over to the fine-tuning)
-        losses = [row.get("val_loss") for row in history if row.get("phase", "train") == self.phase]
-        if not losses or any(v is None for v in losses):
-            return None
-        best = min(range(len(losses)), key=lambda i: (losses[i], i))
-        since = len(losses) - 1 - best
-        if since < patience:
-            return None
-        return {
-            "epoch": epoch,
-            "best_val_loss_epoch": best + 1,
-            "patience": patience,
-            "reason": (
-                f"val_loss has not gone below {losses[best]:.4f} (epoch {best + 1}) for {since} epochs "
-                f"(--patience {patience})"
-            ),
-        }
-
-
-def _write_history(history: list[dict], path: Path):
-    keys = []
-    for row in history:
-        keys.extend(k for k in row if k not in keys)
-    from io import StringIO
-
-    buf = StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buf.getvalue())
