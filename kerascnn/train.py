@@ -52,7 +52,7 @@ from kerascnn.errors import ConfigError, KerascnnError
 
 from . import augment as aug
 from . import data as kdata
-from . import transfer
+from . import recipe, transfer
 from .callbacks import BN_STAT_IMAGES, EpochCommit, PreciseBatchNorm, ResumableEarlyStopping, write_history
 from .lock import WriteLock
 from .runs import (  # noqa: F401 - RunError is kerascnn.train's API too
@@ -267,7 +267,8 @@ class _Run:
     model: object = None  # the model trained (with GoogLeNet's auxiliary heads)
     inference: object = None  # the model saved (without them)
     new_layers: list[str] = field(default_factory=list)  # layers --weights did not fill
-    derive: tuple | None = None  # a new run's (given, native size, model reason) for kerascnn.recipe
+    derive: tuple | None = None  # a new run's (given, native size, model reason, pretrained) for
+    # kerascnn.recipe.apply_recipe
     bn_images: object = None  # the training images BatchNorm statistics are measured on (or None)
     log: Callable = print
 
@@ -281,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None =
     ``given`` (``kerascnn train`` always passes it), a new run derives the fields not in it from the data
     (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is."""
     if resume and given is not None and not cfg.output:  # the folder of a run whose model the recipe
-        _choose_model_from_data(cfg, given)  # chose: runs/<the model chosen for this data>
+        recipe.apply_model_choice(cfg, given)  # chose: runs/<the model chosen for this data>
     run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume)
     try:
         _load_data(run)
@@ -316,7 +317,7 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     cfg.check(recipe_may_freeze=derive and "model" not in given)
     native, model_reason, pretrained = None, None, None
     if derive:
-        native, model_reason, pretrained = _choose_model_from_data(cfg, given)
+        native, model_reason, pretrained = recipe.apply_model_choice(cfg, given)
         cfg.check()
     models.get_entry(cfg.model)  # unknown model: error before anything is written
     # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
@@ -370,27 +371,6 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
             f"{run_dir}) to train more"
         )
     return run
-
-
-def _choose_model_from_data(cfg: TrainConfig, given: dict[str, str]):
-    """(native size, reason): with no --model, the model and input shape from the images' native size
-    (kerascnn.recipe); with --model, only the native size of a folder (the augmentation rule reads it)."""
-    from . import recipe
-
-    native = recipe.peek_native_size(cfg.data)
-    if "model" in given or "model_options" in given:
-        # the images still say what augmentation fits them (a folder of digits is not flipped)
-        return (native if native is not None and native.sampled else None), None, None
-    choice = recipe.choose_model(native, given, cfg.input_shape)
-    pretrained = recipe.choose_transfer(native, given) if choice is not None else None
-    if pretrained is not None and pretrained.choice is not None:  # colour photos, ImageNet weights at hand
-        choice = pretrained.choice
-        for name, value in pretrained.fields.items():
-            setattr(cfg, name, value)
-    if choice is None:
-        return native, None, None
-    cfg.model, cfg.model_options, cfg.input_shape = choice.model, choice.model_options, choice.input_shape
-    return native, choice.reason, pretrained
 
 
 def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str, str], run_dir: Path) -> bool:
@@ -464,7 +444,9 @@ def _load_data(run: _Run) -> None:
     run.normalize = kdata.Normalization(tuple(cfg.mean), tuple(cfg.std))
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
-    recipe_line = _apply_recipe(run) if run.derive is not None else None
+    recipe_line = None
+    if run.derive is not None:  # a new run: what the command line left out, from the loaded data
+        recipe_line = recipe.apply_recipe(cfg, len(dataset.train), dataset.num_classes, *run.derive)
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
@@ -484,55 +466,6 @@ def _load_data(run: _Run) -> None:
         *([recipe_line] if recipe_line else []),
         *([cfg.recipe["pretrained_hint"]] if recipe_line and "pretrained_hint" in cfg.recipe else []),
     ]
-
-
-def _apply_recipe(run: _Run) -> str:
-    """Epochs, batch size, lr, warm-up and patience derived from the loaded data for the fields the
-    command line left out (:func:`kerascnn.recipe.choose_schedule`), written into the config (so that
-    --resume continues the same run) and recorded in ``cfg.recipe``; returns the line for the log."""
-    from . import recipe
-
-    cfg, dataset = run.cfg, run.dataset
-    given, native, model_reason, pretrained = run.derive
-    transfer = pretrained is not None and pretrained.choice is not None
-    sched = recipe.choose_schedule(
-        len(dataset.train), epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
-        lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
-        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone), transfer=transfer,
-    )  # fmt: skip
-    cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
-    cfg.optimizer = sched.optimizer
-    cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
-    reasons = []
-    for rule in (
-        lambda: recipe.choose_augment(native, given),
-        lambda: recipe.scale_augment(aug.augment_config(cfg.augment, **cfg.augment_overrides), sched, given),
-    ):
-        augment = rule()
-        if augment:
-            cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
-            reasons.append(augment[1])
-    line = recipe.describe(
-        len(dataset.train), dataset.num_classes, native, cfg.model, cfg.model_options, cfg.input_shape,
-        sched, model_reason, ", ".join(reasons) or None,
-    )  # fmt: skip
-    chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
-    chosen += list(pretrained.fields) if transfer else []
-    if cfg.fine_tune_epochs and ("fine_tune_epochs" in chosen or transfer):
-        tuned = f"then {cfg.fine_tune_epochs} epochs fine-tuning at lr {cfg.fine_tune_lr or cfg.lr / 10:g}"
-        line = line.replace("; set any", f", {tuned}; set any")
-    chosen += ["augment_overrides"] if reasons else []
-    cfg.recipe = {
-        "chosen": chosen,
-        "train_images": len(dataset.train),
-        "classes": dataset.num_classes,
-        "native_size": str(native) if native else None,
-        **{name: getattr(cfg, name) for name in chosen},
-        "reason": line,
-        **({"pretrained_hint": pretrained.hint} if pretrained is not None and pretrained.hint else {}),
-    }
-    cfg.check()
-    return line
 
 
 def _build_models(run: _Run) -> None:
