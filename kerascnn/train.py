@@ -28,9 +28,7 @@ into the run folder (with the divergence check and history.csv).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -54,8 +52,10 @@ from . import augment as aug
 from . import data as kdata
 from . import recipe, transfer
 from .callbacks import BN_STAT_IMAGES, EpochCommit, PreciseBatchNorm, ResumableEarlyStopping, write_history
+from .distribute import cluster_task, is_chief, make_strategy, prebuild_for_multiworker, worker_shard
 from .lock import WriteLock
-from .runs import (  # noqa: F401 - RunError is kerascnn.train's API too
+from .optim import compile_model, make_optimizer, make_schedule
+from .runs import (
     RunError,
     atomic_write_json,
     initial_state,
@@ -83,67 +83,6 @@ def load_config(run_dir) -> TrainConfig:
         cfg.input_shape = tuple(cfg.input_shape)
     cfg.mean, cfg.std = tuple(cfg.mean), tuple(cfg.std)
     return cfg
-
-
-# ------------------------------------------------------------------------------------------------
-# Optimizer, schedule, strategy
-# ------------------------------------------------------------------------------------------------
-
-
-def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, lr: float):
-
-    total = max(1, steps_per_epoch * epochs)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.schedule == "step":  # x0.1 at 50% and 75% of training, after the warm-up
-        if warmup:
-            raise ConfigError("--warmup-epochs: not available with --schedule step; use cosine or constant")
-        bounds = [int(total * 0.5), int(total * 0.75)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, [lr, lr * 0.1, lr * 0.01])
-    alpha = 1.0 if cfg.schedule == "constant" else 0.0
-    if warmup:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, max(1, total - warmup), alpha=alpha, warmup_target=lr, warmup_steps=warmup
-        )
-    if cfg.schedule == "constant":
-        return lr
-    return keras.optimizers.schedules.CosineDecay(lr, total, alpha=alpha)
-
-
-def make_optimizer(cfg: TrainConfig, schedule):
-
-    clip = {"global_clipnorm": cfg.clip_norm} if cfg.clip_norm else {}
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            schedule, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay, **clip
-        )
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(schedule, **clip)
-    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, **clip)
-
-
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "multiworker":  # before anything initialises the TensorFlow context
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _cluster_task() -> tuple[dict, dict]:
-    """(cluster, this process's task) of a multi-worker run, from TF_CONFIG; ({}, {}) without one."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    return tf_config.get("cluster") or {}, tf_config.get("task") or {}
-
-
-def is_chief() -> bool:
-    """In a multi-worker run only the chief (worker 0) writes the run folder."""
-    cluster, task = _cluster_task()
-    if not task or task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,37 +152,6 @@ def _make_logger(run_dir: Path):
             print(msg, flush=True)
 
     return log
-
-
-def compile_options() -> dict:
-    """XLA where it pays: on GPUs. On CPUs XLA-compiled training is about 3x slower (measured on the
-    2-core machine of BENCHMARKS.md), so ``fit`` runs the plain TensorFlow graph there."""
-    import tensorflow as tf
-
-    return {"jit_compile": bool(tf.config.list_logical_devices("GPU"))}
-
-
-def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
-
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    # Top-5 during training only in float32 (tf.math.in_top_k rejects float16/bfloat16 predictions);
-    # the final metrics.json always has it.
-    if num_classes > 5 and keras.mixed_precision.global_policy().compute_dtype == "float32":
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-    if len(model.outputs) > 1:  # GoogLeNet with its auxiliary heads
-        from .models.inception import googlenet_loss_weights
-
-        weights = googlenet_loss_weights()
-        model.compile(
-            optimizer,
-            loss={name: loss for name in weights},
-            loss_weights=weights,
-            metrics={"predictions": metrics},
-            **compile_options(),
-        )
-    else:
-        model.compile(optimizer, loss=loss, metrics=metrics, **compile_options())
 
 
 @dataclass
@@ -325,7 +233,7 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     run_dir = Path(cfg.output or f"runs/{cfg.model}")
     chief = is_chief()
     if not chief:  # in a multi-worker run the other workers keep their files apart from the chief's
-        task = _cluster_task()[1]
+        task = cluster_task()[1]
         run_dir = run_dir / f"{task['type']}{task.get('index', 0)}"
     if not resume:
         if _holds_a_run(run_dir):
@@ -542,7 +450,7 @@ def _fit_phases(run: _Run) -> None:
         def label_fn(y):
             return {name: y for name in output_names}
 
-    shard = _worker_shard(run.strategy)
+    shard = worker_shard(run.strategy)
     train_ds = kdata.make_dataset(
         dataset.train, dataset.num_classes, cfg.batch_size, run.normalize, training=True,
         augmenter=run.augmenter, mixup_alpha=cfg.mixup, oversample=cfg.balance == "oversample",
@@ -573,7 +481,7 @@ def _fit_phases(run: _Run) -> None:
                             model, phase == "fine_tune", run.new_layers, cfg.freeze_until
                         )
                     optimizer = make_optimizer(cfg, make_schedule(cfg, steps, epochs, lr))
-                    _compile(model, optimizer, cfg, dataset.num_classes)
+                    compile_model(model, optimizer, cfg, dataset.num_classes)
             elif run.extended:  # the same optimizer state, its schedule stretched to the new total
                 model.optimizer.learning_rate = make_schedule(cfg, steps, epochs, lr)
             if cfg.freeze_backbone:
@@ -586,20 +494,6 @@ def _fit_phases(run: _Run) -> None:
     total = sum(p[1] for p in run.phases)
     if done < total and not stopped:
         raise RunError(f"the run stopped at epoch {done} of {total}")
-
-
-def _worker_shard(strategy) -> tuple[int, int] | None:
-    """(workers, this worker's index) in a multi-worker run, from TF_CONFIG: which share of a streamed
-    dataset this worker reads (None in a single-process run)."""
-    import tensorflow as tf
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None
-    cluster, task = _cluster_task()
-    chiefs = len(cluster.get("chief", []))
-    workers = chiefs + len(cluster.get("worker", []))
-    index = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
-    return (workers, index) if workers > 1 else None
 
 
 def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: int, end_epoch: int) -> None:
@@ -628,7 +522,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
             keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard"), write_graph=False)
         )
     if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _prebuild_for_multiworker(run.model, run.strategy, train_ds)
+        prebuild_for_multiworker(run.model, run.strategy, train_ds)
     run.model.fit(
         train_ds,
         validation_data=val_ds,
@@ -684,28 +578,6 @@ def _report(run: _Run) -> None:
         f"{metrics['split']} top-1 {metrics['top1']:.4f}, {topk} {metrics[topk]:.4f} "
         f"({metrics['samples']} images)"
     )
-
-
-def _prebuild_for_multiworker(model, strategy, dataset):
-    """Work around keras-team/keras#20585 (open since Keras 3.0): ``fit`` under
-    MultiWorkerMirroredStrategy fails twice in Keras 3.15.
-
-    1. It builds the model from a cross-worker mean of the first distributed batch, an eager collective
-       reduce that fails ("Attempt to convert a value (PerReplica...)"): build the model, loss, metrics
-       and optimizer from a local batch instead, so that ``fit`` has nothing left to build.
-    2. It reduces the scalar logs across workers with ``strategy.reduce("MEAN", v, axis=0)``, which
-       fails on scalars ("Invalid reduction dimension 0"): reduce the logs over the local replica
-       instead. Gradients are still all-reduced across workers by the strategy, so every worker applies
-       the same update (the test checks the weights end identical); only the printed loss/metrics are
-       each worker's own.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    batch = next(iter(dataset))
-    with strategy.scope():
-        model._symbolic_build(data_batch=batch)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
 
 
 def _version() -> str:

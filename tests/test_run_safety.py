@@ -303,7 +303,7 @@ def test_huge_lr_keeps_nothing_broken_and_says_what_to_try(tmp_path):
 
 
 def test_clip_norm_reaches_the_optimizer():
-    from kerascnn.train import make_optimizer
+    from kerascnn.optim import make_optimizer
 
     opt = make_optimizer(TrainConfig(clip_norm=1.0), 0.1)
     assert opt.global_clipnorm == 1.0
