@@ -51,7 +51,7 @@ def child(batch: int, steps: int) -> dict:
 
     from kerascnn import data as kdata
     from kerascnn.models import build
-    from kerascnn.train import compile_options
+    from kerascnn.optim import compile_options
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -64,7 +64,7 @@ def one_epoch(folder: str, cache: str) -> dict:
     from kerascnn import augment as aug
     from kerascnn import data as kdata
     from kerascnn.models import build
-    from kerascnn.train import compile_options
+    from kerascnn.optim import compile_options
 
     keras.utils.set_random_seed(0)
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def pipeline_alone(folder: str, batches: int = 30) -> dict:
     from kerascnn import augment as aug
     from kerascnn import data as kdata
     from kerascnn.models import build
-    from kerascnn.train import compile_options
+    from kerascnn.optim import compile_options
 
     shape = (224, 224, 3)
     data = kdata.load_dataset(folder, shape[:2], 3, val_split=0.0, cache="none")

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from kerascnn import augment as aug  # noqa: E402
 from kerascnn import data as kdata  # noqa: E402
 from kerascnn.models import build  # noqa: E402
-from kerascnn.train import compile_options  # noqa: E402
+from kerascnn.optim import compile_options  # noqa: E402
 
 
 class Timer(keras.callbacks.Callback):

@@ -13,8 +13,9 @@ Two pure functions, testable without training, and one peek at the files:
   schedule scale augmentation, warm-up and the peak lr to its share of the budget.
 
 Every option the user gave (``given``: TrainConfig field -> option name, from the command line) wins;
-the choices land in the config's own fields (so ``--resume`` continues the same run and never derives
-again) and in ``TrainConfig.recipe`` (the values chosen and a one-line reason, kept in config.json).
+:func:`apply_model_choice` and :func:`apply_recipe` (what ``kerascnn.train`` calls) write the choices
+into the config's own fields (so ``--resume`` continues the same run and never derives again) and into
+``TrainConfig.recipe`` (the values chosen and a one-line reason, kept in config.json).
 The numbers below come from the measurements of BENCHMARKS.md ("The default recipe against hand-tuned
 commands", 2 CPU cores).
 """
@@ -24,6 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 SMALL_SIDE = 32  # images up to this side train a small net at 32x32
 SMALL_MODEL = "lenet5"  # small grayscale images (digits, letters): a net of 0.4M MACs suffices
@@ -414,3 +419,83 @@ def describe(
                 + ", ".join(sgd + ([" and ".join(scaled) + " scaled to it"] if scaled else []))
             )
     return f"recipe: {what} -> {', '.join(parts)}; set any of them to override"
+
+
+# ------------------------------------------------------------------------------------------------
+# The choices, written into a TrainConfig (what kerascnn.train calls)
+# ------------------------------------------------------------------------------------------------
+
+
+def apply_model_choice(
+    cfg: TrainConfig, given: dict
+) -> tuple[NativeSize | None, str | None, TransferChoice | None]:
+    """(native size, reason, pretrained): with no --model, the model and input shape from the images'
+    native size (:func:`choose_model`, or :func:`choose_transfer`'s pretrained backbone with the fields it
+    sets), written into ``cfg``; with --model, only the native size of a folder (the augmentation rule
+    reads it)."""
+    native = peek_native_size(cfg.data)
+    if "model" in given or "model_options" in given:
+        # the images still say what augmentation fits them (a folder of digits is not flipped)
+        return (native if native is not None and native.sampled else None), None, None
+    choice = choose_model(native, given, cfg.input_shape)
+    pretrained = choose_transfer(native, given) if choice is not None else None
+    if pretrained is not None and pretrained.choice is not None:  # colour photos, ImageNet weights at hand
+        choice = pretrained.choice
+        for name, value in pretrained.fields.items():
+            setattr(cfg, name, value)
+    if choice is None:
+        return native, None, None
+    cfg.model, cfg.model_options, cfg.input_shape = choice.model, choice.model_options, choice.input_shape
+    return native, choice.reason, pretrained
+
+
+def apply_recipe(
+    cfg: TrainConfig, train_images: int, classes: int, given: dict, native: NativeSize | None,
+    model_reason: str | None, pretrained: TransferChoice | None,
+) -> str:  # fmt: skip
+    """Epochs, batch size, lr, warm-up, patience and augmentation derived from the loaded data
+    (``train_images`` in ``classes``) for the fields the command line left out (:func:`choose_schedule`,
+    :func:`choose_augment`, :func:`scale_augment`), written into ``cfg`` (so that --resume continues the
+    same run) and recorded in ``cfg.recipe``; returns the line for the log. ``native``, ``model_reason``
+    and ``pretrained``: what :func:`apply_model_choice` returned."""
+    from . import augment as kaug
+
+    transfer = pretrained is not None and pretrained.choice is not None
+    sched = choose_schedule(
+        train_images, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
+        lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
+        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone), transfer=transfer,
+    )  # fmt: skip
+    cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
+    cfg.optimizer = sched.optimizer
+    cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
+    reasons = []
+    for rule in (
+        lambda: choose_augment(native, given),
+        lambda: scale_augment(kaug.augment_config(cfg.augment, **cfg.augment_overrides), sched, given),
+    ):
+        augment = rule()
+        if augment:
+            cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
+            reasons.append(augment[1])
+    line = describe(
+        train_images, classes, native, cfg.model, cfg.model_options, cfg.input_shape, sched, model_reason,
+        ", ".join(reasons) or None,
+    )  # fmt: skip
+    chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
+    chosen += list(pretrained.fields) if transfer else []
+    if cfg.fine_tune_epochs and ("fine_tune_epochs" in chosen or transfer):
+        tuned = f"then {cfg.fine_tune_epochs} epochs fine-tuning at lr {cfg.fine_tune_lr or cfg.lr / 10:g}"
+        line = line.replace("; set any", f", {tuned}; set any")
+    chosen += ["augment_overrides"] if reasons else []
+    cfg.recipe = {
+        "chosen": chosen,
+        "train_images": train_images,
+        "classes": classes,
+        "native_size": str(native) if native else None,
+        **{name: getattr(cfg, name) for name in chosen},
+        "reason": line,
+        **({"pretrained_hint": pretrained.hint} if pretrained is not None and pretrained.hint else {}),
+    }
+    cfg.check()
+    return line

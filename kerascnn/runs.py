@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class RunFileError(KerascnnError, FileNotFoundError):
 
 class ModelFileError(KerascnnError, ValueError):
     """A model file that cannot be loaded, or is not a single fixed-size image classifier."""
+
+
+class RunError(KerascnnError, RuntimeError):
+    """The run stopped (NaN loss, bad resume); the message says what is kept and what to do."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,6 +241,25 @@ def commit_epoch(run_dir, epoch: int, models: dict, state: dict) -> dict:
         raise
     _promote(run_dir, pending)
     return state
+
+
+def initial_state(class_names: list[str] | None = None) -> dict:
+    """The state of a run no epoch of which has finished (what :func:`commit_epoch` builds on)."""
+    return {"epoch": 0, "best": None, "history": [], "class_names": class_names}
+
+
+def write_or_stop(run_dir, write: Callable[[], object], epoch: int = 0):
+    """Run a write into the run folder ``run_dir`` whose last committed epoch is ``epoch``; a full disk
+    (or any OS error) becomes a :class:`RunError` that names the folder and says how to go on. The
+    writers leave no partial file."""
+    try:
+        return write()
+    except OSError as e:
+        kept = f"epoch {epoch} and its files are kept" if epoch else "no epoch had finished"
+        raise RunError(
+            f"could not write to the run folder '{run_dir}': {e.strerror or e} ({kept}); free space "
+            "(or fix the folder) and continue with --resume"
+        ) from None
 
 
 def _promote(run_dir: Path, pending: dict) -> list[str]:

@@ -20,14 +20,15 @@ epoch's models and state.json are committed together (:func:`kerascnn.runs.commi
 killed at any moment continues with ``--resume`` from its last finished epoch, with the optimizer step
 count of an uninterrupted run. An epoch is kept only when its losses and weights are finite: a diverged
 epoch stops the run and leaves the last good files as they were.
+
+``fit`` is given callbacks of one job each (:mod:`kerascnn.callbacks`): the BatchNorm statistics
+measured before each validation, early stopping on val_loss in the last phase, and each epoch's commit
+into the run folder (with the divergence check and history.csv).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -49,15 +50,19 @@ from kerascnn.errors import ConfigError, KerascnnError
 
 from . import augment as aug
 from . import data as kdata
-from . import transfer
+from . import recipe, transfer
+from .callbacks import BN_STAT_IMAGES, EpochCommit, PreciseBatchNorm, ResumableEarlyStopping, write_history
+from .distribute import cluster_task, is_chief, make_strategy, prebuild_for_multiworker, worker_shard
 from .lock import WriteLock
+from .optim import compile_model, make_optimizer, make_schedule
 from .runs import (
+    RunError,
     atomic_write_json,
-    atomic_write_text,
-    commit_epoch,
+    initial_state,
     read_state,
     read_train_config,
     recover_run_folder,
+    write_or_stop,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -78,67 +83,6 @@ def load_config(run_dir) -> TrainConfig:
         cfg.input_shape = tuple(cfg.input_shape)
     cfg.mean, cfg.std = tuple(cfg.mean), tuple(cfg.std)
     return cfg
-
-
-# ------------------------------------------------------------------------------------------------
-# Optimizer, schedule, strategy
-# ------------------------------------------------------------------------------------------------
-
-
-def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, lr: float):
-
-    total = max(1, steps_per_epoch * epochs)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.schedule == "step":  # x0.1 at 50% and 75% of training, after the warm-up
-        if warmup:
-            raise ConfigError("--warmup-epochs: not available with --schedule step; use cosine or constant")
-        bounds = [int(total * 0.5), int(total * 0.75)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, [lr, lr * 0.1, lr * 0.01])
-    alpha = 1.0 if cfg.schedule == "constant" else 0.0
-    if warmup:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, max(1, total - warmup), alpha=alpha, warmup_target=lr, warmup_steps=warmup
-        )
-    if cfg.schedule == "constant":
-        return lr
-    return keras.optimizers.schedules.CosineDecay(lr, total, alpha=alpha)
-
-
-def make_optimizer(cfg: TrainConfig, schedule):
-
-    clip = {"global_clipnorm": cfg.clip_norm} if cfg.clip_norm else {}
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            schedule, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay, **clip
-        )
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(schedule, **clip)
-    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, **clip)
-
-
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "multiworker":  # before anything initialises the TensorFlow context
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _cluster_task() -> tuple[dict, dict]:
-    """(cluster, this process's task) of a multi-worker run, from TF_CONFIG; ({}, {}) without one."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    return tf_config.get("cluster") or {}, tf_config.get("task") or {}
-
-
-def is_chief() -> bool:
-    """In a multi-worker run only the chief (worker 0) writes the run folder."""
-    cluster, task = _cluster_task()
-    if not task or task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in cluster
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,48 +138,9 @@ def set_bn_momentum(model, momentum: float) -> int:
     return len(layers)
 
 
-BN_STAT_IMAGES, BN_STAT_BATCH = 1024, 256  # training images the BatchNorm statistics are measured on
-
-
-def recompute_bn_statistics(model, images, batch_size: int = BN_STAT_BATCH, normalize=None) -> int:
-    """Set the moving mean and variance of every trainable BatchNormalization layer to the statistics
-    of ``images`` (normalised, unaugmented) under the model's current weights, averaged over batches in
-    training mode ("precise BN", as in pycls); returns how many layers.
-
-    Why: the moving averages start at mean 0 and variance 1, and after t steps at momentum m the 1 still
-    weighs m**t, while a fresh net's activations have variances of ~0.01 and less: after one epoch of 16
-    steps (0.9**16 = 0.19) mobilenet_v1's first BN divides by a variance 20x too large, every later layer
-    compounds it, and in inference mode the net predicts one class for everything (a first validation at
-    chance level after a working training epoch; the same weights score like the training epoch with
-    the statistics measured). Called before each validation, the validation and the saved models use
-    statistics that belong to their weights. Frozen layers (--freeze-backbone) keep theirs."""
-    layers = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-    ]
-    if not layers or not len(images):
-        return 0
-    momenta = [layer.momentum for layer in layers]
-    try:
-        for i, start in enumerate(range(0, len(images), batch_size)):
-            for layer in layers:  # moving = the running mean of the batches' statistics
-                layer.momentum = i / (i + 1)
-            batch = images[start : start + batch_size]
-            model(normalize(batch) if normalize is not None else batch, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-    return len(layers)
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-
-
-class RunError(KerascnnError, RuntimeError):
-    """The run stopped (NaN loss, bad resume); the message says what is kept and what to do."""
 
 
 def _make_logger(run_dir: Path):
@@ -247,44 +152,6 @@ def _make_logger(run_dir: Path):
             print(msg, flush=True)
 
     return log
-
-
-def compile_options() -> dict:
-    """XLA where it pays: on GPUs. On CPUs XLA-compiled training is about 3x slower (measured on the
-    2-core machine of BENCHMARKS.md), so ``fit`` runs the plain TensorFlow graph there."""
-    import tensorflow as tf
-
-    return {"jit_compile": bool(tf.config.list_logical_devices("GPU"))}
-
-
-def _compile(model, optimizer, cfg: TrainConfig, num_classes: int):
-
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    # Top-5 during training only in float32 (tf.math.in_top_k rejects float16/bfloat16 predictions);
-    # the final metrics.json always has it.
-    if num_classes > 5 and keras.mixed_precision.global_policy().compute_dtype == "float32":
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-    if len(model.outputs) > 1:  # GoogLeNet with its auxiliary heads
-        from .models.inception import googlenet_loss_weights
-
-        weights = googlenet_loss_weights()
-        model.compile(
-            optimizer,
-            loss={name: loss for name in weights},
-            loss_weights=weights,
-            metrics={"predictions": metrics},
-            **compile_options(),
-        )
-    else:
-        model.compile(optimizer, loss=loss, metrics=metrics, **compile_options())
-
-
-def _val_accuracy(logs: dict) -> float | None:
-    for key in ("val_accuracy", "val_predictions_accuracy"):
-        if key in logs:
-            return float(logs[key])
-    return None
 
 
 @dataclass
@@ -308,7 +175,8 @@ class _Run:
     model: object = None  # the model trained (with GoogLeNet's auxiliary heads)
     inference: object = None  # the model saved (without them)
     new_layers: list[str] = field(default_factory=list)  # layers --weights did not fill
-    derive: tuple | None = None  # a new run's (given, native size, model reason) for kerascnn.recipe
+    derive: tuple | None = None  # a new run's (given, native size, model reason, pretrained) for
+    # kerascnn.recipe.apply_recipe
     bn_images: object = None  # the training images BatchNorm statistics are measured on (or None)
     log: Callable = print
 
@@ -322,7 +190,7 @@ def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None =
     ``given`` (``kerascnn train`` always passes it), a new run derives the fields not in it from the data
     (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is."""
     if resume and given is not None and not cfg.output:  # the folder of a run whose model the recipe
-        _choose_model_from_data(cfg, given)  # chose: runs/<the model chosen for this data>
+        recipe.apply_model_choice(cfg, given)  # chose: runs/<the model chosen for this data>
     run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume)
     try:
         _load_data(run)
@@ -357,7 +225,7 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     cfg.check(recipe_may_freeze=derive and "model" not in given)
     native, model_reason, pretrained = None, None, None
     if derive:
-        native, model_reason, pretrained = _choose_model_from_data(cfg, given)
+        native, model_reason, pretrained = recipe.apply_model_choice(cfg, given)
         cfg.check()
     models.get_entry(cfg.model)  # unknown model: error before anything is written
     # First TensorFlow call: MultiWorkerMirroredStrategy must configure collectives at program start.
@@ -365,7 +233,7 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
     run_dir = Path(cfg.output or f"runs/{cfg.model}")
     chief = is_chief()
     if not chief:  # in a multi-worker run the other workers keep their files apart from the chief's
-        task = _cluster_task()[1]
+        task = cluster_task()[1]
         run_dir = run_dir / f"{task['type']}{task.get('index', 0)}"
     if not resume:
         if _holds_a_run(run_dir):
@@ -411,27 +279,6 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
             f"{run_dir}) to train more"
         )
     return run
-
-
-def _choose_model_from_data(cfg: TrainConfig, given: dict[str, str]):
-    """(native size, reason): with no --model, the model and input shape from the images' native size
-    (kerascnn.recipe); with --model, only the native size of a folder (the augmentation rule reads it)."""
-    from . import recipe
-
-    native = recipe.peek_native_size(cfg.data)
-    if "model" in given or "model_options" in given:
-        # the images still say what augmentation fits them (a folder of digits is not flipped)
-        return (native if native is not None and native.sampled else None), None, None
-    choice = recipe.choose_model(native, given, cfg.input_shape)
-    pretrained = recipe.choose_transfer(native, given) if choice is not None else None
-    if pretrained is not None and pretrained.choice is not None:  # colour photos, ImageNet weights at hand
-        choice = pretrained.choice
-        for name, value in pretrained.fields.items():
-            setattr(cfg, name, value)
-    if choice is None:
-        return native, None, None
-    cfg.model, cfg.model_options, cfg.input_shape = choice.model, choice.model_options, choice.input_shape
-    return native, choice.reason, pretrained
 
 
 def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str, str], run_dir: Path) -> bool:
@@ -505,7 +352,9 @@ def _load_data(run: _Run) -> None:
     run.normalize = kdata.Normalization(tuple(cfg.mean), tuple(cfg.std))
     if cfg.precision != "float32":
         keras.mixed_precision.set_global_policy(cfg.precision)
-    recipe_line = _apply_recipe(run) if run.derive is not None else None
+    recipe_line = None
+    if run.derive is not None:  # a new run: what the command line left out, from the loaded data
+        recipe_line = recipe.apply_recipe(cfg, len(dataset.train), dataset.num_classes, *run.derive)
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
@@ -525,55 +374,6 @@ def _load_data(run: _Run) -> None:
         *([recipe_line] if recipe_line else []),
         *([cfg.recipe["pretrained_hint"]] if recipe_line and "pretrained_hint" in cfg.recipe else []),
     ]
-
-
-def _apply_recipe(run: _Run) -> str:
-    """Epochs, batch size, lr, warm-up and patience derived from the loaded data for the fields the
-    command line left out (:func:`kerascnn.recipe.choose_schedule`), written into the config (so that
-    --resume continues the same run) and recorded in ``cfg.recipe``; returns the line for the log."""
-    from . import recipe
-
-    cfg, dataset = run.cfg, run.dataset
-    given, native, model_reason, pretrained = run.derive
-    transfer = pretrained is not None and pretrained.choice is not None
-    sched = recipe.choose_schedule(
-        len(dataset.train), epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
-        lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
-        given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone), transfer=transfer,
-    )  # fmt: skip
-    cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
-    cfg.optimizer = sched.optimizer
-    cfg.warmup_epochs, cfg.patience = sched.warmup_epochs, sched.patience
-    reasons = []
-    for rule in (
-        lambda: recipe.choose_augment(native, given),
-        lambda: recipe.scale_augment(aug.augment_config(cfg.augment, **cfg.augment_overrides), sched, given),
-    ):
-        augment = rule()
-        if augment:
-            cfg.augment_overrides = {**cfg.augment_overrides, **augment[0]}
-            reasons.append(augment[1])
-    line = recipe.describe(
-        len(dataset.train), dataset.num_classes, native, cfg.model, cfg.model_options, cfg.input_shape,
-        sched, model_reason, ", ".join(reasons) or None,
-    )  # fmt: skip
-    chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
-    chosen += list(pretrained.fields) if transfer else []
-    if cfg.fine_tune_epochs and ("fine_tune_epochs" in chosen or transfer):
-        tuned = f"then {cfg.fine_tune_epochs} epochs fine-tuning at lr {cfg.fine_tune_lr or cfg.lr / 10:g}"
-        line = line.replace("; set any", f", {tuned}; set any")
-    chosen += ["augment_overrides"] if reasons else []
-    cfg.recipe = {
-        "chosen": chosen,
-        "train_images": len(dataset.train),
-        "classes": dataset.num_classes,
-        "native_size": str(native) if native else None,
-        **{name: getattr(cfg, name) for name in chosen},
-        "reason": line,
-        **({"pretrained_hint": pretrained.hint} if pretrained is not None and pretrained.hint else {}),
-    }
-    cfg.check()
-    return line
 
 
 def _build_models(run: _Run) -> None:
@@ -625,30 +425,18 @@ def _start_run_folder(run: _Run) -> None:
             raise RunError(f"'{run.run_dir}' already holds a run; pass --output for a new run folder")
         recover_run_folder(run.run_dir, None)  # what a run killed before its config.json left
         config = {"train": asdict(run.cfg), "kerascnn_version": _version()}
-        _write_or_stop(
-            run, lambda: atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list)
+        write_or_stop(
+            run.run_dir,
+            lambda: atomic_write_json(run.run_dir / "config.json", config, indent=2, default=list),
         )
     if run.from_checkpoint:  # history.csv is derived from state.json: rewrite it to match
-        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
+        history, path = run.state["history"], run.run_dir / "history.csv"
+        write_or_stop(run.run_dir, lambda: write_history(history, path), int(run.state["epoch"]))
     else:
-        run.state = {"epoch": 0, "best": None, "history": [], "class_names": run.dataset.class_names}
+        run.state = initial_state(run.dataset.class_names)
     run.log = _make_logger(run.run_dir)
     for message in run.messages:
         run.log(message)
-
-
-def _write_or_stop(run: _Run, write: Callable[[], object]):
-    """Run a write into the run folder; a full disk (or any OS error) becomes a RunError that names the
-    folder and says how to go on. The writers leave no partial file."""
-    try:
-        return write()
-    except OSError as e:
-        epoch = int(run.state["epoch"]) if run.state else 0
-        kept = f"epoch {epoch} and its files are kept" if epoch else "no epoch had finished"
-        raise RunError(
-            f"could not write to the run folder '{run.run_dir}': {e.strerror or e} ({kept}); free space "
-            "(or fix the folder) and continue with --resume"
-        ) from None
 
 
 def _fit_phases(run: _Run) -> None:
@@ -662,7 +450,7 @@ def _fit_phases(run: _Run) -> None:
         def label_fn(y):
             return {name: y for name in output_names}
 
-    shard = _worker_shard(run.strategy)
+    shard = worker_shard(run.strategy)
     train_ds = kdata.make_dataset(
         dataset.train, dataset.num_classes, cfg.batch_size, run.normalize, training=True,
         augmenter=run.augmenter, mixup_alpha=cfg.mixup, oversample=cfg.balance == "oversample",
@@ -678,7 +466,7 @@ def _fit_phases(run: _Run) -> None:
     done, start = int(run.state["epoch"]), 0
     if run.strategy.num_replicas_in_sync == 1 and any(
         isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
-    ):  # measured BatchNorm statistics before each validation (see recompute_bn_statistics)
+    ):  # measured BatchNorm statistics before each validation (kerascnn.callbacks.PreciseBatchNorm)
         pick = np.random.default_rng(cfg.seed).permutation(len(dataset.train))[:BN_STAT_IMAGES]
         # uint8, normalised a batch at a time (a quarter of the memory of float32: 154 MB at 224x224x3)
         run.bn_images = dataset.train.images[pick]  # (read once from a streamed split)
@@ -693,7 +481,7 @@ def _fit_phases(run: _Run) -> None:
                             model, phase == "fine_tune", run.new_layers, cfg.freeze_until
                         )
                     optimizer = make_optimizer(cfg, make_schedule(cfg, steps, epochs, lr))
-                    _compile(model, optimizer, cfg, dataset.num_classes)
+                    compile_model(model, optimizer, cfg, dataset.num_classes)
             elif run.extended:  # the same optimizer state, its schedule stretched to the new total
                 model.optimizer.learning_rate = make_schedule(cfg, steps, epochs, lr)
             if cfg.freeze_backbone:
@@ -708,33 +496,33 @@ def _fit_phases(run: _Run) -> None:
         raise RunError(f"the run stopped at epoch {done} of {total}")
 
 
-def _worker_shard(strategy) -> tuple[int, int] | None:
-    """(workers, this worker's index) in a multi-worker run, from TF_CONFIG: which share of a streamed
-    dataset this worker reads (None in a single-process run)."""
-    import tensorflow as tf
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None
-    cluster, task = _cluster_task()
-    chiefs = len(cluster.get("chief", []))
-    workers = chiefs + len(cluster.get("worker", []))
-    index = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
-    return (workers, index) if workers > 1 else None
-
-
 def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: int, end_epoch: int) -> None:
-    """``model.fit`` from ``initial_epoch`` to ``end_epoch`` with the run's callbacks; a NaN loss
-    stops the run with what is kept and what to do."""
+    """``model.fit`` from ``initial_epoch`` to ``end_epoch`` with the run's callbacks (kerascnn.callbacks:
+    precise BatchNorm before each validation, early stopping in the last phase, each epoch committed);
+    a diverged epoch stops the run with what is kept and what to do."""
     import tensorflow as tf
 
-    callback = RunCallback(run, phase, end_epoch)
-    callbacks = [keras.callbacks.TerminateOnNaN(), callback]
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if run.bn_images is not None:
+        callbacks.append(PreciseBatchNorm(run.bn_images, normalize=run.normalize))
+    stopper = None
+    if run.cfg.patience and phase == run.phases[-1][0]:  # (the head phase of --fine-tune-epochs always
+        history = run.state["history"]  # hands over to the fine-tuning): counted on where the run is
+        stopper = ResumableEarlyStopping(
+            run.cfg.patience, [row.get("val_loss") for row in history if row.get("phase", "train") == phase]
+        )
+        callbacks.append(stopper)
+    commit = EpochCommit(
+        run.run_dir, run.dataset.num_classes, run.state, run.inference, phase,
+        stopped_early=(lambda: stopper.stopped) if stopper is not None else None, log=run.log,
+    )  # fmt: skip
+    callbacks.append(commit)
     if run.chief:
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard"), write_graph=False)
         )
     if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _prebuild_for_multiworker(run.model, run.strategy, train_ds)
+        prebuild_for_multiworker(run.model, run.strategy, train_ds)
     run.model.fit(
         train_ds,
         validation_data=val_ds,
@@ -746,7 +534,8 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
         verbose=2 if run.cfg.quiet or not sys.stdout.isatty() else 1,
         shuffle=False,  # the pipeline shuffles
     )
-    if callback.diverged is not None:
+    run.state = commit.state
+    if commit.diverged is not None:
         epoch = run.state["epoch"]
         kept = (
             f"The files of the last good epoch ({epoch}) are kept unchanged in {run.run_dir}; continue from "
@@ -760,7 +549,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
             tips.append("gradient clipping (--clip-norm 1.0)")
         if cfg.precision != "float32":
             tips.append("--precision float32")
-        raise RunError(f"{callback.diverged}; the run stopped. {kept}. Try {', '.join(tips)}.")
+        raise RunError(f"{commit.diverged}; the run stopped. {kept}. Try {', '.join(tips)}.")
 
 
 def _report(run: _Run) -> None:
@@ -791,152 +580,7 @@ def _report(run: _Run) -> None:
     )
 
 
-def _prebuild_for_multiworker(model, strategy, dataset):
-    """Work around keras-team/keras#20585 (open since Keras 3.0): ``fit`` under
-    MultiWorkerMirroredStrategy fails twice in Keras 3.15.
-
-    1. It builds the model from a cross-worker mean of the first distributed batch, an eager collective
-       reduce that fails ("Attempt to convert a value (PerReplica...)"): build the model, loss, metrics
-       and optimizer from a local batch instead, so that ``fit`` has nothing left to build.
-    2. It reduces the scalar logs across workers with ``strategy.reduce("MEAN", v, axis=0)``, which
-       fails on scalars ("Invalid reduction dimension 0"): reduce the logs over the local replica
-       instead. Gradients are still all-reduced across workers by the strategy, so every worker applies
-       the same update (the test checks the weights end identical); only the printed loss/metrics are
-       each worker's own.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    batch = next(iter(dataset))
-    with strategy.scope():
-        model._symbolic_build(data_batch=batch)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
-
-
 def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def divergence(epoch: int, logs: dict, model, num_classes: int) -> str | None:
-    """What is wrong with an epoch that must not be kept, or None: a training or validation loss that is
-    NaN, inf or over 1000x that of a uniform guess (a diverged run), or weights that are not finite."""
-    bound = 1000 * math.log(max(2, num_classes))
-    for key, what in (("loss", "training loss"), ("val_loss", "validation loss")):
-        if key not in logs:
-            continue
-        value = float(logs[key])
-        if not math.isfinite(value):
-            return f"the {what} became {'NaN' if math.isnan(value) else 'inf'} in epoch {epoch}"
-        if value > bound:
-            return (
-                f"the {what} reached {value:.3g} in epoch {epoch} (a uniform guess scores {bound / 1000:.2f})"
-            )
-    for layer in model.layers:
-        for variable in layer.weights:
-            values = np.asarray(variable)
-            if not np.isfinite(values).all():
-                kind = "NaN" if np.isnan(values).any() else "inf"
-                return (
-                    f"the weights hold {kind} after epoch {epoch} (layer '{layer.name}', {variable.name}), "
-                    "although the loss was finite"
-                )
-    return None
-
-
-class RunCallback(keras.callbacks.Callback):
-    """After each finished epoch: check it (:func:`divergence`), then commit the checkpoint (training
-    model + optimizer), the last and best inference models and the state together
-    (:func:`kerascnn.runs.commit_epoch`), then the history. A diverged epoch stops training and saves
-    nothing, so the last good epoch's files stay as they were."""
-
-    def __init__(self, run: _Run, phase: str, end_epoch: int | None = None):
-        super().__init__()
-        self.run, self.phase, self.end_epoch = run, phase, end_epoch
-        self.diverged: str | None = None
-
-    def on_test_begin(self, logs=None):  # the validation of each epoch, inside fit
-        if self.run.bn_images is not None:
-            recompute_bn_statistics(self.run.model, self.run.bn_images, normalize=self.run.normalize)
-
-    def on_epoch_end(self, epoch, logs=None):
-        run, logs = self.run, dict(logs or {})
-        problem = divergence(epoch + 1, logs, run.model, run.dataset.num_classes)
-        if problem is not None:
-            self.diverged = problem
-            self.model.stop_training = True
-            run.log(f"epoch {epoch + 1}: {problem}; stopping, nothing saved for this epoch")
-            return
-        optimizer = run.model.optimizer
-        row = {"epoch": epoch, "phase": self.phase, "lr": float(np.asarray(optimizer.learning_rate))}
-        row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
-        val = _val_accuracy(logs)
-        best = run.state["best"]
-        improved = val is not None and (best is None or val > best)
-        # All workers save (a multi-worker save is collective); the chief's is the run's.
-        models = {"checkpoint.keras": run.model, "model_last.keras": run.inference}
-        if improved or not (run.run_dir / "model_best.keras").exists():
-            models["model_best.keras"] = run.inference
-        state = {
-            **run.state,
-            "epoch": epoch + 1,
-            "phase": self.phase,
-            "best": val if improved else best,
-            "history": [*run.state["history"], row],
-            "class_names": run.dataset.class_names,
-            "optimizer_steps": int(np.asarray(optimizer.iterations)),
-        }
-        stop = self._early_stop(state["history"], epoch + 1)
-        if stop:  # committed with the epoch, so a resumed run knows the run is over
-            state["stopped_early"] = stop
-        run.state = _write_or_stop(run, lambda: commit_epoch(run.run_dir, epoch + 1, models, state))
-        _write_or_stop(run, lambda: _write_history(run.state["history"], run.run_dir / "history.csv"))
-        run.log(
-            f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, val_accuracy "
-            f"{val if val is not None else float('nan'):.4f}{' (best)' if improved else ''}",
-            echo=False,  # Keras' progress bar shows the epoch already
-        )
-        if stop:
-            self.model.stop_training = True
-            run.log(
-                f"early stop after epoch {epoch + 1} of {self.end_epoch}: {stop['reason']}; "
-                f"model_best.keras is the epoch with the best val_accuracy ({_shown(run.state['best'])})"
-            )
-
-    def _early_stop(self, history: list[dict], epoch: int) -> dict | None:
-        """Early stopping on val_loss, from the committed history (so a resumed run counts on where it
-        was): ``patience`` epochs of the last phase in a row without a lower val_loss, before its end."""
-        patience, last_phase = self.run.cfg.patience, self.run.phases[-1][0]
-        at_end = self.end_epoch is not None and epoch >= self.end_epoch
-        if not patience or self.phase != last_phase or at_end:
-            return None  # (the head phase of --fine-tune-epochs always hands over to the fine-tuning)
-        losses = [row.get("val_loss") for row in history if row.get("phase", "train") == self.phase]
-        if not losses or any(v is None for v in losses):
-            return None
-        best = min(range(len(losses)), key=lambda i: (losses[i], i))
-        since = len(losses) - 1 - best
-        if since < patience:
-            return None
-        return {
-            "epoch": epoch,
-            "best_val_loss_epoch": best + 1,
-            "patience": patience,
-            "reason": (
-                f"val_loss has not gone below {losses[best]:.4f} (epoch {best + 1}) for {since} epochs "
-                f"(--patience {patience})"
-            ),
-        }
-
-
-def _write_history(history: list[dict], path: Path):
-    keys = []
-    for row in history:
-        keys.extend(k for k in row if k not in keys)
-    from io import StringIO
-
-    buf = StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buf.getvalue())
