@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from kerascnn.callbacks import divergence
 from kerascnn.cli import main
 from kerascnn.lock import LockedError, WriteLock
-from kerascnn.train import RunError, TrainConfig, divergence, train
+from kerascnn.train import RunError, TrainConfig, train
 
 FRACTION = 0.005  # 270 Fashion-MNIST images: 5 steps of 64 an epoch
 STEPS = int(np.ceil(270 / 64))
@@ -33,8 +34,8 @@ TINY = dict(  # validated and tested on a tenth of each class (600 and 1,000 ima
 def train_args(out, *extra, epochs="2"):
     return [sys.executable, "-m", "kerascnn.cli", "train", "--model", "lenet5", "--input-shape", "28,28,1",
             "--train-fraction", str(FRACTION), "--eval-fraction", "0.1", "--epochs", epochs,
-            "--batch-size", "64", "--quiet", "--schedule", "constant",
-            "--output", str(out), *extra]  # fmt: skip
+            "--batch-size", "64", "--quiet",
+            "--schedule", "constant", "--output", str(out), *extra]  # fmt: skip
 
 
 # A training process that kills itself (SIGKILL: no cleanup runs) at a chosen moment: before or after
@@ -62,13 +63,13 @@ KILLER = textwrap.dedent(
             real(src, dst, *a, **k)
         os.replace = replace
     else:
-        import kerascnn.train as t
+        from kerascnn.callbacks import EpochCommit  # in every run's callback list
         def on_train_batch_end(self, batch, logs=None):
             global count
             count += 1
             if count == n:
                 die()
-        t.RunCallback.on_train_batch_end = on_train_batch_end
+        EpochCommit.on_train_batch_end = on_train_batch_end
     from kerascnn.cli import main
     main()
     """
@@ -264,16 +265,16 @@ def test_divergence_finds_nan_weights_after_a_finite_loss():
 
 
 def test_diverged_epoch_keeps_the_last_good_files_untouched(tmp_path, monkeypatch):
-    import kerascnn.train as ktrain
+    import kerascnn.callbacks as kcallbacks
 
-    real = ktrain.divergence
+    real = kcallbacks.divergence
 
     def second_epoch_diverges(epoch, logs, model, num_classes):
         if epoch == 2:
             model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan, "float32"))
         return real(epoch, logs, model, num_classes)
 
-    monkeypatch.setattr(ktrain, "divergence", second_epoch_diverges)
+    monkeypatch.setattr(kcallbacks, "divergence", second_epoch_diverges)
     out = tmp_path / "nan2"
     before = {}
 
@@ -302,7 +303,7 @@ def test_huge_lr_keeps_nothing_broken_and_says_what_to_try(tmp_path):
 
 
 def test_clip_norm_reaches_the_optimizer():
-    from kerascnn.train import make_optimizer
+    from kerascnn.optim import make_optimizer
 
     opt = make_optimizer(TrainConfig(clip_norm=1.0), 0.1)
     assert opt.global_clipnorm == 1.0
