@@ -32,6 +32,7 @@ from kerascnn.runs import (
 from . import metadata as md
 from . import sensitivity as sens
 from .formats import FORMAT_BY_KEY, FORMATS, QUANTIZE, Format
+from .options import ExportOptions  # defined there (light, the CLI reads it); imported from here too
 
 
 class ExportError(KerascnnError, ValueError):
@@ -208,32 +209,6 @@ class Result:
     size_bytes: int | None = None
     error: str | None = None
     notes: dict = field(default_factory=dict)
-
-
-@dataclass
-class ExportOptions:
-    tflite: tuple = ("none",)  # --quantize values; empty = no TFLite
-    onnx: bool = False
-    opset: int = 17
-    calibration_data: str | None = None
-    calibration_steps: int = 200
-    io_type: str = "float32"
-    per_tensor: bool = False  # integer files: one weight scale per tensor, not per output channel
-    float_layers: tuple = ()  # --quantize int8: Keras layers (names or nested paths) kept in float
-    rgb_input: bool = False  # a 1-channel model takes RGB images in every exported file
-    fold_normalization: bool = False  # mean/std into the graph (always done for a per-channel one)
-    qat: bool = False
-    qat_epochs: int = 1
-    qat_lr: float = 1e-4
-    train_fraction: float = 1.0  # of the training data, for the QAT / pruning fine-tune
-    prune: float | None = None
-    prune_epochs: int = 2
-    batch_size: int = 64
-    seed: int = 0
-    # --quantize mixed: the gate on images held back from calibration
-    min_agreement: float = 99.0
-    max_drop: float | None = None
-    holdout: int = 500
 
 
 def _gzip_size(path: Path) -> int:

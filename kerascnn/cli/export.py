@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 
 from kerascnn.export import formats  # the format table (light: no TensorFlow)
+from kerascnn.export.options import ExportOptions  # export's options and defaults (light)
 
-from .options import NON_NEGATIVE_FLOAT, PERCENT, POSITIVE_FLOAT, POSITIVE_INT, TRAIN_DEFAULTS, parse_floats
+from .options import NON_NEGATIVE_FLOAT, PERCENT, POSITIVE_FLOAT, POSITIVE_INT, parse_floats
+
+EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
 
 
 @click.command("export")
@@ -27,37 +30,43 @@ from .options import NON_NEGATIVE_FLOAT, PERCENT, POSITIVE_FLOAT, POSITIVE_INT, 
 @click.option(
     "--onnx", is_flag=True, help="Write ONNX (float; plus the int8 model when int8 TFLite is made)."
 )
-@click.option("--opset", type=click.IntRange(min=7), default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(min=7), default=EXPORT_DEFAULTS.opset, show_default=True)
 @click.option(
-    "--calibration-data", default=None, help="Images for int8 calibration [default: the run's data]."
+    "--calibration-data",
+    default=EXPORT_DEFAULTS.calibration_data,
+    help="Images for int8 calibration [default: the run's data].",
 )
 @click.option(
-    "--calibration-steps", type=POSITIVE_INT, default=200, show_default=True, help="Calibration images."
+    "--calibration-steps",
+    type=POSITIVE_INT,
+    default=EXPORT_DEFAULTS.calibration_steps,
+    show_default=True,
+    help="Calibration images.",
 )
 @click.option(
     "--holdout",
     type=POSITIVE_INT,
-    default=500,
+    default=EXPORT_DEFAULTS.holdout,
     show_default=True,
     help="--quantize mixed: images held back from calibration to check the file on.",
 )
 @click.option(
     "--min-agreement",
     type=PERCENT,
-    default=99.0,
+    default=EXPORT_DEFAULTS.min_agreement,
     show_default=True,
     help="--quantize mixed: least top-1 agreement with Keras on the held-back images, in %.",
 )
 @click.option(
     "--max-drop",
     type=NON_NEGATIVE_FLOAT,
-    default=None,
+    default=EXPORT_DEFAULTS.max_drop,
     help="--quantize mixed, labeled data: allowed top-1 loss in points (replaces --min-agreement).",
 )
 @click.option(
     "--io-type",
     type=click.Choice(formats.IO_TYPES),
-    default="float32",
+    default=EXPORT_DEFAULTS.io_type,
     show_default=True,
     help="Input/output tensor type of full-integer models.",
 )
@@ -86,19 +95,19 @@ from .options import NON_NEGATIVE_FLOAT, PERCENT, POSITIVE_FLOAT, POSITIVE_INT, 
     "metadata); always done for a per-channel mean/std, which MediaPipe Tasks cannot read.",
 )
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning, then int8 TFLite.")
-@click.option("--qat-epochs", type=POSITIVE_INT, default=1, show_default=True)
-@click.option("--qat-lr", type=POSITIVE_FLOAT, default=1e-4, show_default=True)
+@click.option("--qat-epochs", type=POSITIVE_INT, default=EXPORT_DEFAULTS.qat_epochs, show_default=True)
+@click.option("--qat-lr", type=POSITIVE_FLOAT, default=EXPORT_DEFAULTS.qat_lr, show_default=True)
 @click.option(
     "--prune",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=None,
+    default=EXPORT_DEFAULTS.prune,
     help="Target sparsity in (0, 1) (polynomial schedule).",
 )
-@click.option("--prune-epochs", type=POSITIVE_INT, default=2, show_default=True)
+@click.option("--prune-epochs", type=POSITIVE_INT, default=EXPORT_DEFAULTS.prune_epochs, show_default=True)
 @click.option(
     "--train-fraction",
     type=click.FloatRange(0, 1, min_open=True),
-    default=TRAIN_DEFAULTS.train_fraction,
+    default=EXPORT_DEFAULTS.train_fraction,
     show_default=True,
     help="Fraction of each class of the training data that QAT / pruning fine-tune on.",
 )
@@ -122,7 +131,6 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
     from kerascnn.export import metadata as md
     from kerascnn.export.pipeline import (
         ExportError,
-        ExportOptions,
         check_android_project,
         export_model,
         format_results,

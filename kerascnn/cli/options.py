@@ -15,7 +15,7 @@ POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 NON_NEGATIVE_FLOAT = click.FloatRange(min=0)
 PERCENT = click.FloatRange(0, 100)
 
-TRAIN_DEFAULTS = kconfig.TrainConfig()  # the defaults `kerascnn train` (and export's --train-fraction) show
+TRAIN_DEFAULTS = kconfig.TrainConfig()  # the defaults `kerascnn train` shows
 
 
 def parse_shape(value: str | None, param_hint: str = "--input-shape"):
