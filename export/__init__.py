@@ -7,8 +7,8 @@ This folder sits at the top of the repository and is installed as ``kerascnn.exp
 Its modules, one room each:
 
 * :mod:`.formats`: THE table of formats; :mod:`.options`: export's options and defaults
-  (``ExportOptions``); :mod:`.pipeline`: ``kerascnn export`` (one writer per format, the sidecars, the
-  summary);
+  (``ExportOptions``, and ``FineTuneJob``, a QAT/pruning job); :mod:`.pipeline`: ``kerascnn export``
+  (one writer per format, the sidecars, the summary);
 * :mod:`.tflite`: conversion (PTQ presets), running a ``.tflite``, its ops and sparsity; :mod:`.onnx`;
 * :mod:`.sensitivity`: the per-layer int8 report and ``--quantize mixed``;
 * :mod:`.quantize`: QAT and pruning (``qat_export``, ``prune_export``; ``python -m

@@ -1,7 +1,7 @@
-"""The caller's side of QAT and pruning: a job is the checked command line of one worker run
-(:func:`qat_job`, :func:`prune_job`); :func:`run_jobs` runs many in ONE worker process
-(``python -m kerascnn.export.quantize``), streams its log and returns the reports. Imports nothing of
-tfmot or tf_keras: the worker does (:mod:`.worker`)."""
+"""The caller's side of QAT and pruning: a job is one worker run, checked (:func:`qat_job` and
+:func:`prune_job` make a :class:`~kerascnn.export.options.FineTuneJob`); :func:`run_jobs` runs many in
+ONE worker process (``python -m kerascnn.export.quantize``), streams its log and returns the reports.
+Imports nothing of tfmot or tf_keras: the worker does (:mod:`.worker`)."""
 
 from __future__ import annotations
 
@@ -19,130 +19,35 @@ import numpy as np
 
 from kerascnn.errors import KerascnnError
 
-from .formats import IO_TYPES
+from .options import FineTuneJob
 
 
 class QuantizeError(KerascnnError, RuntimeError):
     """QAT or pruning failed; the message names the model, layer or option at fault."""
 
 
-def qat_job(
-    model_file,
-    data: str,
-    out_tflite,
-    *,
-    epochs: int = 1,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    mean: Sequence[float] = (127.5,),
-    std: Sequence[float] = (127.5,),
-    io_type: str = "float32",
-    prune: float | None = None,
-    prune_epochs: int | None = None,
-    qat_model_file=None,
-    pruned_model_file=None,
-    train_fraction: float = 1.0,
-    val_split: float = 0.1,
-    max_steps: int | None = None,
-    check_images: int = 64,
-    probe_images: np.ndarray | None = None,
-    seed: int = 0,
-) -> dict:
-    """The job :func:`qat_export` runs, checked, for :func:`run_jobs` (same arguments)."""
-    if io_type not in IO_TYPES:
-        raise ValueError(f"io_type must be one of {', '.join(IO_TYPES)}; got {io_type!r}")
-    if prune is not None and not 0 < prune < 1:
-        raise ValueError(f"prune must be a sparsity between 0 and 1 (e.g. 0.5), got {prune!r}")
-    out_tflite = Path(out_tflite)
-    if out_tflite.suffix != ".tflite":
-        raise ValueError(f"out_tflite must end in .tflite, got '{out_tflite}'")
-    qat_model_file = Path(qat_model_file) if qat_model_file else out_tflite.with_suffix(".qat.h5")
-    if qat_model_file.suffix != ".h5":
-        raise ValueError(
-            f"qat_model_file must end in .h5 (QAT models reload from .h5), got '{qat_model_file}'"
-        )
-    if pruned_model_file is not None and Path(pruned_model_file).suffix != ".keras":
-        raise ValueError(f"pruned_model_file must end in .keras, got '{pruned_model_file}'")
-    args = [
-        str(model_file), "--data", str(data), "--out", str(out_tflite),
-        "--qat-model", str(qat_model_file), "--io-type", io_type,
-    ]  # fmt: skip
-    if prune is not None:
-        args += ["--prune", repr(float(prune))]
-        if prune_epochs is not None:
-            args += ["--prune-epochs", str(int(prune_epochs))]
-        if pruned_model_file is not None:
-            args += ["--pruned-model", str(pruned_model_file)]
-    args += _common_args(epochs, lr, batch_size, mean, std, train_fraction, val_split, max_steps, seed)
-    args += ["--check-images", str(int(check_images))]
-    return {"command": "qat", "args": args, "probe": probe_images}
+def qat_job(model_file, data: str, out_tflite, **options) -> FineTuneJob:
+    """The job :func:`qat_export` runs, checked, for :func:`run_jobs` (same arguments: the fields of
+    :class:`FineTuneJob`)."""
+    return FineTuneJob(command="qat", model_file=model_file, data=data, out=out_tflite, **options).check()
 
 
-def prune_job(
-    model_file,
-    data: str,
-    out_keras,
-    *,
-    sparsity: float,
-    epochs: int = 1,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    mean: Sequence[float] = (127.5,),
-    std: Sequence[float] = (127.5,),
-    train_fraction: float = 1.0,
-    val_split: float = 0.1,
-    max_steps: int | None = None,
-    seed: int = 0,
-) -> dict:
-    """The job :func:`prune_export` runs, checked, for :func:`run_jobs` (same arguments)."""
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity must be between 0 and 1 (e.g. 0.5), got {sparsity!r}")
-    out_keras = Path(out_keras)
-    if out_keras.suffix != ".keras":
-        raise ValueError(f"out_keras must end in .keras, got '{out_keras}'")
-    args = [
-        str(model_file),
-        "--data",
-        str(data),
-        "--out",
-        str(out_keras),
-        "--sparsity",
-        repr(float(sparsity)),
-    ]
-    args += _common_args(epochs, lr, batch_size, mean, std, train_fraction, val_split, max_steps, seed)
-    return {"command": "prune", "args": args, "probe": None}
+def prune_job(model_file, data: str, out_keras, *, sparsity: float, **options) -> FineTuneJob:
+    """The job :func:`prune_export` runs, checked, for :func:`run_jobs` (same arguments: the fields of
+    :class:`FineTuneJob`)."""
+    return FineTuneJob(
+        command="prune", model_file=model_file, data=data, out=out_keras, sparsity=sparsity, **options
+    ).check()
 
 
-def _common_args(epochs, lr, batch_size, mean, std, train_fraction, val_split, max_steps, seed) -> list[str]:
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs!r}")
-    if not 0 < train_fraction <= 1:
-        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
-    if max_steps is not None and int(max_steps) < 1:
-        raise ValueError(f"max_steps must be at least 1, got {max_steps!r}")
-    args = [
-        "--epochs", str(int(epochs)), "--lr", repr(float(lr)), "--batch-size", str(int(batch_size)),
-        "--mean", ",".join(repr(float(m)) for m in _seq(mean)),
-        "--std", ",".join(repr(float(s)) for s in _seq(std)),
-        "--train-fraction", repr(float(train_fraction)), "--val-split", repr(float(val_split)),
-        "--seed", str(int(seed)),
-    ]  # fmt: skip
-    if max_steps is not None:
-        args += ["--max-steps", str(int(max_steps))]
-    return args
-
-
-def _seq(value) -> list[float]:
-    return [float(v) for v in (value if isinstance(value, list | tuple | np.ndarray) else [value])]
-
-
-def _raise_on_error(report: dict) -> dict:
+def raise_on_error(report: dict) -> dict:
+    """The report of a job, or the :class:`QuantizeError` it failed with."""
     if "error" in report:
         raise QuantizeError(report["error"])
     return report
 
 
-def run_jobs(jobs: Sequence[dict], *, log: Callable[[str], None] | None = print) -> list[dict]:
+def run_jobs(jobs: Sequence[FineTuneJob], *, log: Callable[[str], None] | None = print) -> list[dict]:
     """Run :func:`qat_job` / :func:`prune_job` jobs one after the other in ONE worker process (one
     TensorFlow start-up for many models, as a benchmark over the zoo wants). Returns one report per
     job, in order; a job that failed has an ``"error"`` entry instead of raising, so the others still
@@ -153,10 +58,10 @@ def run_jobs(jobs: Sequence[dict], *, log: Callable[[str], None] | None = print)
         argvs, reports = [], []
         for i, job in enumerate(jobs):
             report = Path(tmp) / f"report{i}.json"
-            argv = [job["command"], *job["args"], "--report", str(report)]
-            if job.get("probe") is not None:
+            argv = [*job.argv(), "--report", str(report)]
+            if job.probe_images is not None:
                 probe = Path(tmp) / f"probe{i}.npy"
-                np.save(probe, np.asarray(job["probe"]))
+                np.save(probe, np.asarray(job.probe_images))
                 argv += ["--probe", str(probe)]
             argvs.append(argv)
             reports.append(report)

@@ -22,7 +22,8 @@ In the worker, the Keras 3 model is rebuilt in tf_keras (:func:`kerascnn.export.
 * Both: prune first, then QAT with the pruning-preserving scheme, so the int8 weights keep the zeros.
 
 Every output is written under a temporary name in its folder and renamed when complete.
-Modules: :mod:`.jobs` (the caller's side: jobs, the worker process, its reports), :mod:`.worker` (the
+Modules: :mod:`.options` (:class:`FineTuneJob`: a job's arguments, defaults, checks and command line),
+:mod:`.jobs` (the caller's side: jobs, the worker process, its reports), :mod:`.worker` (the
 worker's commands and ``main``), :mod:`.qat` (the QAT scheme and its int8 conversion),
 :mod:`.pruning`, :mod:`.finetune` (what the worker shares: tfmot, data, fine-tuning).
 """
@@ -30,15 +31,15 @@ worker's commands and ``main``), :mod:`.qat` (the QAT scheme and its int8 conver
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-
-import numpy as np
+from collections.abc import Callable
 
 from .formats import IO_TYPES
-from .jobs import QuantizeError, _raise_on_error, prune_job, qat_job, run_jobs
+from .jobs import QuantizeError, prune_job, qat_job, raise_on_error, run_jobs
+from .options import FineTuneJob
 
 __all__ = [
     "IO_TYPES",
+    "FineTuneJob",
     "QuantizeError",
     "prune_export",
     "prune_job",
@@ -49,29 +50,14 @@ __all__ = [
 
 
 def qat_export(
-    model_file,
-    data: str,
-    out_tflite,
-    *,
-    epochs: int = 1,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    mean: Sequence[float] = (127.5,),
-    std: Sequence[float] = (127.5,),
-    io_type: str = "float32",
-    prune: float | None = None,
-    prune_epochs: int | None = None,
-    qat_model_file=None,
-    pruned_model_file=None,
-    train_fraction: float = 1.0,
-    val_split: float = 0.1,
-    max_steps: int | None = None,
-    check_images: int = 64,
-    probe_images: np.ndarray | None = None,
-    seed: int = 0,
-    log: Callable[[str], None] | None = print,
+    model_file, data: str, out_tflite, *, log: Callable[[str], None] | None = print, **options
 ) -> dict:
     """Quantization-aware fine-tuning of a Keras 3 model, exported as a full-integer int8 TFLite file.
+
+    ``options`` are the fields of :class:`FineTuneJob` from ``epochs`` on (``epochs``, ``lr``,
+    ``batch_size``, ``mean``, ``std``, ``train_fraction``, ``val_split``, ``max_steps``, ``seed``, and
+    QAT's ``io_type``, ``prune``, ``prune_epochs``, ``qat_model_file``, ``pruned_model_file``,
+    ``check_images``, ``probe_images``), with its defaults.
 
     ``model_file`` is a ``.keras`` / ``.h5`` Keras 3 model whose input is ``(pixels - mean) / std``
     (per channel, pixel units); ``data`` a built-in dataset name (``fashion_mnist``, ``mnist``) or a
@@ -89,45 +75,22 @@ def qat_export(
     sparsity of the int8 conv/dense weights (with ``prune``), the layers that got a custom quantize
     config and why, elapsed seconds. Raises :class:`QuantizeError` when the worker fails.
     """
-    job = qat_job(
-        model_file, data, out_tflite, epochs=epochs, lr=lr, batch_size=batch_size, mean=mean, std=std,
-        io_type=io_type, prune=prune, prune_epochs=prune_epochs, qat_model_file=qat_model_file,
-        pruned_model_file=pruned_model_file, train_fraction=train_fraction, val_split=val_split,
-        max_steps=max_steps, check_images=check_images, probe_images=probe_images, seed=seed,
-    )  # fmt: skip
-    return _raise_on_error(run_jobs([job], log=log)[0])
+    return raise_on_error(run_jobs([qat_job(model_file, data, out_tflite, **options)], log=log)[0])
 
 
 def prune_export(
-    model_file,
-    data: str,
-    out_keras,
-    *,
-    sparsity: float,
-    epochs: int = 1,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    mean: Sequence[float] = (127.5,),
-    std: Sequence[float] = (127.5,),
-    train_fraction: float = 1.0,
-    val_split: float = 0.1,
-    max_steps: int | None = None,
-    seed: int = 0,
-    log: Callable[[str], None] | None = print,
+    model_file, data: str, out_keras, *, sparsity: float, log: Callable[[str], None] | None = print, **options
 ) -> dict:
     """Magnitude pruning of the Conv2D/Dense kernels of a Keras 3 model to ``sparsity``, fine-tuned on
     ``data`` and saved as a Keras 3 ``out_keras`` (``.keras``) for the normal export pipeline.
+    ``options``: as :func:`qat_export`'s, QAT's own excepted.
 
     Returns the report: achieved sparsity over the pruned kernels (overall and per layer), sizes of the
     pruned and of the unpruned model (plain and gzip), train loss/accuracy, elapsed seconds. Raises
     :class:`QuantizeError` when the worker fails.
     """
-    job = prune_job(
-        model_file, data, out_keras, sparsity=sparsity, epochs=epochs, lr=lr, batch_size=batch_size,
-        mean=mean, std=std, train_fraction=train_fraction, val_split=val_split, max_steps=max_steps,
-        seed=seed,
-    )  # fmt: skip
-    return _raise_on_error(run_jobs([job], log=log)[0])
+    job = prune_job(model_file, data, out_keras, sparsity=sparsity, **options)
+    return raise_on_error(run_jobs([job], log=log)[0])
 
 
 if __name__ == "__main__":  # the worker: python -m kerascnn.export.quantize {qat,prune,batch} ...

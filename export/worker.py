@@ -21,6 +21,7 @@ from kerascnn.runs import atomic_path
 from .finetune import _fit, _gzip_size, _load_data, _log, _steps_per_epoch, _tfmot, _train_dataset
 from .formats import IO_TYPES
 from .jobs import QuantizeError
+from .options import FineTuneJob, default_qat_model
 from .pruning import _prune, _pruned_kernels, _sparsity_report
 from .qat import _convert_int8, build_qat_model, load_qat_model
 from .tflite import run_tflite, tflite_int8_sparsity
@@ -191,9 +192,11 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kerascnn.export.quantize", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The worker's command line, as :meth:`FineTuneJob.argv` writes it; its defaults are the job's."""
+    defaults = FineTuneJob  # its fields' defaults, as class attributes
+    cli = argparse.ArgumentParser(prog="python -m kerascnn.export.quantize", description=DESCRIPTION)
+    sub = cli.add_subparsers(dest="command", required=True)
     for name, help_ in (
         ("qat", "quantization-aware training to int8 TFLite"),
         ("prune", "magnitude pruning"),
@@ -202,27 +205,37 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="Keras 3 model file (.keras or .h5)")
         p.add_argument("--data", required=True, help="fashion_mnist, mnist or a folder of class folders")
         p.add_argument("--out", required=True, help=".tflite (qat) or .keras (prune) to write")
-        p.add_argument("--epochs", type=int, default=1)
-        p.add_argument("--lr", type=float, default=1e-4)
-        p.add_argument("--batch-size", type=int, default=64)
-        p.add_argument("--mean", type=_floats, default=[127.5], help="per-channel pixel mean, e.g. 127.5")
-        p.add_argument("--std", type=_floats, default=[127.5], help="per-channel pixel std, e.g. 127.5")
-        p.add_argument("--train-fraction", type=float, default=1.0)
-        p.add_argument("--val-split", type=float, default=0.1)
-        p.add_argument("--max-steps", type=int, default=None, help="cap on the steps per epoch")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--epochs", type=int, default=defaults.epochs)
+        p.add_argument("--lr", type=float, default=defaults.lr)
+        p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        p.add_argument(
+            "--mean", type=_floats, default=list(defaults.mean), help="per-channel pixel mean, e.g. 127.5"
+        )
+        p.add_argument(
+            "--std", type=_floats, default=list(defaults.std), help="per-channel pixel std, e.g. 127.5"
+        )
+        p.add_argument("--train-fraction", type=float, default=defaults.train_fraction)
+        p.add_argument("--val-split", type=float, default=defaults.val_split)
+        p.add_argument("--max-steps", type=int, default=defaults.max_steps, help="cap on the steps per epoch")
+        p.add_argument("--seed", type=int, default=defaults.seed)
         p.add_argument("--report", default=None, help="write the JSON report here")
         p.add_argument("--probe", default=None, help=argparse.SUPPRESS)
         if name == "qat":
-            p.add_argument("--qat-model", default=None, help="QAT model .h5 (default: <out>.qat.h5)")
-            p.add_argument("--io-type", choices=IO_TYPES, default="float32")
-            p.add_argument("--prune", type=float, default=None, help="prune to this sparsity first")
-            p.add_argument("--prune-epochs", type=int, default=None)
-            p.add_argument("--pruned-model", default=None, help="also save the pruned float model (.keras)")
-            p.add_argument("--check-images", type=int, default=64)
+            p.add_argument(
+                "--qat-model", default=defaults.qat_model_file, help="QAT model .h5 (default: <out>.qat.h5)"
+            )
+            p.add_argument("--io-type", choices=IO_TYPES, default=defaults.io_type)
+            p.add_argument("--prune", type=float, default=defaults.prune, help="prune to this sparsity first")
+            p.add_argument("--prune-epochs", type=int, default=defaults.prune_epochs)
+            p.add_argument(
+                "--pruned-model",
+                default=defaults.pruned_model_file,
+                help="also save the pruned float model (.keras)",
+            )
+            p.add_argument("--check-images", type=int, default=defaults.check_images)
         else:
             p.add_argument("--sparsity", type=float, required=True)
-    return parser
+    return cli
 
 
 def _run_one(argv: list[str], keep_going: bool) -> int:
@@ -234,10 +247,10 @@ def _run_one(argv: list[str], keep_going: bool) -> int:
 
     from kerascnn.data import DataError
 
-    opts = _parser().parse_args(argv)
+    opts = parser().parse_args(argv)
     opts.model = str(opts.model)
     if opts.command == "qat" and not opts.qat_model:
-        opts.qat_model = str(Path(opts.out).with_suffix(".qat.h5"))
+        opts.qat_model = str(default_qat_model(opts.out))
     try:
         report = cmd_qat(opts) if opts.command == "qat" else cmd_prune(opts)
         code = 0

@@ -477,4 +477,4 @@ def test_batch_keeps_going_after_a_failed_job(qat_runs):
     assert "missing.keras' does not exist" in reports["missing"]["error"]
     assert not (out / "wrong.tflite").exists() and not (out / "m.keras").exists()
     with pytest.raises(quantize.QuantizeError, match="does not exist"):  # what the one-job functions raise
-        jobs._raise_on_error(reports["missing"])
+        jobs.raise_on_error(reports["missing"])
