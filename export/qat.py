@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from .finetune import _name_layer, _tfmot
+from .finetune import at_layer, import_tfmot
 from .jobs import QuantizeError
 from .tflite import float_ops
 
@@ -22,7 +22,7 @@ def _quantize_config_classes() -> dict:
     """The worker's QuantizeConfig classes (built on first use: tfmot must not be imported at import)."""
     if _CONFIG_CLASSES:
         return _CONFIG_CLASSES
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     quantizers = tfmot.quantization.keras.quantizers
 
     class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
@@ -62,7 +62,7 @@ def _quantize_config_classes() -> dict:
 
 
 def _quantize_scope():
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     return tfmot.quantization.keras.quantize_scope(dict(_quantize_config_classes()))
 
 
@@ -134,7 +134,7 @@ def _annotate(model, custom: dict[str, str]):
     """Annotate every layer for QAT; layers in ``custom`` get the output-only config."""
     import tf_keras
 
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     qk = tfmot.quantization.keras
     output_config = _quantize_config_classes()["OutputQuantizeConfig"]
 
@@ -283,7 +283,7 @@ def build_qat_model(tfk_model, scheme=None):
       output-only 8-bit QuantizeConfig; if it still converts to a float op, the full-int8 check
       after conversion names it.
     """
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     qk = tfmot.quantization.keras
     registry = qk.default_8bit.Default8BitQuantizeRegistry()
     special = _standalone_batchnorms(tfk_model)
@@ -313,12 +313,12 @@ def build_qat_model(tfk_model, scheme=None):
                     f"{names[match.group(1)]} rejected by quantize_apply: output-only 8-bit"
                 )
                 continue
-            culprit = _name_layer(str(err), names)
+            culprit = at_layer(str(err), names)
             raise QuantizeError(f"cannot prepare the model for QAT{culprit}: {err}") from err
     raise QuantizeError("cannot prepare the model for QAT: quantize_apply keeps rejecting layers")
 
 
-def _convert_int8(qat_model, io_type: str) -> bytes:
+def convert_int8(qat_model, io_type: str) -> bytes:
     """Full-integer TFLite from the QAT model: the fake-quantization ranges learnt in training give
     every tensor its int8 scale, so no representative dataset (and no calibration) is involved.
 
@@ -370,12 +370,12 @@ def _convert(converter, qat_model, io_type: str) -> bytes:
     try:
         tflite = converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends
-        raise QuantizeError(f"int8 TFLite conversion failed{_name_layer(str(err), names)}: {err}") from err
+        raise QuantizeError(f"int8 TFLite conversion failed{at_layer(str(err), names)}: {err}") from err
     in_float = float_ops(tflite)
     if in_float:
         op, tensor = in_float[0]
         raise QuantizeError(
-            f"the TFLite model is not fully int8{_name_layer(tensor, names)}: {len(in_float)} op(s) still "
+            f"the TFLite model is not fully int8{at_layer(tensor, names)}: {len(in_float)} op(s) still "
             f"run in float, first {op} on tensor '{tensor}'; that layer needs a QuantizeConfig"
         )
     return tflite

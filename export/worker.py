@@ -18,11 +18,20 @@ import numpy as np
 from kerascnn.evaluate import predict_arrays
 from kerascnn.runs import atomic_path
 
-from .finetune import _fit, _gzip_size, _load_data, _log, _steps_per_epoch, _tfmot, _train_dataset
+from .finetune import fine_tune as _fit
+from .finetune import gzip_size as _gzip_size
+from .finetune import import_tfmot as _tfmot
+from .finetune import load_training_data as _load_data
+from .finetune import log_line as _log
+from .finetune import steps_per_epoch as _steps_per_epoch
+from .finetune import train_dataset as _train_dataset
 from .formats import IO_TYPES
 from .jobs import QuantizeError
-from .pruning import _prune, _pruned_kernels, _sparsity_report
-from .qat import _convert_int8, build_qat_model, load_qat_model
+from .pruning import prune_model as _prune
+from .pruning import pruned_kernels as _pruned_kernels
+from .pruning import sparsity_report as _sparsity_report
+from .qat import build_qat_model, load_qat_model
+from .qat import convert_int8 as _convert_int8
 from .tflite import run_tflite, tflite_int8_sparsity
 
 # the first line of kerascnn.export.quantize's docstring, as `--help` printed it when the worker lived there
