@@ -11,6 +11,8 @@ import tempfile
 
 import numpy as np
 
+from kerascnn.keras_internals import inbound_nodes, node_in_model, outbound_nodes, producer
+
 from .finetune import at_layer, import_tfmot
 from .jobs import QuantizeError
 from .tflite import float_ops
@@ -89,14 +91,10 @@ def _activation_name(layer) -> str | None:
     return getattr(activation, "__name__", type(activation).__name__)
 
 
-def _node_key(layer, node) -> str:
-    return f"{layer.name}_ib-{layer._inbound_nodes.index(node)}"
-
-
 def _inbound_layers(model, layer) -> list:
     """The layers feeding ``layer`` in ``model`` (a layer can have calls in other models too, as after
     ``strip_pruning``); [] unless it is called exactly once in ``model``."""
-    nodes = [n for n in layer._inbound_nodes if _node_key(layer, n) in model._network_nodes]
+    nodes = [n for n in inbound_nodes(layer) if node_in_model(model, n)]
     if len(nodes) != 1:
         return []
     inbound = nodes[0].inbound_layers
@@ -105,10 +103,8 @@ def _inbound_layers(model, layer) -> list:
 
 def _consumers(model, layer) -> int:
     """How many calls in ``model`` take ``layer``'s output, plus one if it is a model output."""
-    count = sum(
-        1 for node in layer._outbound_nodes if _node_key(node.outbound_layer, node) in model._network_nodes
-    )
-    return count + sum(1 for t in model.outputs if t._keras_history.layer is layer)
+    count = sum(1 for node in outbound_nodes(layer) if node_in_model(model, node))
+    return count + sum(1 for t in model.outputs if producer(t) is layer)
 
 
 def _needs_custom_config(model, layer, registry) -> str | None:
