@@ -14,21 +14,24 @@ import numpy as np
 from .jobs import QuantizeError
 
 
-def _log(message: str) -> None:
+def log_line(message: str) -> None:
+    """One progress line on stdout, flushed (the caller streams the worker's lines as they come)."""
     print(message, flush=True)
 
 
-def _gzip_size(path: Path) -> int:
+def gzip_size(path: Path) -> int:
+    """The size in bytes of the file gzipped at level 9 (what pruning saves, once compressed)."""
     return len(gzip.compress(Path(path).read_bytes(), compresslevel=9))
 
 
-def _tfmot():
+def import_tfmot():
+    """The ``tensorflow_model_optimization`` module, imported now (it switches ``tf.keras`` to tf_keras)."""
     import tensorflow_model_optimization as tfmot
 
     return tfmot
 
 
-def _name_layer(message: str, names: dict[str, str]) -> str:
+def at_layer(message: str, names: dict[str, str]) -> str:
     """' at layer 'x' (Class)' for the longest layer name that appears in ``message``."""
     found = [n for n in names if re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", message)]
     if not found:
@@ -37,7 +40,8 @@ def _name_layer(message: str, names: dict[str, str]) -> str:
     return f" at layer '{name}' ({names[name]})"
 
 
-def _load_data(opts, input_shape, num_classes):
+def load_training_data(opts, input_shape, num_classes):
+    """(ImageData, Normalization): ``opts.data`` at the model's input size, checked against its classes."""
     from kerascnn.data import Normalization, load_dataset
 
     h, w, c = input_shape
@@ -58,7 +62,8 @@ def _load_data(opts, input_shape, num_classes):
     return data, norm
 
 
-def _train_dataset(split, num_classes, norm, batch_size, seed):
+def train_dataset(split, num_classes, norm, batch_size, seed):
+    """The normalized split with one-hot labels, shuffled, batched and repeated (steps are counted)."""
     import tensorflow as tf
 
     x = norm.numpy(split.images)
@@ -67,7 +72,8 @@ def _train_dataset(split, num_classes, norm, batch_size, seed):
     return ds.batch(batch_size).repeat().prefetch(2)
 
 
-def _steps_per_epoch(n_images: int, batch_size: int, max_steps: int | None) -> int:
+def steps_per_epoch(n_images: int, batch_size: int, max_steps: int | None) -> int:
+    """Batches in one pass over ``n_images`` (at least 1), capped at ``max_steps`` when given."""
     steps = max(1, math.ceil(n_images / batch_size))
     return min(steps, max_steps) if max_steps else steps
 
@@ -81,7 +87,7 @@ class _LogCallback:
         class Callback(tf_keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
-                _log(
+                log_line(
                     f"[{tag}] epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
                     f"accuracy {logs.get('accuracy', float('nan')):.4f}"
                 )
@@ -91,17 +97,19 @@ class _LogCallback:
 
 # Tracing the training step of a QAT or pruning model costs 5-15 s (tfmot wraps every layer); a step
 # run eagerly costs ~0.5 s. Runs this short (smoke tests, tiny data) are cheaper eagerly.
-_EAGER_MAX_STEPS = 16
+EAGER_MAX_STEPS = 16
 
 
-def _fit(model, ds, opts, steps, epochs, tag, callbacks=()):
+def fine_tune(model, ds, opts, steps, epochs, tag, callbacks=()):
+    """Compile the tf_keras ``model`` (Adam at ``opts.lr``) and fit it, a line per epoch tagged ``tag``;
+    returns the last epoch's metrics."""
     import tf_keras
 
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate=opts.lr),
         loss=tf_keras.losses.CategoricalCrossentropy(),
         metrics=["accuracy"],
-        run_eagerly=steps * epochs <= _EAGER_MAX_STEPS,
+        run_eagerly=steps * epochs <= EAGER_MAX_STEPS,
     )
     history = model.fit(
         ds, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[*callbacks, _LogCallback(tag, epochs)]

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerascnn.keras_internals import run_through_graph
+
 FLOAT16_MAX = 65504.0
 SAMPLE = 32  # images for the per-layer diagnosis (every layer's activations, float32 and float16)
 ADVICE = (
@@ -84,7 +86,7 @@ class Float16Simulation:
             return call
 
         inputs = [_round_tensor(t) for t in clone.inputs]
-        output = clone._run_through_graph(inputs, operation_fn=rounded)  # noqa: SLF001 - as rgb_input_model
+        output = run_through_graph(clone, inputs, rounded)
         output = output[0] if isinstance(output, (list, tuple)) else output
         single = [(name, t) for name, t in recorded if not isinstance(t, (list, tuple, dict))]
         self.layers = [name for name, _ in single]

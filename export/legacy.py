@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import nodes_by_depth, producer
 
 __all__ = [
     "LegacyConversionError",
@@ -321,7 +322,7 @@ def to_tf_keras(model, *, check: bool = True, atol: float = 1e-5, check_shape=No
             nodes = spec.get("inbound_nodes") or []
             if spec["class_name"] == "InputLayer":
                 tensors[(name, 0, 0)] = tf_keras.Input(**_input_config(spec))
-                tfk_layers[name] = tensors[(name, 0, 0)]._keras_history.layer
+                tfk_layers[name] = producer(tensors[(name, 0, 0)])
                 pending.remove(spec)
                 progressed = True
                 continue
@@ -428,10 +429,10 @@ def _example_inputs(model, shape=None, batch: int = 2, seed: int = 0) -> list[np
 
 def _outputs_by_layer(model) -> dict[str, Any]:
     """{layer name: its output tensor in ``model``} for layers called exactly once in the model's graph
-    (Keras 3 and tf_keras nodes both sit in ``_nodes_by_depth``; ``layer.output`` would be ambiguous
-    for a layer that was also called elsewhere, as after loading a Sequential model)."""
+    (Keras 3 and tf_keras graphs alike: :func:`~kerascnn.keras_internals.nodes_by_depth`; ``layer.output``
+    would be ambiguous for a layer that was also called elsewhere, as after loading a Sequential model)."""
     calls: dict[str, list] = {}
-    for nodes in model._nodes_by_depth.values():
+    for nodes in nodes_by_depth(model).values():
         for node in nodes:
             layer = getattr(node, "operation", None) or getattr(node, "layer", None)
             if layer is None or type(layer).__name__ == "InputLayer":

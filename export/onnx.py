@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import patch_tf2onnx, was_called
 from kerascnn.quiet import native_quiet
 
 DEFAULT_OPSET = 17
@@ -22,7 +23,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET):
     import numpy as np
     import onnx
 
-    if not getattr(model, "_called", True) and len(model.inputs) == 1:
+    if not was_called(model) and len(model.inputs) == 1:
         # Keras' exporter takes only a model that has run once (a model just loaded or flattened has not)
         shape = tuple(1 if d is None else d for d in model.inputs[0].shape)
         model(np.zeros(shape, np.float32), training=False)
@@ -39,7 +40,6 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET):
 def tflite_to_onnx(tflite_path, opset: int = DEFAULT_OPSET):
     """The ONNX ``ModelProto`` of a (quantized) TFLite file, via tf2onnx's TFLite front end."""
     import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     from .metadata import strip_tflite_metadata
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import run_through_graph
 from kerascnn.runs import (
     ModelFileError,
     Run,
@@ -130,9 +131,8 @@ def rgb_input_model(model):
     to_gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="rgb_to_gray")
     gray = to_gray(image)
     to_gray.set_weights([np.array(LUMA, np.float32).reshape(1, 1, 3, 1)])
-    # The model's layers, applied in order to the gray tensor: one flat functional model (keras' own
-    # clone_model would make a new Input; calling the model would nest it, which QAT cannot rebuild).
-    outputs = model._run_through_graph([gray], operation_fn=lambda layer: layer)
+    # The model's layers, applied in order to the gray tensor: one flat functional model (not nested).
+    outputs = run_through_graph(model, [gray], lambda layer: layer)
     from kerascnn.graph import carry_paths
 
     return carry_paths(keras.Model(image, outputs, name=model.name), model)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .finetune import _fit, _log, _name_layer, _tfmot
+from .finetune import at_layer, fine_tune, import_tfmot, log_line
 from .jobs import QuantizeError
 
 
-def _pruned_kernels(model) -> list[tuple[str, np.ndarray]]:
+def pruned_kernels(model) -> list[tuple[str, np.ndarray]]:
     """The kernels magnitude pruning acts on: Conv2D and Dense kernels (tfmot's pruning registry)."""
     out = []
     for layer in model.layers:
@@ -21,7 +21,8 @@ def _pruned_kernels(model) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _sparsity_report(kernels: list[tuple[str, np.ndarray]]) -> dict:
+def sparsity_report(kernels: list[tuple[str, np.ndarray]]) -> dict:
+    """The share of zeros over all ``kernels`` and per layer (as :func:`pruned_kernels` lists them)."""
     zeros = sum(int(np.count_nonzero(k == 0)) for _, k in kernels)
     total = sum(int(k.size) for _, k in kernels)
     return {
@@ -40,7 +41,7 @@ def _prune_layers(tfk_model, schedule):
     from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 
-    sp = _tfmot().sparsity.keras
+    sp = import_tfmot().sparsity.keras
     prunable = [
         layer.name
         for layer in tfk_model.layers
@@ -55,9 +56,10 @@ def _prune_layers(tfk_model, schedule):
     return tf_keras.models.clone_model(tfk_model, clone_function=wrap)
 
 
-def _prune(tfk_model, ds, opts, sparsity, steps, epochs):
-    """Prune-finetune-strip; returns (stripped tf_keras model, train metrics)."""
-    tfmot = _tfmot()
+def prune_model(tfk_model, ds, opts, sparsity, steps, epochs):
+    """Prune-finetune-strip the tf_keras model to ``sparsity``; returns (stripped tf_keras model, train
+    metrics)."""
+    tfmot = import_tfmot()
     sp = tfmot.sparsity.keras
     total = steps * epochs
     if total < 2:
@@ -80,8 +82,10 @@ def _prune(tfk_model, ds, opts, sparsity, steps, epochs):
         pruned = _prune_layers(tfk_model, schedule)
     except ValueError as err:
         names = {layer.name: type(layer).__name__ for layer in tfk_model.layers}
-        raise QuantizeError(f"cannot prune the model{_name_layer(str(err), names)}: {err}") from err
-    _log(f"[prune] {total} steps to sparsity {sparsity:.2f} (final at step {end_step}, every {frequency})")
-    metrics = _fit(pruned, ds, opts, steps, epochs, "prune", callbacks=[sp.UpdatePruningStep()])
+        raise QuantizeError(f"cannot prune the model{at_layer(str(err), names)}: {err}") from err
+    log_line(
+        f"[prune] {total} steps to sparsity {sparsity:.2f} (final at step {end_step}, every {frequency})"
+    )
+    metrics = fine_tune(pruned, ds, opts, steps, epochs, "prune", callbacks=[sp.UpdatePruningStep()])
     stripped = sp.strip_pruning(pruned)
     return stripped, metrics

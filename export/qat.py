@@ -11,7 +11,9 @@ import tempfile
 
 import numpy as np
 
-from .finetune import _name_layer, _tfmot
+from kerascnn.keras_internals import inbound_nodes, node_in_model, outbound_nodes, producer
+
+from .finetune import at_layer, import_tfmot
 from .jobs import QuantizeError
 from .tflite import float_ops
 
@@ -22,7 +24,7 @@ def _quantize_config_classes() -> dict:
     """The worker's QuantizeConfig classes (built on first use: tfmot must not be imported at import)."""
     if _CONFIG_CLASSES:
         return _CONFIG_CLASSES
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     quantizers = tfmot.quantization.keras.quantizers
 
     class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
@@ -62,7 +64,7 @@ def _quantize_config_classes() -> dict:
 
 
 def _quantize_scope():
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     return tfmot.quantization.keras.quantize_scope(dict(_quantize_config_classes()))
 
 
@@ -89,14 +91,10 @@ def _activation_name(layer) -> str | None:
     return getattr(activation, "__name__", type(activation).__name__)
 
 
-def _node_key(layer, node) -> str:
-    return f"{layer.name}_ib-{layer._inbound_nodes.index(node)}"
-
-
 def _inbound_layers(model, layer) -> list:
     """The layers feeding ``layer`` in ``model`` (a layer can have calls in other models too, as after
     ``strip_pruning``); [] unless it is called exactly once in ``model``."""
-    nodes = [n for n in layer._inbound_nodes if _node_key(layer, n) in model._network_nodes]
+    nodes = [n for n in inbound_nodes(layer) if node_in_model(model, n)]
     if len(nodes) != 1:
         return []
     inbound = nodes[0].inbound_layers
@@ -105,10 +103,8 @@ def _inbound_layers(model, layer) -> list:
 
 def _consumers(model, layer) -> int:
     """How many calls in ``model`` take ``layer``'s output, plus one if it is a model output."""
-    count = sum(
-        1 for node in layer._outbound_nodes if _node_key(node.outbound_layer, node) in model._network_nodes
-    )
-    return count + sum(1 for t in model.outputs if t._keras_history.layer is layer)
+    count = sum(1 for node in outbound_nodes(layer) if node_in_model(model, node))
+    return count + sum(1 for t in model.outputs if producer(t) is layer)
 
 
 def _needs_custom_config(model, layer, registry) -> str | None:
@@ -134,7 +130,7 @@ def _annotate(model, custom: dict[str, str]):
     """Annotate every layer for QAT; layers in ``custom`` get the output-only config."""
     import tf_keras
 
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     qk = tfmot.quantization.keras
     output_config = _quantize_config_classes()["OutputQuantizeConfig"]
 
@@ -283,7 +279,7 @@ def build_qat_model(tfk_model, scheme=None):
       output-only 8-bit QuantizeConfig; if it still converts to a float op, the full-int8 check
       after conversion names it.
     """
-    tfmot = _tfmot()
+    tfmot = import_tfmot()
     qk = tfmot.quantization.keras
     registry = qk.default_8bit.Default8BitQuantizeRegistry()
     special = _standalone_batchnorms(tfk_model)
@@ -313,12 +309,12 @@ def build_qat_model(tfk_model, scheme=None):
                     f"{names[match.group(1)]} rejected by quantize_apply: output-only 8-bit"
                 )
                 continue
-            culprit = _name_layer(str(err), names)
+            culprit = at_layer(str(err), names)
             raise QuantizeError(f"cannot prepare the model for QAT{culprit}: {err}") from err
     raise QuantizeError("cannot prepare the model for QAT: quantize_apply keeps rejecting layers")
 
 
-def _convert_int8(qat_model, io_type: str) -> bytes:
+def convert_int8(qat_model, io_type: str) -> bytes:
     """Full-integer TFLite from the QAT model: the fake-quantization ranges learnt in training give
     every tensor its int8 scale, so no representative dataset (and no calibration) is involved.
 
@@ -370,12 +366,12 @@ def _convert(converter, qat_model, io_type: str) -> bytes:
     try:
         tflite = converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends
-        raise QuantizeError(f"int8 TFLite conversion failed{_name_layer(str(err), names)}: {err}") from err
+        raise QuantizeError(f"int8 TFLite conversion failed{at_layer(str(err), names)}: {err}") from err
     in_float = float_ops(tflite)
     if in_float:
         op, tensor = in_float[0]
         raise QuantizeError(
-            f"the TFLite model is not fully int8{_name_layer(tensor, names)}: {len(in_float)} op(s) still "
+            f"the TFLite model is not fully int8{at_layer(tensor, names)}: {len(in_float)} op(s) still "
             f"run in float, first {op} on tensor '{tensor}'; that layer needs a QuantizeConfig"
         )
     return tflite

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import input_signature
 
 from .formats import IO_TYPES
 
@@ -29,12 +30,11 @@ def write_saved_model(model, folder) -> str:
     import functools
 
     import keras
-    from keras.src.export.export_utils import get_input_signature
 
     folder = str(folder)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = get_input_signature(model)
+    signature = input_signature(model)
     if not isinstance(signature, (list, tuple)):
         signature = [signature]
     archive.add_endpoint(

@@ -18,12 +18,20 @@ import numpy as np
 from kerascnn.evaluate import predict_arrays
 from kerascnn.runs import atomic_path
 
-from .finetune import _fit, _gzip_size, _load_data, _log, _steps_per_epoch, _tfmot, _train_dataset
+from .finetune import (
+    fine_tune,
+    gzip_size,
+    import_tfmot,
+    load_training_data,
+    log_line,
+    steps_per_epoch,
+    train_dataset,
+)
 from .formats import IO_TYPES
 from .jobs import QuantizeError
 from .options import FineTuneJob, default_qat_model
-from .pruning import _prune, _pruned_kernels, _sparsity_report
-from .qat import _convert_int8, build_qat_model, load_qat_model
+from .pruning import prune_model, pruned_kernels, sparsity_report
+from .qat import build_qat_model, convert_int8, load_qat_model
 from .tflite import run_tflite, tflite_int8_sparsity
 
 # the first line of kerascnn.export.quantize's docstring, as `--help` printed it when the worker lived there
@@ -63,12 +71,12 @@ def _prepare(opts):
     started = time.time()
     model = _load_keras3(opts.model)
     input_shape, num_classes = _model_shape(model, opts)
-    _log(f"[load] {opts.model}: {model.name}, input {input_shape}, {num_classes} classes")
+    log_line(f"[load] {opts.model}: {model.name}, input {input_shape}, {num_classes} classes")
     tfk_model = to_tf_keras(model)
-    data, norm = _load_data(opts, input_shape, num_classes)
-    steps = _steps_per_epoch(len(data.train), opts.batch_size, opts.max_steps)
-    _log(f"[data] {opts.data}: {len(data.train)} training images, {steps} steps per epoch")
-    ds = _train_dataset(data.train, num_classes, norm, opts.batch_size, opts.seed)
+    data, norm = load_training_data(opts, input_shape, num_classes)
+    steps = steps_per_epoch(len(data.train), opts.batch_size, opts.max_steps)
+    log_line(f"[data] {opts.data}: {len(data.train)} training images, {steps} steps per epoch")
+    ds = train_dataset(data.train, num_classes, norm, opts.batch_size, opts.seed)
     report = {
         "model": str(opts.model),
         "model_name": model.name,
@@ -94,13 +102,13 @@ def cmd_prune(opts) -> dict:
         baseline = Path(tmp) / "unpruned.keras"
         keras.saving.save_model(model, baseline)
         report["baseline_bytes"] = baseline.stat().st_size
-        report["baseline_gzip_bytes"] = _gzip_size(baseline)
-    stripped, metrics = _prune(tfk_model, ds, opts, opts.sparsity, steps, opts.epochs)
+        report["baseline_gzip_bytes"] = gzip_size(baseline)
+    stripped, metrics = prune_model(tfk_model, ds, opts, opts.sparsity, steps, opts.epochs)
     from_tf_keras_weights(model, stripped)
     with atomic_path(out) as tmp:
         keras.saving.save_model(model, tmp)
-    sparsity = _sparsity_report(_pruned_kernels(model))
-    _log(
+    sparsity = sparsity_report(pruned_kernels(model))
+    log_line(
         f"[prune] sparsity {sparsity['sparsity']:.4f} over {sparsity['weights']} conv/dense weights -> {out}"
     )
     report.update(
@@ -109,7 +117,7 @@ def cmd_prune(opts) -> dict:
         sparsity=sparsity["sparsity"],
         sparsity_detail=sparsity,
         bytes=out.stat().st_size,
-        gzip_bytes=_gzip_size(out),
+        gzip_bytes=gzip_size(out),
         train_loss=metrics.get("loss"),
         train_accuracy=metrics.get("accuracy"),
         epochs=opts.epochs,
@@ -128,26 +136,26 @@ def cmd_qat(opts) -> dict:
         epochs = opts.prune_epochs or opts.epochs
         if steps * epochs < 2:  # the schedule needs 2 steps; a small set has 1 per epoch
             epochs = 2
-            _log(f"[prune] {steps} step(s) per epoch: {epochs} epochs (the schedule needs 2 steps)")
-        tfk_model, metrics = _prune(tfk_model, ds, opts, opts.prune, steps, epochs)
+            log_line(f"[prune] {steps} step(s) per epoch: {epochs} epochs (the schedule needs 2 steps)")
+        tfk_model, metrics = prune_model(tfk_model, ds, opts, opts.prune, steps, epochs)
         report["prune_train_accuracy"] = metrics.get("accuracy")
-        report["pruned_sparsity"] = _sparsity_report(_pruned_kernels(tfk_model))["sparsity"]
+        report["pruned_sparsity"] = sparsity_report(pruned_kernels(tfk_model))["sparsity"]
         if opts.pruned_model:
             from_tf_keras_weights(model, tfk_model)
             with atomic_path(Path(opts.pruned_model)) as tmp:
                 keras.saving.save_model(model, tmp)
             report["pruned_model"] = str(opts.pruned_model)
-        scheme = _tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+        scheme = import_tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     qat_model, custom = build_qat_model(tfk_model, scheme)
     for name, reason in custom.items():
-        _log(f"[qat] {name}: {reason}")
-    metrics = _fit(qat_model, ds, opts, steps, opts.epochs, "qat")
+        log_line(f"[qat] {name}: {reason}")
+    metrics = fine_tune(qat_model, ds, opts, steps, opts.epochs, "qat")
 
     qat_path = Path(opts.qat_model)
     with atomic_path(qat_path) as tmp:
         qat_model.save(tmp, include_optimizer=False)
     reloaded = load_qat_model(qat_path)
-    tflite = _convert_int8(reloaded, opts.io_type)
+    tflite = convert_int8(reloaded, opts.io_type)
     out = Path(opts.out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(tflite)
@@ -157,7 +165,7 @@ def cmd_qat(opts) -> dict:
     keras_probs = predict_arrays(reloaded, x, 32)
     lite_probs = run_tflite(tflite, x)
     agreement = float(np.mean(keras_probs.argmax(-1) == lite_probs.argmax(-1)))
-    _log(
+    log_line(
         f"[qat] int8 TFLite {out} ({len(tflite)} bytes): argmax agreement with the QAT model {agreement:.3f}"
     )
     report.update(
@@ -274,7 +282,7 @@ def _run_one(argv: list[str], keep_going: bool) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # tfmot first: it sets TF_USE_LEGACY_KERAS before anything touches tf.keras.
-    _tfmot()
+    import_tfmot()
     if argv[:1] == ["batch"]:
         if len(argv) != 2:
             print("usage: python -m kerascnn.export.quantize batch JOBS.json", file=sys.stderr)
@@ -284,7 +292,7 @@ def main(argv=None) -> int:
         jobs = json.loads(Path(argv[1]).read_text())
         codes = []
         for i, job in enumerate(jobs, start=1):
-            _log(f"[batch] job {i}/{len(jobs)}: {job[0]} {job[1]}")
+            log_line(f"[batch] job {i}/{len(jobs)}: {job[0]} {job[1]}")
             codes.append(_run_one(job, keep_going=True))
             tf_keras.backend.clear_session()
         return 0 if not any(codes) else 3

@@ -53,6 +53,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .keras_internals import nodes_by_depth, producer
+
 __all__ = [
     "LayerStats",
     "ModelAnalysis",
@@ -405,16 +407,19 @@ def _weights_size(weights) -> int:
 
 
 def _as_functional(model):
-    """The Functional graph of a model (a built Sequential wraps one)."""
+    """The Functional graph of a model (of a built Sequential: a Functional over its own calls)."""
     if isinstance(model, keras.Sequential):
-        fn = getattr(model, "_functional", None)
-        if fn is None:
+        try:
+            inputs, outputs = model.inputs, model.outputs
+        except AttributeError:  # no graph yet
+            inputs = outputs = None
+        if not inputs:
             raise ValueError(
                 f"Sequential model {model.name!r} has no input shape: build it or start it with "
                 "keras.Input(...)"
             )
-        return fn
-    if not hasattr(model, "_nodes_by_depth") or not hasattr(model, "inputs"):
+        return keras.Model(inputs, outputs, name=model.name)  # the same layers and calls, no new node
+    if nodes_by_depth(model) is None or not hasattr(model, "inputs"):
         raise TypeError(
             f"{type(model).__name__} is not a functional Keras model; analyze() needs a graph "
             "(keras.Model(inputs, outputs) or a built keras.Sequential)"
@@ -426,9 +431,10 @@ def _topological_nodes(fn) -> list:
     """Nodes of a Functional model from inputs to outputs, deterministic order."""
     op_index = {id(op): i for i, op in enumerate(fn.operations)}
     nodes = []
-    for depth in sorted(fn._nodes_by_depth, reverse=True):
+    by_depth = nodes_by_depth(fn)
+    for depth in sorted(by_depth, reverse=True):
         # A node's parents always have a strictly larger depth, so any order within a depth works.
-        level = list(fn._nodes_by_depth[depth])
+        level = list(by_depth[depth])
         level.sort(key=lambda n: op_index.get(id(n.operation), 0))
         nodes.extend(level)
     return nodes
@@ -593,7 +599,8 @@ def _analyze_graph(model, input_shape=None):
     seen_layers: set[int] = set()
     tensor_names: dict[int, str] = {}
     for t in fn.inputs:
-        tensor_names[id(t)] = t._keras_history.operation.name if hasattr(t, "_keras_history") else "input"
+        made_by = producer(t)
+        tensor_names[id(t)] = made_by.name if made_by is not None else "input"
 
     for node in _topological_nodes(fn):
         layer = node.operation

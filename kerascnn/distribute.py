@@ -64,10 +64,9 @@ def prebuild_for_multiworker(model, strategy, dataset):
        the same update (the test checks the weights end identical); only the printed loss/metrics are
        each worker's own.
     """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from .keras_internals import reduce_logs_locally, symbolic_build
 
     batch = next(iter(dataset))
     with strategy.scope():
-        model._symbolic_build(data_batch=batch)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
+        symbolic_build(model, batch)
+    reduce_logs_locally()

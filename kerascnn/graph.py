@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import KerascnnError
+from .keras_internals import inbound_nodes, producer, run_through_graph
 
 PATHS_ATTR = "_kerascnn_paths"  # flat layer name -> path in the original nesting
 MODELS_ATTR = "_kerascnn_nested"  # path of each nested model -> flat name of its output layer
@@ -72,7 +73,7 @@ class _Flattener:
                 x = self.call(layer, (x,), {}, prefix, model.name, where)
             return x
         fn = lambda op: self._operation(op, prefix, model.name, where)  # noqa: E731
-        return model._run_through_graph(flat_in if len(flat_in) > 1 else flat_in[0], operation_fn=fn)
+        return run_through_graph(model, flat_in if len(flat_in) > 1 else flat_in[0], fn)
 
     def _operation(self, op, prefix, parent, where):
         return lambda *args, **kwargs: self.call(op, args, kwargs, prefix, parent, where)
@@ -86,7 +87,7 @@ class _Flattener:
                 )
             inputs = args[0] if args else kwargs.get("inputs")
             out = self.run(layer, inputs, f"{prefix}{layer.name}/", where)
-            last = keras_history_layer(out)
+            last = producer(out)
             if last is not None:
                 self.models[f"{prefix}{layer.name}"] = last.name
             return out
@@ -121,12 +122,6 @@ class _Flattener:
         return flat
 
 
-def keras_history_layer(tensor):
-    """The layer that produced a KerasTensor (None for anything else)."""
-    history = getattr(tensor, "_keras_history", None)
-    return history[0] if history else None
-
-
 def flatten(model, where: str | None = None):
     """``model`` as one flat Functional model of its own layers (nested Functional and Sequential models
     inlined, to any depth); a flat Functional model comes back as it is. The result carries each layer's
@@ -142,9 +137,9 @@ def flatten(model, where: str | None = None):
     if not model.inputs:
         raise GraphError(f"{where}: the Sequential model has no input shape; build it with an Input first")
     flattener = _Flattener()
-    flattener.taken.update(keras_history_layer(inp).name for inp in model.inputs)
+    flattener.taken.update(producer(inp).name for inp in model.inputs)
     inputs = [
-        keras.Input(shape=tuple(inp.shape[1:]), dtype=inp.dtype, name=keras_history_layer(inp).name)
+        keras.Input(shape=tuple(inp.shape[1:]), dtype=inp.dtype, name=producer(inp).name)
         for inp in model.inputs
     ]
     outputs = flattener.run(model, inputs if len(inputs) > 1 else inputs[0], "", where)
@@ -276,7 +271,7 @@ def _consumers(model) -> dict[int, list]:
     """id(KerasTensor) -> [(layer, its output)] for the layers of ``model`` that take that tensor alone."""
     found: dict[int, list] = {}
     for layer in model.layers:
-        for node in getattr(layer, "_inbound_nodes", []):
+        for node in inbound_nodes(layer):
             if len(node.input_tensors) == 1 and len(node.output_tensors) == 1:
                 found.setdefault(id(node.input_tensors[0]), []).append((layer, node.output_tensors[0]))
     return found
@@ -296,7 +291,7 @@ def fold_normalization(model, mean, std, name: str = "input_normalization"):
     channels = int(model.input_shape[-1])
     mean = np.broadcast_to(np.asarray(mean, np.float32), (channels,))
     std = np.broadcast_to(np.asarray(std, np.float32), (channels,))
-    image = keras.Input(shape=tuple(inp.shape[1:]), dtype=inp.dtype, name=keras_history_layer(inp).name)
+    image = keras.Input(shape=tuple(inp.shape[1:]), dtype=inp.dtype, name=producer(inp).name)
     norm = keras.layers.Normalization(axis=-1, mean=mean, variance=np.square(std), name=name)
-    outputs = model._run_through_graph([norm(image)], operation_fn=lambda layer: layer)
+    outputs = run_through_graph(model, [norm(image)], lambda layer: layer)
     return carry_paths(keras.Model(image, outputs, name=model.name), model)

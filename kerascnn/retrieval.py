@@ -33,6 +33,7 @@ import numpy as np
 
 from kerascnn import data as kdata
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import producer
 from kerascnn.lock import WriteLock
 from kerascnn.runs import ModelFileError, Run, RunFileError, atomic_write_bytes, image_input_shape
 
@@ -124,8 +125,8 @@ def _default_layer(model):
     for layer in reversed(model.layers):
         if type(layer).__name__ == "Dense":
             tensor = layer.input
-            history = getattr(tensor, "_keras_history", None)
-            name = history[0].name if history else f"input of {layer.name}"
+            made_by = producer(tensor)
+            name = made_by.name if made_by is not None else f"input of {layer.name}"
             return name, tensor
     raise RetrievalError(
         f"model '{model.name}' has no global pooling or Dense layer to take embeddings from; "

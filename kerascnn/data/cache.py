@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import DataError, ImageReadError, _decode_many, open_image
+from .decode import DataError, ImageReadError, decode_many, open_image
 
 CACHE_MODES = ("auto", "ram", "disk", "none")
 RAM_SHARE = 0.25  # --cache auto keeps the decoded images in memory when they fit in this share of it
@@ -99,7 +99,7 @@ class FileImages(LazyImages):
         out = np.zeros((len(rows), *self.size, self.channels), np.uint8)
         decoded = np.ones(len(rows), bool)
         files = [self.files[r] for r in rows]
-        for i, (arr, err) in enumerate(_decode_many(files, self.size, self.channels, workers=4)):
+        for i, (arr, err) in enumerate(decode_many(files, self.size, self.channels, workers=4)):
             if arr is None:
                 decoded[i] = False
                 if files[i] not in self.reported:
@@ -166,7 +166,7 @@ def _cache_paths(files, size, channels: int) -> tuple[Path, Path]:
     return folder / f"{key}.u8", folder / f"{key}.json"
 
 
-def _find_disk_cache(files: list[Path], size, channels: int, paths=None):
+def find_disk_cache(files: list[Path], size, channels: int, paths=None):
     """The disk cache of exactly these files at this size, when one is complete: (DiskImages, the
     positions of ``files`` it holds, [(path, reason)] of those that did not decode), else None.
     ``paths``: the cache's _cache_paths when the caller has them (the key stats every file)."""
@@ -192,7 +192,7 @@ def _disk_cached(files: list[Path], size, channels: int, skipped: list, say=None
     paths = None
     if found is None:
         paths = _cache_paths(files, size, channels)
-        found = _find_disk_cache(files, size, channels, paths)
+        found = find_disk_cache(files, size, channels, paths)
     if found is not None:
         store, kept, was_skipped = found
         skipped.extend(was_skipped)
@@ -233,7 +233,7 @@ def _decoded_chunks(files: list[Path], size, channels: int, skipped: list, chunk
     ``skipped`` as (path, reason)."""
     for start in range(0, len(files), chunk):
         part = files[start : start + chunk]
-        for i, (arr, err) in enumerate(_decode_many(part, size, channels)):
+        for i, (arr, err) in enumerate(decode_many(part, size, channels)):
             if arr is None:
                 skipped.append((str(part[i]), err))
             else:
@@ -293,7 +293,7 @@ def images_of(files: list[Path], size, channels: int, cache: str, skipped: list,
             out[len(kept)] = arr
             kept.append(position)
         return out[: len(kept)], kept
-    found = _find_disk_cache(files, size, channels) if cache == "stream" else None
+    found = find_disk_cache(files, size, channels) if cache == "stream" else None
     if cache == "disk" or found is not None:
         return _disk_cached(files, size, channels, skipped, say, found)
     problems = _openable(files)

@@ -231,7 +231,7 @@ def image_from_array(arr: np.ndarray, size, channels: int) -> np.ndarray:
     return _sized(viewable(Image.fromarray(arr)), size, channels)
 
 
-def _decode_many(paths: list[Path], size, channels, workers: int = 8):
+def decode_many(paths: list[Path], size, channels, workers: int = 8):
     def one(path):
         try:
             return decode_image(path, size, channels), None

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import RAM_SHARE, _find_disk_cache, images_of, resolve_cache
-from .decode import DataError, _decode_many, describe_extensions, image_extensions, image_from_array
+from .cache import RAM_SHARE, find_disk_cache, images_of, resolve_cache
+from .decode import DataError, decode_many, describe_extensions, image_extensions, image_from_array
 from .splits import ImageData, Split, adapt_images, split_validation, stratified_fraction, train_val_test
 
 BUILTINS = ("fashion_mnist", "mnist")
@@ -596,13 +596,13 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
         return ImageSource(ids, part.labels, tfds_source.class_names, read_tfds)
     files, labels, classes = list_data(data, split)
     ids = [os.path.realpath(p) for p in files]  # (no error for a symlink loop: it is skipped when read)
-    found = _find_disk_cache(files, size, channels)  # a run's --cache disk copy of these very files
+    found = find_disk_cache(files, size, channels)  # a run's --cache disk copy of these very files
     if found is not None:
         reader = _cache_reader(files, ids, found)
         return ImageSource(ids, np.asarray(labels, np.int32), classes, reader, files)
 
     def read_files(positions):
-        decoded = _decode_many([files[i] for i in positions], size, channels)
+        decoded = decode_many([files[i] for i in positions], size, channels)
         good = [p for p, (arr, _) in zip(positions, decoded, strict=True) if arr is not None]
         skipped = [(ids[p], err) for p, (arr, err) in zip(positions, decoded, strict=True) if arr is None]
         arrays = [arr for arr, _ in decoded if arr is not None]
@@ -613,7 +613,7 @@ def open_images(data: str, size, channels: int, split: str | None = None) -> Ima
 
 
 def _cache_reader(files, ids, found):
-    """ImageSource.read from the disk cache of ``files`` (``found`` by _find_disk_cache): what did not
+    """ImageSource.read from the disk cache of ``files`` (``found`` by find_disk_cache): what did not
     decode when it was written is reported as skipped, as the decoder would."""
     store, kept, skipped = found
     size, channels = store.shape[1:3], store.shape[3]

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from .common import DEFAULT_DATA, SEED, _accuracy, _labeled_images, _noise_margin, _normalized, pyplot
-from .gap_shift import _gap_shift_model
+from .common import DEFAULT_DATA, SEED, labeled_images, noise_margin, normalized, pyplot, top1_accuracy
+from .gap_shift import gap_shift_model
 
 AUGMENT_VARIANTS = ("none", "augmented", "mixup")  # no augmentation, the standard preset, mixup alone
 AUGMENT_MIXUP_ALPHA = 0.4
@@ -34,8 +34,8 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
     data = data or DEFAULT_DATA
     b = {**AUGMENT_BUDGETS["quick" if quick else "full"], **(budget or {})}
     size = 28
-    x, y, xt, yt, classes = _labeled_images(data, size, 10**9, b["test_images"], SEED, "augmentation")
-    x_test = _normalized(xt)
+    x, y, xt, yt, classes = labeled_images(data, size, 10**9, b["test_images"], SEED, "augmentation")
+    x_test = normalized(xt)
     rng = np.random.default_rng(SEED)
     accuracy, counts = {}, {}
     for fraction in b["fractions"]:
@@ -52,7 +52,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
                 augmenter=augmenter if variant == "augmented" else None,
                 mixup_alpha=AUGMENT_MIXUP_ALPHA if variant == "mixup" else 0.0, seed=SEED,
             ).repeat()  # fmt: skip
-            model = _gap_shift_model((size, size, 1), len(classes), "flatten", AUGMENT_WIDTHS, AUGMENT_HIDDEN)
+            model = gap_shift_model((size, size, 1), len(classes), "flatten", AUGMENT_WIDTHS, AUGMENT_HIDDEN)
             schedule = keras.optimizers.schedules.CosineDecay(2e-3, b["steps"])
             model.compile(
                 keras.optimizers.Adam(schedule),
@@ -60,7 +60,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
                 steps_per_execution=min(STEPS_PER_CALL, b["steps"]),
             )
             model.fit(ds, steps_per_epoch=b["steps"], epochs=1, verbose=0, shuffle=False)
-            accuracy[key][variant] = _accuracy(model, x_test, yt)
+            accuracy[key][variant] = top1_accuracy(model, x_test, yt)
     smallest, largest = next(iter(accuracy)), list(accuracy)[-1]
     gain = {k: round(max(v["augmented"], v["mixup"]) - v["none"], 4) for k, v in accuracy.items()}
     gains = {  # each recipe's gain over no augmentation, per share
@@ -69,7 +69,7 @@ def augmentation_experiment(quick: bool = False, data: str | None = None, budget
     }
     names = {"augmented": "the standard preset", "mixup": "mixup"}
     base = accuracy[smallest]["none"]  # two standard errors on this many test images: less is noise
-    margin = _noise_margin(base, len(yt))
+    margin = noise_margin(base, len(yt))
     helping = [
         f"{names[variant]} (+{g[smallest]:.1%} at {smallest}, {g[largest]:+.1%} at {largest})"
         for variant, g in gains.items()

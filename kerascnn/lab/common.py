@@ -11,19 +11,30 @@ from ..errors import ConfigError
 from ..evaluate import predict_arrays
 from ..runs import pyplot  # the shared pyplot (Agg backend, imported on first use)
 
-__all__ = ["DEFAULT_DATA", "EAGER_STEPS", "SEED", "pyplot"]
+__all__ = [
+    "DEFAULT_DATA",
+    "EAGER_STEPS",
+    "SEED",
+    "array_batches",
+    "labeled_images",
+    "noise_margin",
+    "normalized",
+    "pyplot",
+    "require_no_data",
+    "top1_accuracy",
+]
 
 SEED = 0
 DEFAULT_DATA = "fashion_mnist"  # what the experiments that train read without --data
 EAGER_STEPS = 10  # runs this short train eagerly: no graph to trace
 
 
-def _takes_no_data(name: str, data: str | None) -> None:
+def require_no_data(name: str, data: str | None) -> None:
     if data is not None:
         raise ConfigError(f"--data: experiment '{name}' uses random inputs and reads no dataset")
 
 
-def _labeled_images(data: str, size: int, n_train: int, n_test: int, seed: int, experiment: str):
+def labeled_images(data: str, size: int, n_train: int, n_test: int, seed: int, experiment: str):
     """(train images, labels, test images, labels, class names), uint8 (N, size, size, 1): the dataset's
     own test split when it has one, else a held-out part of its images."""
     from .. import data as kdata
@@ -53,7 +64,7 @@ def _labeled_images(data: str, size: int, n_train: int, n_test: int, seed: int, 
     return x, y, xt, yt, list(source.class_names)
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool):
+def array_batches(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool):
     """A tf.data pipeline over arrays with kerascnn's options (no autotuning: see
     kerascnn.data.pipeline_options; Keras' own array adapter autotunes)."""
     import tensorflow as tf
@@ -66,19 +77,19 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool):
     return ds.batch(batch).prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
-def _normalized(images: np.ndarray) -> np.ndarray:
+def normalized(images: np.ndarray) -> np.ndarray:
     """uint8 pixels as model inputs, by kerascnn's default normalisation ((p - 127.5) / 127.5)."""
     from ..data import Normalization
 
     return Normalization().numpy(images)
 
 
-def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+def top1_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of ``model`` on input arrays ``x`` with integer labels ``y``, to 4 places."""
     return round(float((predict_arrays(model, x).argmax(1) == y).mean()), 4)
 
 
-def _noise_margin(p: float, n: int) -> float:
+def noise_margin(p: float, n: int) -> float:
     """Two standard errors of an accuracy ``p`` measured on ``n`` test images: a smaller difference
     between two runs is noise (floored so that a perfect score still has a margin)."""
     return 2 * math.sqrt(max(p * (1 - p), 1e-4) / n)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 
-from .common import DEFAULT_DATA, EAGER_STEPS, SEED, _batches, _labeled_images, _normalized, pyplot
+from .common import DEFAULT_DATA, EAGER_STEPS, SEED, array_batches, labeled_images, normalized, pyplot
 
 DEGRADATION_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 DEGRADATION_BUDGETS = {  # training images, their side, epochs, batch, peak learning rate, logging interval
@@ -31,8 +31,8 @@ def degradation_experiment(quick: bool = False, data: str | None = None, budget:
 
     data = data or DEFAULT_DATA
     b = {**DEGRADATION_BUDGETS["quick" if quick else "full"], **(budget or {})}
-    x, y, _, _, classes = _labeled_images(data, b["side"], b["train_images"], 0, SEED, "degradation")
-    x = _normalized(x)
+    x, y, _, _, classes = labeled_images(data, b["side"], b["train_images"], 0, SEED, "degradation")
+    x = normalized(x)
     steps = math.ceil(len(x) / b["batch"]) * b["epochs"]
     curves, final, seconds = {}, {}, {}
     for name in DEGRADATION_MODELS:
@@ -51,7 +51,7 @@ def degradation_experiment(quick: bool = False, data: str | None = None, budget:
         logger = _ErrorCurve(b["log_every"])
         start = time.perf_counter()
         model.fit(
-            _batches(x, y, b["batch"], shuffle=True), epochs=b["epochs"], verbose=0, shuffle=False,
+            array_batches(x, y, b["batch"], shuffle=True), epochs=b["epochs"], verbose=0, shuffle=False,
             callbacks=[logger],
         )  # fmt: skip
         seconds[name] = round(time.perf_counter() - start, 1)

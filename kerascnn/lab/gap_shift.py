@@ -1,13 +1,13 @@
 """``gap-shift``: one backbone with a Flatten and with a global-average-pooling head (Network in
 Network), trained on centred images, tested with the images shifted on a larger canvas. The backbone
-(:func:`_gap_shift_model`) is also the augmentation experiment's net.
+(:func:`gap_shift_model`) is also the augmentation experiment's net.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import DEFAULT_DATA, SEED, _accuracy, _batches, _labeled_images, _normalized, pyplot
+from .common import DEFAULT_DATA, SEED, array_batches, labeled_images, normalized, pyplot, top1_accuracy
 
 GAP_BATCH = 64
 GAP_BUDGETS = {  # training images, epochs, test images, largest shift (pixels), shift step
@@ -24,7 +24,7 @@ def _on_canvas(images: np.ndarray, margin: int, dy: int = 0, dx: int = 0) -> np.
     return canvas
 
 
-def _gap_shift_model(shape: tuple, classes: int, head: str, widths=(32, 64, 128), hidden: int = 0):
+def gap_shift_model(shape: tuple, classes: int, head: str, widths=(32, 64, 128), hidden: int = 0):
     """The same small backbone (three 3x3 conv + ReLU + max-pool stages of ``widths`` filters) with a
     Flatten + Dense head or a global average pooling + Dense head (Lin et al. 2014, Network in Network);
     ``hidden``: a fully connected ReLU layer of that many units before the classifier (the LeNet/AlexNet
@@ -55,10 +55,8 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
     data = data or DEFAULT_DATA
     b = {**GAP_BUDGETS["quick" if quick else "full"], **(budget or {})}
     size, margin = 28, b["max_shift"]
-    x, y, xt, yt, classes = _labeled_images(
-        data, size, b["train_images"], b["test_images"], SEED, "gap-shift"
-    )
-    x_train = _normalized(_on_canvas(x, margin))
+    x, y, xt, yt, classes = labeled_images(data, size, b["train_images"], b["test_images"], SEED, "gap-shift")
+    x_train = normalized(_on_canvas(x, margin))
     rng = np.random.default_rng(SEED)
     shifts = list(range(0, b["max_shift"] + 1, b["step"]))
     # each test image moves by s pixels in one of 8 directions (a random one per image, the same for
@@ -68,9 +66,11 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
     accuracy, params = {}, {}
     for head in ("flatten", "gap"):
         keras.utils.set_random_seed(SEED)
-        model = _gap_shift_model(x_train.shape[1:], len(classes), head)
+        model = gap_shift_model(x_train.shape[1:], len(classes), head)
         model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-        model.fit(_batches(x_train, y, GAP_BATCH, shuffle=True), epochs=b["epochs"], verbose=0, shuffle=False)
+        model.fit(
+            array_batches(x_train, y, GAP_BATCH, shuffle=True), epochs=b["epochs"], verbose=0, shuffle=False
+        )
         params[head] = int(model.count_params())
         accuracy[head] = {}
         for s in shifts:
@@ -78,7 +78,7 @@ def gap_shift_experiment(quick: bool = False, data: str | None = None, budget: d
             for dy, dx in directions:  # the images that move this way, at once
                 those = (picks == (dy, dx)).all(axis=1)
                 moved[those] = _on_canvas(xt[those], margin, int(dy) * s, int(dx) * s)
-            accuracy[head][str(s)] = _accuracy(model, _normalized(moved), yt)
+            accuracy[head][str(s)] = top1_accuracy(model, normalized(moved), yt)
     last = str(shifts[-1])
     gap_wins = accuracy["gap"][last] > accuracy["flatten"][last]
     verdict = (

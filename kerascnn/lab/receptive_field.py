@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .common import SEED, _takes_no_data, pyplot
+from .common import SEED, pyplot, require_no_data
 
 RF_CHANNELS = 64  # C of the C -> C conv stacks
 RF_ZOO_MODEL = "vgg11"
@@ -164,7 +164,7 @@ def _zoo_measurements(model_name: str, stages: int | None, n_inputs: int, rng) -
 
 def receptive_field_experiment(quick: bool = False, data: str | None = None) -> tuple[dict, object]:
     """Three 3x3 convs vs one 7x7 conv, and the per-stage RF of VGG-11: (JSON dict, figure)."""
-    _takes_no_data("receptive-field", data)
+    require_no_data("receptive-field", data)
     from ..analysis import analyze, conv_params, receptive_field
 
     rng = np.random.default_rng(SEED)

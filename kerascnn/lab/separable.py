@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .common import SEED, _takes_no_data, pyplot
+from .common import SEED, pyplot, require_no_data
 
 
 def _median_latencies_ms(fns: list, x, warmup: int, repeats: int) -> list[float]:
@@ -34,7 +34,7 @@ def _median_latencies_ms(fns: list, x, warmup: int, repeats: int) -> list[float]
 
 def separable_experiment(quick: bool = False, data: str | None = None) -> tuple[dict, object]:
     """Standard 3x3 conv vs depthwise-separable 3x3, C -> C, for several C: (JSON dict, figure)."""
-    _takes_no_data("separable", data)
+    require_no_data("separable", data)
     import keras
     import tensorflow as tf
 

@@ -10,12 +10,12 @@ from .common import (
     DEFAULT_DATA,
     EAGER_STEPS,
     SEED,
-    _accuracy,
-    _batches,
-    _labeled_images,
-    _noise_margin,
-    _normalized,
+    array_batches,
+    labeled_images,
+    noise_margin,
+    normalized,
     pyplot,
+    top1_accuracy,
 )
 
 TRANSFER_VARIANTS = ("scratch", "fine-tuned", "frozen")
@@ -41,7 +41,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     data = data or DEFAULT_DATA
     b = {**TRANSFER_BUDGETS["quick" if quick else "full"], **(budget or {})}
     size = 32
-    x, y, xt, yt, classes = _labeled_images(data, size, 10**9, 10**9, SEED, "transfer")
+    x, y, xt, yt, classes = labeled_images(data, size, 10**9, 10**9, SEED, "transfer")
     if len(classes) < 4:
         raise ConfigError(f"--data {data}: transfer splits the classes into two tasks and needs at least 4")
     rng = np.random.default_rng(SEED)
@@ -54,9 +54,9 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
     in_a, in_b, test_a, test_b = to_a[y] >= 0, to_b[y] >= 0, to_a[yt] >= 0, to_b[yt] >= 0
     xb, yb = x[in_b], to_b[y[in_b]]
     pick = np.sort(rng.permutation(len(xb))[: max(len(task_b), round(b["fraction"] * len(xb)))])
-    xb, yb = _normalized(xb[pick]), yb[pick]
+    xb, yb = normalized(xb[pick]), yb[pick]
     test_pick = rng.permutation(int(test_b.sum()))[: b["test_images"]]
-    xt_b, yt_b = _normalized(xt[test_b][test_pick]), to_b[yt[test_b]][test_pick]
+    xt_b, yt_b = normalized(xt[test_b][test_pick]), to_b[yt[test_b]][test_pick]
 
     def trained(model, x_, y_, steps, lr, curve=None):
         """Train ``steps`` steps; with ``curve`` (a list), append [step, test accuracy on B] every
@@ -66,10 +66,12 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
             "sparse_categorical_crossentropy",
             run_eagerly=steps <= EAGER_STEPS,
         )
-        ds = _batches(x_, y_, min(TRANSFER_BATCH, len(x_)), True).repeat()
+        ds = array_batches(x_, y_, min(TRANSFER_BATCH, len(x_)), True).repeat()
         chunk = b["eval_every"] if curve is not None and steps % b["eval_every"] == 0 else steps
         tester = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: curve.append([(epoch + 1) * chunk, _accuracy(model, xt_b, yt_b)])
+            on_epoch_end=lambda epoch, logs: curve.append(
+                [(epoch + 1) * chunk, top1_accuracy(model, xt_b, yt_b)]
+            )
         )
         callbacks = [tester] if curve is not None else []
         model.fit(
@@ -79,10 +81,10 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
 
     shape = (size, size, 1)
     keras.utils.set_random_seed(SEED)
-    xa, ya = _normalized(x[in_a]), to_a[y[in_a]]
+    xa, ya = normalized(x[in_a]), to_a[y[in_a]]
     source = build(TRANSFER_MODEL, input_shape=shape, num_classes=len(task_a))
     trained(source, xa, ya, b["pretrain_steps"], TRANSFER_LR)
-    source_accuracy = _accuracy(source, _normalized(xt[test_a]), to_a[yt[test_a]])
+    source_accuracy = top1_accuracy(source, normalized(xt[test_a]), to_a[yt[test_a]])
 
     accuracy, trainable, curves = {}, {}, {}
     for variant in TRANSFER_VARIANTS:
@@ -100,7 +102,7 @@ def transfer_experiment(quick: bool = False, data: str | None = None, budget: di
         accuracy[variant] = curves[variant][-1][1]
     scratch = accuracy["scratch"]
     # two standard errors of the scratch accuracy on this many test images: a smaller gain is noise
-    margin = _noise_margin(scratch, len(yt_b))
+    margin = noise_margin(scratch, len(yt_b))
     reached = {  # the first tested step at which each run is as accurate as scratch at the end
         v: next((step for step, a in curves[v] if a >= scratch - margin), None) for v in TRANSFER_VARIANTS
     }

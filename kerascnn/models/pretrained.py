@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.errors import KerascnnError
+from kerascnn.keras_internals import hdf5_attribute
 
 STORE = "https://storage.googleapis.com/tensorflow/keras-applications/"  # Keras' weights store
 CACHE_SUBDIR = "models"  # keras.applications' cache_subdir
@@ -281,14 +282,13 @@ def read_h5_weights(path) -> dict[str, list[np.ndarray]]:
     """The layers' weights of a Keras HDF5 weights file (the legacy layout of the published files, or a
     whole-model ``.h5``), by layer name, in the order the layer holds them."""
     import h5py
-    from keras.src.legacy.saving.legacy_h5_format import load_attributes_from_hdf5_group
 
     out = {}
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
-            for layer in load_attributes_from_hdf5_group(group, "layer_names"):
-                names = load_attributes_from_hdf5_group(group[layer], "weight_names")
+            for layer in hdf5_attribute(group, "layer_names"):
+                names = hdf5_attribute(group[layer], "weight_names")
                 if names:
                     out[layer] = [np.asarray(group[layer][n]) for n in names]
     except (OSError, KeyError, ValueError) as e:

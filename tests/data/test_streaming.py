@@ -37,11 +37,11 @@ def load(root, cache, **kw):
 
 def _record_decoding(monkeypatch, decoded: list):
     """Every file any kerascnn.data module decodes is appended to ``decoded``."""
-    real = decode._decode_many
+    real = decode.decode_many
     for name, module in list(sys.modules.items()):
-        if name.startswith("kerascnn.data.") and getattr(module, "_decode_many", None) is real:
+        if name.startswith("kerascnn.data.") and getattr(module, "decode_many", None) is real:
             monkeypatch.setattr(
-                module, "_decode_many", lambda files, *a, **k: decoded.extend(files) or real(files, *a, **k)
+                module, "decode_many", lambda files, *a, **k: decoded.extend(files) or real(files, *a, **k)
             )
 
 

@@ -335,7 +335,7 @@ def test_qat_export_trains_in_graph_mode_and_keeps_tfmot_out_of_the_caller(model
         io_type="uint8",
         log=lines.append,
     )  # 3 x 7 steps: more than the eager limit, so the traced training step runs
-    assert report["steps_per_epoch"] * report["epochs"] > finetune._EAGER_MAX_STEPS
+    assert report["steps_per_epoch"] * report["epochs"] > finetune.EAGER_MAX_STEPS
     assert any("[qat] epoch 3/3" in line for line in lines)
     assert report["train_accuracy"] > 0.8 and report["check"]["tflite_accuracy"] >= 0.75
     assert report["check"]["argmax_agreement"] >= 0.8
