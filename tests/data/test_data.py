@@ -39,6 +39,23 @@ def test_load_dataset_resizes_and_adapts_channels():
     assert np.bincount(ds.train.labels).tolist() == [54] * 10  # 1% of each class of the 54,000
 
 
+def test_builtins_are_decoded_once_per_process_and_read_again_when_the_file_changes(tmp_path, monkeypatch):
+    first, again = kdata.load_builtin("fashion_mnist"), kdata.load_builtin("fashion_mnist")
+    assert first[0][0] is again[0][0] and not first[0][0].flags.writeable  # shared, so never written
+    small = kdata.builtin_at_size("fashion_mnist", (16, 16), 3)
+    assert small[0][0].shape == (60000, 16, 16, 3) and not small[0][0].flags.writeable
+    assert kdata.builtin_at_size("fashion_mnist", (16, 16), 3)[0][0] is small[0][0]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # the Keras cache first: a file of our own
+    (tmp_path / "datasets").mkdir()
+    npz = tmp_path / "datasets" / "mnist.npz"
+    for value in (1, 2):  # replaced (another size): read again
+        x, y = np.full((value, 28, 28), value, np.uint8), np.zeros(value, np.uint8)
+        np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
+        (x_train, _), _ = kdata.load_builtin("mnist")
+        assert x_train.shape == (value, 28, 28) and (x_train == value).all()
+        assert kdata.builtin_at_size("mnist", (28, 28), 1)[0][0].shape == (value, 28, 28, 1)
+
+
 def test_eval_fraction_keeps_a_share_of_each_class_of_val_and_test():
     full = kdata.load_dataset("mnist", (28, 28), 1, val_split=0.1)
     ds = kdata.load_dataset("mnist", (28, 28), 1, val_split=0.1, eval_fraction=0.1)
