@@ -15,7 +15,7 @@ from kerascnn.keras_internals import inbound_nodes, node_in_model, outbound_node
 
 from .finetune import at_layer, import_tfmot
 from .jobs import QuantizeError
-from .tflite import float_ops
+from .tflite import float_ops, no_debug_info_reload
 
 _CONFIG_CLASSES: dict = {}
 
@@ -364,7 +364,8 @@ def _convert(converter, qat_model, io_type: str) -> bytes:
         names[layer.name] = type(inner).__name__
         names[inner.name] = type(inner).__name__
     try:
-        tflite = converter.convert()
+        with no_debug_info_reload():
+            tflite = converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends
         raise QuantizeError(f"int8 TFLite conversion failed{at_layer(str(err), names)}: {err}") from err
     in_float = float_ops(tflite)

@@ -43,7 +43,10 @@ import numpy as np
 
 from kerascnn.errors import KerascnnError
 
-from .tflite import keras_layers_of  # noqa: F401 - re-exported: the report reads names with it
+from .tflite import (
+    keras_layers_of,  # noqa: F401 - re-exported: the report reads names with it
+    no_debug_info_reload,
+)
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -235,7 +238,7 @@ class Int8Session:
                 "rmse_scale": _rmse_over_scale,
             }
         )
-        with warnings.catch_warnings(), native_quiet():
+        with warnings.catch_warnings(), native_quiet(), no_debug_info_reload():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
             # Calibrate with the converter; then measure on the debug model given as content: only that
             # path keeps intermediate tensors (experimental_preserve_all_tensors), which the direct

@@ -7,7 +7,9 @@ silently to wrong numbers on TF 2.21, so it is never used.)
 
 from __future__ import annotations
 
+import contextlib
 import re
+import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -45,6 +47,38 @@ def write_saved_model(model, folder) -> str:
     with native_quiet():
         archive.write_out(folder, verbose=False)
     return folder
+
+
+@contextlib.contextmanager
+def no_debug_info_reload():
+    """Inside it, a SavedModel converter's ``convert()`` does not load the whole SavedModel a second time.
+
+    TF 2.21's ``TFLiteSavedModelConverterV2.convert()`` calls ``tf.saved_model.load`` (every function
+    and variable, again: ``from_saved_model`` already did) only to read the ``graph_debug_info`` of the
+    loaded object, which is the SavedModel's debug file, empty when the SavedModel was saved without
+    ``save_debug_info`` (as every SavedModel kerascnn writes). Inside this block that load returns the
+    same empty debug info without loading: a third less conversion time (MobileNetV2 at 32x32: 4.5 s ->
+    3.3 s), byte-identical files (tests/export/test_export.py). A SavedModel that has a debug file, or
+    a TensorFlow without the private ``lite._load``, converts as before."""
+    from tensorflow.lite.python import lite
+
+    real = getattr(lite, "_load", None)
+    if real is None:
+        yield
+        return
+
+    def load(export_dir, tags=None, *args, **kwargs):
+        if Path(export_dir, "debug", "saved_model_debug_info.pb").exists():
+            return real(export_dir, tags, *args, **kwargs)
+        from tensorflow.core.framework import graph_debug_info_pb2
+
+        return types.SimpleNamespace(graph_debug_info=graph_debug_info_pb2.GraphDebugInfo())
+
+    lite._load = load  # noqa: SLF001 - convert() reads this module global; restored below
+    try:
+        yield
+    finally:
+        lite._load = real  # noqa: SLF001
 
 
 _OP_RE = re.compile(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op")
@@ -122,7 +156,7 @@ def convert(
     from kerascnn.quiet import native_quiet
 
     try:
-        with native_quiet():
+        with native_quiet(), no_debug_info_reload():
             return bytes(converter.convert())
     except Exception as e:  # noqa: BLE001 - ConverterError and friends: explain with the layer names
         raise ConversionError(_explain(e, layer_names)) from e

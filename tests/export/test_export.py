@@ -588,3 +588,42 @@ def test_nonsense_numbers_are_refused_naming_the_option(args):
     result = CliRunner().invoke(main, args)
     option = next(a for a in args if a.startswith("-") and a not in ("--data", "--out"))
     assert result.exit_code == 2 and option in result.output, result.output
+
+
+def test_conversion_loads_the_saved_model_once_and_writes_the_same_bytes(tmp_path, monkeypatch):
+    """tflite.no_debug_info_reload: TF's convert() reloads the SavedModel only for its (empty) debug info;
+    skipped, the files are byte-identical and the SavedModel is loaded once per conversion, not twice."""
+    import contextlib
+
+    import keras
+    from kerascnn.export import tflite as ktflite
+    from tensorflow.lite.python import lite
+
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    saved = ktflite.write_saved_model(model, tmp_path / "sm")
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 12, 12, 3)).astype(np.float32)
+    loads = []
+    real = lite._load
+
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lite, "_load", counted)
+
+    def both(mode):
+        rep = (lambda: ([x] for x in images)) if mode == "int8" else None
+        fast = ktflite.convert(saved, mode, rep)
+        with monkeypatch.context() as m:
+            m.setattr(ktflite, "no_debug_info_reload", contextlib.nullcontext)
+            slow = ktflite.convert(saved, mode, rep)
+        return fast, slow
+
+    for mode in ("none", "int8"):
+        loads.clear()
+        fast, slow = both(mode)
+        assert fast == slow and len(fast) > 1000, mode
+        assert len(loads) == 3, loads  # from_saved_model twice, convert() once: only without the context
+    assert lite._load is counted  # the context put back what it found

@@ -31,6 +31,11 @@ BACKBONE = "mobilenetv2_0.35_32"
 # An early bottleneck: at 32x32 the last blocks' maps are 1x1, where the per-channel SQNR has one value
 # per channel and image (BENCHMARKS.md); expanded_conv_project's 16x16 map is read by block_1_expand only.
 BROKEN = f"{BACKBONE}/expanded_conv_project"
+READER = f"{BACKBONE}/block_1_expand"  # the one layer that reads BROKEN's output (its outlier channel zeroed)
+# The report ranks one of the two first and mixed keeps it in float: int8 loses the narrow channels on
+# BROKEN's output tensor, which is READER's input; which layer's error measures larger moves with the
+# fixture's training, which is seeded but not bitwise reproducible on two threads.
+CULPRITS = {BROKEN, READER}
 QUIET = dict(log=lambda *_: None)
 
 
@@ -153,13 +158,13 @@ def test_a_broken_inner_layer_ranks_first_by_its_path_and_mixed_keeps_it_in_floa
     _, files, data = user_models
     results, logs = _export(files["broken"], tmp_path, data, tflite=("int8", "mixed"), min_agreement=90.0)
     report = sens.read_report(sens.report_paths(tmp_path, "user_mnv2")["json"])
-    assert report["layers"][0]["layer"] == BROKEN
+    assert report["layers"][0]["layer"] in CULPRITS, report["layers"][:3]
     mixed = results["mixed"].notes
-    assert mixed["judged"] and BROKEN in mixed["float_layers"] and len(mixed["float_layers"]) <= 5
+    assert mixed["judged"] and CULPRITS & set(mixed["float_layers"]) and len(mixed["float_layers"]) <= 5
     assert mixed["int8_agreement"] < 90.0 <= mixed["agreement"]
     assert "95% CI [" in logs
     meta = md.read_tflite_metadata(tmp_path / results["mixed"].file)
-    assert meta.gate.startswith("passed: top-1 agreement >= 90.0%") and BROKEN in meta.float_layers
+    assert meta.gate.startswith("passed: top-1 agreement >= 90.0%") and CULPRITS & set(meta.float_layers)
     rows, _ = validate([tmp_path], str(data), min_agreement=0, max_drop=100, mediapipe=False, **QUIET)
     by = {r.format: r for r in rows}
     assert by["tflite mixed"].agreement > by["tflite int8"].agreement + 5
