@@ -7,7 +7,6 @@ options). Every file is written atomically; a variant that fails is reported and
 
 from __future__ import annotations
 
-import gzip
 import json
 import tempfile
 import time
@@ -32,6 +31,7 @@ from kerascnn.runs import (
 
 from . import metadata as md
 from . import sensitivity as sens
+from .finetune import gzip_size  # light at import: tfmot loads on first use
 from .formats import FORMAT_BY_KEY, FORMATS, QUANTIZE, Format
 from .options import ExportOptions  # defined there (light, the CLI reads it); imported from here too
 
@@ -209,10 +209,6 @@ class Result:
     size_bytes: int | None = None
     error: str | None = None
     notes: dict = field(default_factory=dict)
-
-
-def _gzip_size(path: Path) -> int:
-    return len(gzip.compress(path.read_bytes(), compresslevel=9))
 
 
 def _write_tflite(
@@ -607,7 +603,7 @@ def _fold_normalization(model, meta: md.ModelMetadata, options: ExportOptions, l
 def _write_sidecars(job: _Job, report_files: dict | None) -> None:
     """``labels.txt`` and ``model.json`` (the metadata, every file with its sizes, what failed)."""
     for name, entry in job.files.items():
-        entry["gzip_bytes"] = _gzip_size(job.out / name)
+        entry["gzip_bytes"] = gzip_size(job.out / name)
     atomic_write_text(job.out / "labels.txt", md.labels_txt(job.meta.labels))
     sidecar = {
         "model": json.loads(job.meta.to_json()),
