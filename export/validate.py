@@ -105,8 +105,9 @@ class FileFrames:
 
 
 def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, seed: int = 0) -> EvalData:
-    """The test split of ``data`` (val when there is no test split) at the model's size; or, for a
-    folder of images without class folders, those images unlabeled."""
+    """The images of ``data`` a model is scored on, at the model's size: its test split (val when there
+    is none), a folder of class folders whole (:func:`kerascnn.data.load_eval_set`); or, for a folder
+    of images without class folders, those images unlabeled. ``limit``: a random subset of that many."""
     from kerascnn import data as kdata
 
     size, channels = tuple(meta.input_size), meta.channels
@@ -120,15 +121,16 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
         if kdata.resolve_cache("auto", len(files), size, channels) == "ram":
             pixels = np.asarray(pixels)  # every runtime reads them: decode once when they fit
         return EvalData(pixels, None, None, f"{len(pixels)} unlabeled images from {data}", FileFrames(files))
-    try:
-        dataset = kdata.load_dataset(data, size, channels, val_split=0.1, seed=seed, cache="stream")
+    try:  # a folder of class folders is scored whole; else its test split (kdata.load_eval_set)
+        scored = kdata.load_eval_set(data, size, channels, seed=seed)
     except kdata.DataError as e:
         raise ValidateError(str(e)) from None
-    split = dataset.eval_split
+    split = scored.split
     idx = np.arange(len(split))
+    source = scored.source
     if limit and limit < len(split):
         idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
-    name = "test" if dataset.test is not None else "val"
+        source = f"{len(idx):,d} of the {source} (--limit {limit})"
     if split.paths is not None:
         frames = FileFrames([split.paths[i] for i in idx])
     elif data in kdata.BUILTINS:  # its test images at their own size (the test split is never resampled)
@@ -139,13 +141,7 @@ def load_eval_data(data: str, meta: md.ModelMetadata, limit: int | None = None, 
     pixels = split.subset(idx).images
     if not split.in_memory and kdata.resolve_cache("auto", len(idx), size, channels) == "ram":
         pixels = np.asarray(pixels)  # every runtime reads them: decode once when they fit
-    return EvalData(
-        pixels,
-        split.labels[idx],
-        dataset.class_names,
-        f"{len(idx)} {name} images of {data}",
-        frames,
-    )
+    return EvalData(pixels, split.labels[idx], scored.class_names, source, frames)
 
 
 def _label_map(file_labels: list[str], class_names: list[str], where: str) -> np.ndarray:

@@ -151,6 +151,27 @@ def _val_accuracy(logs: dict) -> float | None:
     return None
 
 
+def _val_loss(logs: dict) -> float | None:
+    for key in ("val_predictions_loss", "val_loss"):  # GoogLeNet: the main head's, not the aux heads'
+        if key in logs:
+            return float(logs[key])
+    return None
+
+
+# What model_best.keras is chosen by: the logged value, and whether a higher one is better
+BEST_BY = {"val_accuracy": (_val_accuracy, True), "val_loss": (_val_loss, False)}
+
+
+def better(value: float | None, best: float | None, best_by: str) -> bool:
+    """``value`` is at least as good as ``best`` by ``best_by`` (a tie goes to the later epoch: with a
+    small validation split equal scores are common, and the later epoch has trained longer)."""
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value >= best if BEST_BY[best_by][1] else value <= best
+
+
 def _print(message: str, echo: bool = True) -> None:
     if echo:
         print(message, flush=True)
@@ -158,10 +179,12 @@ def _print(message: str, echo: bool = True) -> None:
 
 class EpochCommit(keras.callbacks.Callback):
     """After each finished epoch: check it (:func:`divergence`), then commit the checkpoint (the model
-    trained, with its optimizer), the last and (when its val_accuracy is the best yet, or there is none)
-    best inference models and state.json together into ``run_dir`` (:func:`kerascnn.runs.commit_epoch`),
-    then write history.csv. A diverged epoch stops training and saves nothing, so the last good epoch's
-    files stay as they were; ``diverged`` says what went wrong (None while nothing did).
+    trained, with its optimizer), the last and (when its ``best_by``, val_accuracy or val_loss, is at
+    least as good as the best yet, or there is none) best inference models and state.json together into
+    ``run_dir`` (:func:`kerascnn.runs.commit_epoch`), then write history.csv. state.json records the
+    criterion (``best_by``), its best value (``best``) and that epoch (``best_epoch``). A diverged epoch
+    stops training and saves nothing, so the last good epoch's files stay as they were; ``diverged``
+    says what went wrong (None while nothing did).
 
     ``num_classes``: the model's classes (the loss a uniform guess scores); ``state``: the run's state as
     committed last (:func:`kerascnn.runs.read_state`; None: a new run), kept up to date in ``state``;
@@ -169,15 +192,19 @@ class EpochCommit(keras.callbacks.Callback):
     the name each history row and the state record; ``stopped_early``: asked before each commit, an
     early-stopping decision to commit with the epoch (:class:`ResumableEarlyStopping`'s ``stopped``,
     placed before this callback); ``log(message, echo=True)``: where the per-epoch lines go (``echo``
-    False for the line Keras' progress bar shows already). A failed write (a full disk) raises
+    False for the line Keras' progress bar shows already); ``best_by``: what picks model_best.keras
+    (a key of :data:`BEST_BY`). A failed write (a full disk) raises
     :class:`kerascnn.runs.RunError` and keeps the previous epoch's files."""
 
     def __init__(
         self, run_dir, num_classes: int, state: dict | None = None, inference_model=None,
         phase: str = "train", stopped_early: Callable[[], dict | None] | None = None,
-        log: Callable[..., None] = _print,
+        log: Callable[..., None] = _print, best_by: str = "val_accuracy",
     ):  # fmt: skip
         super().__init__()
+        if best_by not in BEST_BY:
+            raise ValueError(f"best_by: choose one of {', '.join(BEST_BY)}, not {best_by!r}")
+        self.best_by = best_by
         self.run_dir, self.num_classes = Path(run_dir), num_classes
         self.state = state if state is not None else initial_state()
         self.inference_model = inference_model
@@ -197,8 +224,9 @@ class EpochCommit(keras.callbacks.Callback):
         row = {"epoch": epoch, "phase": self.phase, "lr": float(np.asarray(optimizer.learning_rate))}
         row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
         val = _val_accuracy(logs)
+        score = BEST_BY[self.best_by][0](logs)
         best = self.state["best"]
-        improved = val is not None and (best is None or val > best)
+        improved = better(score, best, self.best_by)
         # All workers save (a multi-worker save is collective); the chief's is the run's.
         models = {"checkpoint.keras": self.model, "model_last.keras": inference}
         if improved or not (self.run_dir / "model_best.keras").exists():
@@ -207,7 +235,9 @@ class EpochCommit(keras.callbacks.Callback):
             **self.state,
             "epoch": epoch + 1,
             "phase": self.phase,
-            "best": val if improved else best,
+            "best": score if improved else best,
+            "best_by": self.best_by,
+            "best_epoch": epoch + 1 if improved else self.state.get("best_epoch"),
             "history": [*self.state["history"], row],
             "optimizer_steps": int(np.asarray(optimizer.iterations)),
         }
@@ -220,16 +250,19 @@ class EpochCommit(keras.callbacks.Callback):
         )
         history = self.state["history"]
         write_or_stop(self.run_dir, lambda: write_history(history, self.run_dir / "history.csv"), epoch + 1)
+        val_loss = _val_loss(logs)
         self.log(
             f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, val_accuracy "
-            f"{val if val is not None else float('nan'):.4f}{' (best)' if improved else ''}",
+            f"{val if val is not None else float('nan'):.4f}, val_loss "
+            f"{val_loss if val_loss is not None else float('nan'):.4f}{' (best)' if improved else ''}",
             echo=False,  # Keras' progress bar shows the epoch already
         )
         if stop:
             self.model.stop_training = True
             self.log(
                 f"early stop after epoch {epoch + 1} of {self.params.get('epochs')}: {stop['reason']}; "
-                f"model_best.keras is the epoch with the best val_accuracy ({self.state['best']})"
+                f"model_best.keras is epoch {self.state['best_epoch']}, the best by {self.best_by} "
+                f"({self.state['best']:.4f})"
             )
 
 

@@ -16,6 +16,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 BALANCE_MODES = ("oversample", "weights")  # --balance
 CACHE_MODES = ("auto", "ram", "disk", "none")  # --cache (kerascnn.data.CACHE_MODES)
+BEST_BY = ("auto", "val_accuracy", "val_loss")  # --best-by: what picks model_best.keras
 DEFAULT_MODEL = "mobilenet_v1"
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 2e-3}  # peak learning rate per optimizer
 
@@ -56,10 +57,16 @@ class TrainConfig:
     fine_tune_epochs: int = 0
     fine_tune_lr: float | None = None
     freeze_until: str | None = None
+    # The frozen phase as a linear probe (LP-FT, kerascnn.probe): the head fitted on the backbone's
+    # features computed once, instead of `epochs` epochs over the images; set by the transfer schedule.
+    linear_probe: bool = False
     quiet: bool = False
     # Early stopping: stop after this many epochs without a lower val_loss (0: off); the best epoch's
     # model is model_best.keras. `kerascnn train` derives it (kerascnn.recipe) unless --patience is given.
     patience: int = 0
+    # What picks model_best.keras among the epochs (a tie goes to the later one): auto chooses from the
+    # size of the validation split when the run starts (kerascnn.recipe.choose_best_by).
+    best_by: str = "auto"
     # What the default recipe chose for the options left out (kerascnn.recipe), with its reason; {} when
     # nothing was derived (a Python caller that set every field, or a run from before the recipe).
     recipe: dict = field(default_factory=dict)
@@ -89,6 +96,8 @@ class TrainConfig:
             bad("--strategy", f"choose one of {', '.join(STRATEGIES)}")
         if self.cache not in CACHE_MODES:
             bad("--cache", f"choose one of {', '.join(CACHE_MODES)}")
+        if self.best_by not in BEST_BY:
+            bad("--best-by", f"choose one of {', '.join(BEST_BY)}")
         if self.balance not in (None, *BALANCE_MODES):
             bad("--balance", f"choose one of {', '.join(BALANCE_MODES)}")
         if self.clip_norm is not None and not self.clip_norm > 0:
@@ -121,5 +130,7 @@ class TrainConfig:
             bad("--patience", f"must be >= 0 (0: no early stopping), got {self.patience}")
         if self.fine_tune_epochs < 0:
             bad("--fine-tune-epochs", f"must be >= 0, got {self.fine_tune_epochs}")
+        if self.linear_probe and not self.freeze_backbone and not recipe_may_freeze:
+            bad("--linear-probe", "needs --freeze-backbone (the probe fits the head on the frozen backbone)")
         if self.fine_tune_epochs and not self.freeze_backbone and not recipe_may_freeze:
             bad("--fine-tune-epochs", "needs --freeze-backbone (train the new head first, then fine-tune)")

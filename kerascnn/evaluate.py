@@ -128,3 +128,47 @@ def plot_curves(history: list[dict], path: Path):
 
 def write_json(obj, path: Path):
     atomic_write_json(path, obj, indent=2)
+
+
+def report_run(run_dir, dataset, normalize, state: dict, batch_size: int, model_name: str, write=True) -> str:
+    """A finished run's report: model_best.keras scored on ``dataset``'s test split (val when there is
+    none), and model_last.keras on the same images when it is another epoch (best against last), into
+    metrics.json; confusion.png and curves.png (``write``: this process writes the run's files). Returns
+    the line for the run log."""
+    import keras
+
+    run_dir = Path(run_dir)
+    split = dataset.eval_split
+
+    def score(name):
+        model = keras.saving.load_model(run_dir / name, compile=False)
+        return evaluate(model, split, normalize, dataset.class_names, batch_size=batch_size)
+
+    metrics = score("model_best.keras")
+    metrics["split"] = "test" if dataset.test is not None else "val"
+    best_epoch, epochs = state.get("best_epoch"), int(state["epoch"])
+    metrics["best_by"], metrics["best_epoch"] = state.get("best_by", "val_accuracy"), best_epoch
+    row = next((r for r in state["history"] if r["epoch"] + 1 == best_epoch), {})
+    metrics["best_val_accuracy"] = row.get("val_accuracy", row.get("val_predictions_accuracy"))
+    metrics["epochs"] = epochs
+    metrics["skipped_images"] = [p for p, _ in dataset.skipped]
+    topk = next(k for k in metrics if k.startswith("top") and k != "top1")
+    last_line = ""
+    if best_epoch is not None and best_epoch != epochs:
+        last = score("model_last.keras")
+        metrics["last"] = {"epoch": epochs, "top1": last["top1"], topk: last[topk]}
+        last_line = f"; model_last.keras (epoch {epochs}): top-1 {last['top1']:.4f}, {topk} {last[topk]:.4f}"
+    if write:
+        write_json(metrics, run_dir / "metrics.json")
+        plot_confusion(
+            metrics["confusion_matrix"],
+            dataset.class_names,
+            run_dir / "confusion.png",
+            title=f"{model_name} on {dataset.name} ({metrics['split']})",
+        )
+        plot_curves(state["history"], run_dir / "curves.png")
+    which = f" of model_best.keras (epoch {best_epoch}, by {metrics['best_by']})" if best_epoch else ""
+    return (
+        f"{metrics['split']} top-1 {metrics['top1']:.4f}, {topk} {metrics[topk]:.4f} "
+        f"({metrics['samples']} images){which}{last_line}"
+    )

@@ -23,6 +23,7 @@ commands", 2 CPU cores).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,6 +210,12 @@ class TransferChoice:
     choice: ModelChoice | None
     fields: dict  # the TrainConfig fields it sets (weights, freeze_backbone, fine_tune_epochs)
     hint: str | None = None
+    given_model: bool = False  # --model ... --weights imagenet: the user's model, the transfer schedule
+
+    @property
+    def transfer(self) -> bool:
+        """The run fine-tunes ImageNet weights with the transfer schedule."""
+        return self.choice is not None or self.given_model
 
 
 def _online() -> bool:
@@ -225,7 +232,9 @@ def _online() -> bool:
         return False
 
 
-def choose_transfer(native: NativeSize | None, given: dict, online=_online) -> TransferChoice | None:
+def choose_transfer(
+    native: NativeSize | None, given: dict, online=_online, weights: str | None = None
+) -> TransferChoice | None:
     """For colour photos with the detail of more than LOW_DETAIL_SIDE px, when none of --model,
     --model-kwargs, --input-shape and --weights was given: TRANSFER_MODEL fine-tuned from its ImageNet
     weights at the largest of TRANSFER_SIZES the images hold (at least 96; the detail counts, as in
@@ -237,7 +246,9 @@ def choose_transfer(native: NativeSize | None, given: dict, online=_online) -> T
 
     if native is None or native.channels != 3 or not native.sampled:
         return None
-    if {"model", "model_options", "input_shape", "weights"} & set(given):
+    if {"model", "model_options", "input_shape"} & set(given):
+        return None
+    if "weights" in given and weights != "imagenet":  # --weights imagenet alone: the recipe's backbone
         return None
     side = min(native.height, native.width, native.detail or native.height)
     if side <= LOW_DETAIL_SIDE:
@@ -260,7 +271,7 @@ def choose_transfer(native: NativeSize | None, given: dict, online=_online) -> T
             f"here; {pretrained.fetch_commands(preferred)}",
         )  # fmt: skip
     size = min(pick.size, want)
-    fields = {"weights": "imagenet", "freeze_backbone": True}
+    fields = {"weights": "imagenet", "freeze_backbone": True, **_probe(given)}
     fields.update({} if "fine_tune_epochs" in given else {"fine_tune_epochs": TRANSFER_FINE_TUNE_EPOCHS})
     fields = {k: v for k, v in fields.items() if k not in given}
     why = (
@@ -269,6 +280,68 @@ def choose_transfer(native: NativeSize | None, given: dict, online=_online) -> T
     )
     options = {"alpha": pick.alpha} if pick.alpha != 1.0 else {}
     return TransferChoice(ModelChoice(TRANSFER_MODEL, options, (size, size, 3), why), fields)
+
+
+ACCURACY_MIN_VAL = 400  # validation images from which val_accuracy picks model_best (1 image: 0.25 points)
+
+
+def choose_best_by(val_images: int) -> tuple[str, str]:
+    """(criterion, reason): what picks model_best.keras when ``--best-by`` is auto. val_accuracy on a
+    validation split of at least ACCURACY_MIN_VAL images, where one image moves it by at most 0.25
+    points; else val_loss, the mean of every image's log-loss, which one image barely moves: on 38
+    photos one photo is 2.6 points of val_accuracy, and noise picked an epoch 9.5 to 13.5 points below
+    the last, lowest-val_loss one (issue 41; BENCHMARKS.md "Your photos"). Either way a tie goes to the
+    later epoch."""
+    step = 100 / max(1, val_images)
+    if val_images >= ACCURACY_MIN_VAL:
+        return (
+            "val_accuracy",
+            f"{val_images:,d} validation images: one moves val_accuracy by {step:.2f} points",
+        )
+    return "val_loss", (
+        f"only {val_images:,d} validation images: one moves val_accuracy by {step:.1f} points, so noise "
+        "would pick the epoch"
+    )
+
+
+def apply_best_by(cfg: TrainConfig, val_images: int, resumed_state: dict | None = None) -> str | None:
+    """--best-by auto, resolved once for a new run from the validation split's size
+    (:func:`choose_best_by`) and recorded in ``cfg`` (config.json) with its reason; a resumed run
+    (``resumed_state``: its state.json) from before the option keeps the val_accuracy it was started
+    with. Returns the line for the log (None when resuming)."""
+    if cfg.best_by != "auto":
+        return (
+            None
+            if resumed_state is not None
+            else f"model_best.keras: the best epoch by {cfg.best_by} (given)"
+        )
+    if resumed_state is not None:
+        cfg.best_by = resumed_state.get("best_by", "val_accuracy")
+        return None
+    cfg.best_by, why = choose_best_by(val_images)
+    cfg.recipe = {
+        **cfg.recipe,
+        "chosen": [*cfg.recipe.get("chosen", []), "best_by"],
+        "best_by": cfg.best_by,
+        "best_by_reason": why,
+    }
+    return f"model_best.keras: the best epoch by {cfg.best_by} ({why}; a tie goes to the later epoch)"
+
+
+def imagenet_transfer(cfg: TrainConfig, given: dict) -> TransferChoice | None:
+    """``--model X --weights imagenet``: the transfer schedule the recipe's own pretrained choice gets (the
+    head on the frozen backbone, then TRANSFER_FINE_TUNE_EPOCHS of fine-tuning), unless the user set
+    --freeze-backbone or --fine-tune-epochs (then their choice stands). None without ImageNet weights."""
+    if cfg.weights != "imagenet" or {"freeze_backbone", "fine_tune_epochs"} & set(given):
+        return None
+    fields = {"freeze_backbone": True, "fine_tune_epochs": TRANSFER_FINE_TUNE_EPOCHS, **_probe(given)}
+    return TransferChoice(None, fields, given_model=True)
+
+
+def _probe(given: dict) -> dict:
+    """The head as a linear probe (kerascnn.probe), unless --epochs asks for frozen epochs over the
+    images or --linear-probe/--no-linear-probe was given."""
+    return {} if {"epochs", "linear_probe"} & set(given) else {"linear_probe": True}
 
 
 def _small_model(channels: int) -> str:
@@ -314,6 +387,7 @@ def choose_schedule(
     given: dict,
     fine_tune: bool = False,
     transfer: bool = False,
+    probe: bool = False,
 ) -> Schedule:
     """Epochs, batch size, peak lr, warm-up and early-stopping patience for ``train_images`` training
     images; each value passed in that ``given`` names is kept as it is.
@@ -341,7 +415,7 @@ def choose_schedule(
     steps = max(1, math.ceil(train_images / batch_size))
     full_epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
     if transfer:  # a pretrained backbone the recipe chose: a head trains in a few epochs
-        full_epochs = TRANSFER_EPOCHS
+        full_epochs = 1 if probe else TRANSFER_EPOCHS  # the probe: one pass of the backbone
     if "epochs" not in given:
         epochs = full_epochs
         chosen.append("epochs")
@@ -436,9 +510,12 @@ def apply_model_choice(
     native = peek_native_size(cfg.data)
     if "model" in given or "model_options" in given:
         # the images still say what augmentation fits them (a folder of digits is not flipped)
-        return (native if native is not None and native.sampled else None), None, None
+        pretrained = imagenet_transfer(cfg, given)
+        for name, value in (pretrained.fields if pretrained else {}).items():
+            setattr(cfg, name, value)
+        return (native if native is not None and native.sampled else None), None, pretrained
     choice = choose_model(native, given, cfg.input_shape)
-    pretrained = choose_transfer(native, given) if choice is not None else None
+    pretrained = choose_transfer(native, given, weights=cfg.weights) if choice is not None else None
     if pretrained is not None and pretrained.choice is not None:  # colour photos, ImageNet weights at hand
         choice = pretrained.choice
         for name, value in pretrained.fields.items():
@@ -460,11 +537,12 @@ def apply_recipe(
     and ``pretrained``: what :func:`apply_model_choice` returned."""
     from . import augment as kaug
 
-    transfer = pretrained is not None and pretrained.choice is not None
+    transfer = pretrained is not None and pretrained.transfer
     sched = choose_schedule(
         train_images, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
         lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule, patience=cfg.patience,
         given=given, fine_tune=bool(cfg.fine_tune_epochs or cfg.freeze_backbone), transfer=transfer,
+        probe=cfg.linear_probe,
     )  # fmt: skip
     cfg.epochs, cfg.batch_size, cfg.lr = sched.epochs, sched.batch_size, sched.lr
     cfg.optimizer = sched.optimizer
@@ -484,6 +562,12 @@ def apply_recipe(
     )  # fmt: skip
     chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
     chosen += list(pretrained.fields) if transfer else []
+    if cfg.linear_probe:  # the frozen phase is no run of epochs: say what it is
+        line = re.sub(
+            r"1 epochs \(~[\d,]+ steps\)( \(given\))?",
+            "the new head fitted on the frozen backbone's features, computed once (a linear probe)",
+            line,
+        )
     if cfg.fine_tune_epochs and ("fine_tune_epochs" in chosen or transfer):
         tuned = f"then {cfg.fine_tune_epochs} epochs fine-tuning at lr {cfg.fine_tune_lr or cfg.lr / 10:g}"
         line = line.replace("; set any", f", {tuned}; set any")

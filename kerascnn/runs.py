@@ -293,6 +293,7 @@ class Run:
     config: dict = field(default_factory=dict)  # config.json's "train" section
     class_names: list[str] | None = None  # state.json's, in the model's output order
     preprocessing: object = None  # kerascnn.graph.Preprocessing of the loaded model, if it has any
+    state: dict = field(default_factory=dict)  # state.json's (epochs done, the best epoch and by what)
 
     @classmethod
     def open(cls, path) -> Run:
@@ -302,7 +303,23 @@ class Run:
         if folder is None:
             return cls(model_file)
         state = read_state(folder) or {}
-        return cls(model_file, folder, read_train_config(folder), state.get("class_names"))
+        return cls(model_file, folder, read_train_config(folder), state.get("class_names"), state=state)
+
+    def last_epoch_file(self) -> Path | None:
+        """model_last.keras, when this is a run folder's model_best.keras and that is another epoch than
+        the last (what ``evaluate`` scores beside it: best against last)."""
+        best, last = self.state.get("best_epoch"), self.state.get("epoch")
+        if self.folder is None or self.model_file.name != MODEL_FILES[0] or best in (None, last):
+            return None
+        path = self.folder / MODEL_FILES[1]
+        return path if path.is_file() else None
+
+    def best_note(self) -> str:
+        """Which epoch model_best.keras is, and by what, against the last."""
+        return (
+            f"model_best.keras is epoch {self.state.get('best_epoch')} by "
+            f"{self.state.get('best_by', 'val_accuracy')}, model_last.keras epoch {self.state.get('epoch')}"
+        )
 
     @property
     def data(self) -> str | None:

@@ -355,11 +355,12 @@ def _load_data(run: _Run) -> None:
     recipe_line = None
     if run.derive is not None:  # a new run: what the command line left out, from the loaded data
         recipe_line = recipe.apply_recipe(cfg, len(dataset.train), dataset.num_classes, *run.derive)
+    best_line = recipe.apply_best_by(cfg, len(dataset.val), run.state if run.resume else None)
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )
     lr = cfg.lr or cfg.default_lr()
-    run.phases = [("train", cfg.epochs, lr)]
+    run.phases = [("probe", 1, lr)] if cfg.linear_probe else [("train", cfg.epochs, lr)]
     if cfg.fine_tune_epochs:
         run.phases.append(("fine_tune", cfg.fine_tune_epochs, cfg.fine_tune_lr or lr / 10))
     test = len(dataset.test) if dataset.test is not None else 0
@@ -373,6 +374,7 @@ def _load_data(run: _Run) -> None:
         f"{cfg.precision}",
         *([recipe_line] if recipe_line else []),
         *([cfg.recipe["pretrained_hint"]] if recipe_line and "pretrained_hint" in cfg.recipe else []),
+        *([best_line] if best_line else []),
     ]
 
 
@@ -486,14 +488,41 @@ def _fit_phases(run: _Run) -> None:
                 model.optimizer.learning_rate = make_schedule(cfg, steps, epochs, lr)
             if cfg.freeze_backbone:
                 trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-                run.log(f"phase {phase}: {epochs} epochs at lr {lr:g}, {trainable:,d} trainable parameters")
-            _fit(run, phase, train_ds, val_ds, class_weight, initial_epoch=max(done, start), end_epoch=end)
+                what = "the head as a linear probe" if phase == "probe" else f"{epochs} epochs at lr {lr:g}"
+                run.log(f"phase {phase}: {what}, {trainable:,d} trainable parameters")
+            if phase == "probe":
+                _probe(run, val_ds)
+            else:
+                _fit(
+                    run, phase, train_ds, val_ds, class_weight, initial_epoch=max(done, start), end_epoch=end
+                )
             done = int(run.state["epoch"])
             stopped = run.state.get("stopped_early")
         start = end
     total = sum(p[1] for p in run.phases)
     if done < total and not stopped:
         raise RunError(f"the run stopped at epoch {done} of {total}")
+
+
+def _probe(run: _Run, val_ds) -> None:
+    """The frozen phase as a linear probe (:mod:`kerascnn.probe`), committed as the run's first epoch."""
+    from .probe import fit_head
+
+    cfg, dataset = run.cfg, run.dataset
+    plain = kdata.make_dataset(dataset.train, dataset.num_classes, cfg.batch_size, run.normalize)
+    logs = fit_head(
+        run.model, plain, val_ds, dataset.train.labels, dataset.val.labels, dataset.num_classes,
+        cfg.label_smoothing, cfg.seed, log=run.log,
+    )  # fmt: skip
+    commit = EpochCommit(
+        run.run_dir, dataset.num_classes, run.state, run.inference, "probe", log=run.log, best_by=cfg.best_by
+    )
+    commit.set_model(run.model)
+    commit.set_params({"epochs": 1})
+    commit.on_epoch_end(0, logs)
+    run.state = commit.state
+    if commit.diverged is not None:
+        raise RunError(f"{commit.diverged}; the run stopped")
 
 
 def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: int, end_epoch: int) -> None:
@@ -515,6 +544,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
     commit = EpochCommit(
         run.run_dir, run.dataset.num_classes, run.state, run.inference, phase,
         stopped_early=(lambda: stopper.stopped) if stopper is not None else None, log=run.log,
+        best_by=run.cfg.best_by,
     )  # fmt: skip
     callbacks.append(commit)
     if run.chief:
@@ -553,31 +583,14 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
 
 
 def _report(run: _Run) -> None:
-    """Evaluate the best model on the test split (val when there is none): metrics.json and plots."""
+    """The best model (and the last, when it is another epoch) scored on the test split (val when there is
+    none): metrics.json, the plots and the log line (:func:`kerascnn.evaluate.report_run`)."""
     from . import evaluate as kevaluate
 
-    cfg, dataset = run.cfg, run.dataset
-    best = keras.saving.load_model(run.run_dir / "model_best.keras", compile=False)
-    split = dataset.eval_split
-    metrics = kevaluate.evaluate(best, split, run.normalize, dataset.class_names, batch_size=cfg.batch_size)
-    metrics["split"] = "test" if dataset.test is not None else "val"
-    metrics["best_val_accuracy"] = run.state["best"]
-    metrics["epochs"] = int(run.state["epoch"])
-    metrics["skipped_images"] = [p for p, _ in dataset.skipped]
-    if run.chief:
-        kevaluate.write_json(metrics, run.run_dir / "metrics.json")
-        kevaluate.plot_confusion(
-            metrics["confusion_matrix"],
-            dataset.class_names,
-            run.run_dir / "confusion.png",
-            title=f"{cfg.model} on {dataset.name} ({metrics['split']})",
-        )
-        kevaluate.plot_curves(run.state["history"], run.run_dir / "curves.png")
-    topk = next(k for k in metrics if k.startswith("top") and k != "top1")
-    run.log(
-        f"{metrics['split']} top-1 {metrics['top1']:.4f}, {topk} {metrics[topk]:.4f} "
-        f"({metrics['samples']} images)"
+    line = kevaluate.report_run(
+        run.run_dir, run.dataset, run.normalize, run.state, run.cfg.batch_size, run.cfg.model, write=run.chief
     )
+    run.log(line)
 
 
 def _version() -> str:

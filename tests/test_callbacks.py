@@ -112,7 +112,10 @@ def test_epoch_commit_writes_the_run_folder_of_each_epoch(tmp_path):
     assert (run / "model_best.keras").exists() and _leftovers(run) == []
     table = (run / "history.csv").read_text().splitlines()
     assert table[0].split(",")[:3] == ["epoch", "phase", "lr"] and len(table) == 4
-    first = f"epoch 1: loss {history['loss'][0]:.4f}, val_accuracy {history['val_accuracy'][0]:.4f} (best)"
+    first = (
+        f"epoch 1: loss {history['loss'][0]:.4f}, val_accuracy {history['val_accuracy'][0]:.4f}, "
+        f"val_loss {history['val_loss'][0]:.4f} (best)"
+    )
     assert lines[0] == (first, False)  # run.log only: Keras' progress bar shows the epoch
     assert len(lines) == 3
 
@@ -154,9 +157,60 @@ def test_epoch_commit_records_the_early_stop_with_the_epoch(tmp_path):
     assert state["epoch"] == 2 and state["stopped_early"] == stopper.stopped
     assert stopper.stopped["epoch"] == 2
     assert lines[-1] == (
-        f"early stop after epoch 2 of 5: {stopper.stopped['reason']}; model_best.keras is the epoch with "
-        f"the best val_accuracy ({state['best']})"
+        f"early stop after epoch 2 of 5: {stopper.stopped['reason']}; model_best.keras is epoch "
+        f"{state['best_epoch']}, the best by val_accuracy ({state['best']:.4f})"
     )
+
+
+def _scripted(values):
+    """A callback, placed before EpochCommit, that replaces each epoch's validation scores by ``values``
+    (epoch -> {key: value}): Keras hands every callback the same logs."""
+
+    def script(epoch, logs):
+        logs.update(values[epoch])
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=script)
+
+
+# A small validation split's scores: val_accuracy jumps by whole images, val_loss falls steadily
+NOISY = [
+    {"val_accuracy": 0.71, "val_loss": 0.90},
+    {"val_accuracy": 0.84, "val_loss": 0.70},  # the best val_accuracy: a lucky epoch
+    {"val_accuracy": 0.76, "val_loss": 0.60},
+    {"val_accuracy": 0.79, "val_loss": 0.50},
+    {"val_accuracy": 0.82, "val_loss": 0.45},  # the last and lowest val_loss
+]
+
+
+@pytest.mark.parametrize(("best_by", "epoch"), [("val_accuracy", 2), ("val_loss", 5)])
+def test_epoch_commit_keeps_the_best_epoch_by_its_criterion(tmp_path, best_by, epoch):
+    """On noisy val_accuracy, val_loss keeps the later, better-loss epoch (what kerascnn train picks for a
+    small validation split); the file model_best.keras is that epoch's model."""
+    x, y = _data()
+    model = _model()
+    saved = {}
+    keep = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: saved.update({e + 1: model.get_weights()})
+    )
+    commit = EpochCommit(tmp_path, 2, best_by=best_by, log=lambda m, echo=True: None)
+    model.fit(x, y, validation_data=(x, y), epochs=5, verbose=0, callbacks=[_scripted(NOISY), keep, commit])
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert (state["best_by"], state["best_epoch"]) == (best_by, epoch)
+    assert state["best"] == pytest.approx(NOISY[epoch - 1][best_by])
+    best = keras.saving.load_model(tmp_path / "model_best.keras", compile=False)
+    for have, want in zip(best.get_weights(), saved[epoch], strict=True):
+        np.testing.assert_array_equal(have, want)
+
+
+def test_epoch_commit_gives_a_tie_to_the_later_epoch(tmp_path):
+    x, y = _data()
+    tie = [{"val_accuracy": 0.75, "val_loss": 0.5}, {"val_accuracy": 0.75, "val_loss": 0.5}]
+    for best_by in ("val_accuracy", "val_loss"):
+        commit = EpochCommit(tmp_path / best_by, 2, best_by=best_by, log=lambda m, echo=True: None)
+        _model().fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_scripted(tie), commit])
+        assert commit.state["best_epoch"] == 2, best_by
+    with pytest.raises(ValueError, match="best_by: choose one of val_accuracy, val_loss"):
+        EpochCommit(tmp_path, 2, best_by="accuracy")
 
 
 def test_epoch_commit_that_cannot_write_says_where_and_keeps_the_last_epoch(tmp_path):

@@ -90,6 +90,20 @@ def test_evaluate_refuses_other_classes(run_dir, tmp_path):
     assert "predicts 10 classes but --data" in result.output
 
 
+def test_evaluate_scores_a_folder_of_class_folders_whole(run_dir, tmp_path):
+    """A folder the run never saw is scored whole (not the 10% slice training would hold out of it), and
+    the output says how many images and from where."""
+    from tests.data.test_data import make_folder
+
+    classes = json.loads((run_dir / "state.json").read_text())["class_names"]
+    folder = make_folder(tmp_path / "mine", classes=classes, per_class=3)
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(folder), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"30 images: every image of {folder}" in result.output
+    assert json.loads(out.read_text())["samples"] == 30
+
+
 def test_existing_run_folder_is_not_overwritten(run_dir):
     with pytest.raises(RunError, match="already holds a run; pass --resume"):
         train(TrainConfig(**SMALL, epochs=1, output=str(run_dir)))

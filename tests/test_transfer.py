@@ -120,3 +120,40 @@ def test_without_weights_the_recipe_trains_from_scratch_and_says_how_to_get_them
     hint = "kerascnn weights fetch mobilenet_v2 --alpha 1 --input-size 96 --out DIR"
     assert hint in result.output and hint in cfg["recipe"]["pretrained_hint"]
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in result.output
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_weights_imagenet_alone_gets_the_transfer_schedule(keras_home, tmp_path, with_model):
+    """`--weights imagenet`, with --model or without: the head on the frozen backbone, then fine-tuning,
+    as the recipe's own pretrained choice (decided before any training: no run is needed)."""
+    from kerascnn import recipe
+    from kerascnn.config import TrainConfig
+
+    publish(
+        twin("mobilenet_v2", (96, 96, 3), alpha=0.35), pretrained.weights_file("mobilenet_v2", 0.35, 96).name
+    )
+    data = photos(tmp_path / "photos", per_class=6)
+    given = {"data": "--data", "weights": "--weights"}
+    cfg = TrainConfig(data=str(data), weights="imagenet")
+    if with_model:
+        given.update(model="--model", model_options="--model-kwargs", input_shape="--input-shape")
+        cfg.model, cfg.model_options, cfg.input_shape = "mobilenet_v2", {"alpha": 0.35}, (96, 96, 3)
+    native, reason, chosen = recipe.apply_model_choice(cfg, given)
+    assert chosen is not None and chosen.transfer
+    assert (cfg.model, cfg.weights, cfg.freeze_backbone, cfg.linear_probe, cfg.fine_tune_epochs) == (
+        "mobilenet_v2", "imagenet", True, True, recipe.TRANSFER_FINE_TUNE_EPOCHS,
+    )  # fmt: skip
+    line = recipe.apply_recipe(cfg, 10, 2, given, native, reason, chosen)
+    assert cfg.epochs == 1  # the frozen phase: one pass of the backbone, the head fitted on its features
+    assert "the new head fitted on the frozen backbone's features, computed once (a linear probe)" in line
+    assert f"then {recipe.TRANSFER_FINE_TUNE_EPOCHS} epochs fine-tuning" in line
+    assert {"freeze_backbone", "fine_tune_epochs", "linear_probe"} <= set(cfg.recipe["chosen"])
+    # the user's own choice of the schedule stands
+    cfg = TrainConfig(data=str(data), weights="imagenet", model="mobilenet_v2", freeze_backbone=True)
+    assert (
+        recipe.apply_model_choice(cfg, {**given, "model": "--model", "freeze_backbone": "--freeze-backbone"})[
+            2
+        ]
+        is None
+    )
+    assert cfg.fine_tune_epochs == 0

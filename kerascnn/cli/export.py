@@ -19,7 +19,12 @@ EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
 
 @click.command("export")
 @click.argument("run_or_model")
-@click.option("--out", required=True, help="Export folder (created; files in it are replaced atomically).")
+@click.option(
+    "--out",
+    default=None,
+    help="Export folder (created; files in it are replaced atomically) [default: RUN/export for a run "
+    "folder or a model file in one].",
+)
 @click.option("--tflite", is_flag=True, help="Write TFLite (float32 unless --quantize says otherwise).")
 @click.option(
     "--quantize",
@@ -146,6 +151,12 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
         source = resolve_source(
             run_or_model, parse_floats(mean, "--mean"), parse_floats(std, "--std"), label_list
         )
+        if out is None:
+            if source.run_dir is None:
+                raise click.BadParameter(
+                    f"{source.model_file} is not in a run folder: say where the files go", param_hint="--out"
+                )
+            out = str(source.run_dir / "export")
         float_layers = tuple(n.strip() for n in (opts.pop("float_layers") or "").split(",") if n.strip())
         options = ExportOptions(tflite=variants, onnx=onnx, float_layers=float_layers, **opts)
         click.echo(f"exporting {source.model_file} ({source.metadata.model_name}) to {out}")

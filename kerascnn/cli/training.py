@@ -6,6 +6,7 @@ import click
 
 from kerascnn import augment as kaug  # light: the presets and ops, no Keras
 from kerascnn import config as kconfig  # light: TrainConfig's defaults and choices
+from kerascnn import recipe as krecipe  # light: the recipe's rules, which the help text states
 
 from .options import (
     NON_NEGATIVE_FLOAT,
@@ -91,6 +92,15 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     default=TRAIN_DEFAULTS.patience,
     help="Stop after N epochs without a lower val_loss; 0: off [default: max(3, epochs/5) when the "
     "epochs are derived, off with --epochs].",
+)
+@click.option(
+    "--best-by",
+    type=click.Choice(kconfig.BEST_BY),
+    default=TRAIN_DEFAULTS.best_by,
+    show_default=True,
+    help="What picks model_best.keras (a tie goes to the later epoch); auto: val_accuracy on at least "
+    f"{krecipe.ACCURACY_MIN_VAL} validation images, else val_loss (on a few dozen, one image moves "
+    "val_accuracy by points).",
 )
 @click.option(
     "--weight-decay", type=NON_NEGATIVE_FLOAT, default=TRAIN_DEFAULTS.weight_decay, show_default=True
@@ -203,6 +213,12 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     show_default=True,
 )
 @click.option("--fine-tune-lr", type=POSITIVE_FLOAT, default=None)
+@click.option(
+    "--linear-probe/--no-linear-probe",
+    default=TRAIN_DEFAULTS.linear_probe,
+    help="With --freeze-backbone: fit the new head on the backbone's features, computed once, instead of "
+    "--epochs frozen epochs [default: on when ImageNet weights load and --epochs is not given].",
+)
 @click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
 @click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
@@ -263,32 +279,51 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
         raise click.BadParameter(str(e), param_hint="RUN_OR_MODEL") from None
     model_file = run.model_file
     mean, std = run.normalization()
-    val_split = run.val_split
+    held_out = data is None or _same_data(data, run.data)  # the run's own data: the split it held out
     data = data or run.data
     if data is None:
         raise click.BadParameter("give --data for a model file", param_hint="--data")
-    dataset = kdata.load_dataset(data, (h, w), c, val_split=val_split, cache="stream")
+    scored = kdata.load_eval_set(data, (h, w), c, held_out=held_out, val_split=run.val_split, seed=run.seed)
     classes = model.output_shape[-1]
-    if classes != dataset.num_classes:
+    if classes != len(scored.class_names):
         raise click.ClickException(
-            f"{model_file} predicts {classes} classes but --data {data} has {dataset.num_classes} "
-            f"({', '.join(dataset.class_names)})"
+            f"{model_file} predicts {classes} classes but --data {data} has {len(scored.class_names)} "
+            f"({', '.join(scored.class_names)})"
         )
-    split = dataset.eval_split
+    normalize = kdata.Normalization(tuple(mean), tuple(std))
     metrics = kevaluate.evaluate(
-        model,
-        split,
-        kdata.Normalization(tuple(mean), tuple(std)),
-        dataset.class_names,
-        batch_size=batch_size,
-        tta=tta,
+        model, scored.split, normalize, scored.class_names, batch_size=batch_size, tta=tta
     )
+    metrics["images"] = scored.source
     topk = next(k for k in metrics if k.startswith("top") and k != "top1")
-    click.echo(f"{model_file}: {metrics['samples']} images, tta {tta}")
+    click.echo(f"{model_file}: {scored.source}, tta {tta}")
     click.echo(f"top-1 {metrics['top1']:.4f}   {topk} {metrics[topk]:.4f}")
+    last = run.last_epoch_file()
+    if last is not None:  # model_best.keras is another epoch than the last: best against last
+        other = kevaluate.evaluate(
+            Run.open(last).load_model(),
+            scored.split,
+            normalize,
+            scored.class_names,
+            batch_size=batch_size,
+            tta=tta,
+        )
+        metrics["last"] = {"file": str(last), "top1": other["top1"], topk: other[topk]}
+        click.echo(f"{last.name}: top-1 {other['top1']:.4f}   {topk} {other[topk]:.4f}   ({run.best_note()})")
     for name, acc in metrics["per_class_accuracy"].items():
         click.echo(f"  {name:<24} {'-' if acc is None else f'{acc:.4f}'}")
     if json_path:
         kevaluate.write_json(metrics, json_path)
     if confusion:
-        kevaluate.plot_confusion(metrics["confusion_matrix"], dataset.class_names, confusion)
+        kevaluate.plot_confusion(metrics["confusion_matrix"], scored.class_names, confusion)
+
+
+def _same_data(data: str, run_data: str | None) -> bool:
+    """``data`` names what the run trained on (the same built-in, or the same folder or file)."""
+    import os
+
+    if run_data is None:
+        return False
+    if data == run_data:
+        return True
+    return os.path.exists(data) and os.path.exists(run_data) and os.path.samefile(data, run_data)

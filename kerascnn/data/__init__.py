@@ -54,6 +54,7 @@ from .sources import (
     MNIST_CLASSES,
     SPLITS,
     TFDS_PREFIX,
+    EvalSet,
     FileList,
     ImageSource,
     builtin_at_size,
@@ -65,9 +66,11 @@ from .sources import (
     list_unlabeled_images,
     load_builtin,
     load_dataset,
+    load_eval_set,
     load_file_list,
     load_folder,
     load_tfds,
+    named_split,
     open_images,
     read_file_list,
     read_idx,
@@ -81,6 +84,9 @@ from .splits import (
 )
 
 __all__ = [
+    "EvalSet",
+    "load_eval_set",
+    "named_split",
     "BUILTINS",
     "CACHE_MODES",
     "DEBIAN_FASHION_MNIST",

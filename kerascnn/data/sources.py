@@ -23,7 +23,7 @@ import importlib.metadata
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -731,3 +731,56 @@ def load_dataset(
             if getattr(result, name) is not None:
                 setattr(result, name, stratified_fraction(getattr(result, name), eval_fraction, seed))
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# The images a model is scored on (evaluate, validate)
+# ------------------------------------------------------------------------------------------------
+
+
+def named_split(data: str, name: str) -> bool:
+    """``data`` has a split called ``name`` of its own (test, val): the built-ins' and TFDS' test sets,
+    a folder's ``name/`` sub-folder, a file list's rows of that split."""
+    if data in BUILTINS or is_tfds(data):
+        return name == "test"
+    if is_file_list(data):
+        return name in read_file_list(data).splits
+    return (Path(data) / name).is_dir() and (Path(data) / "train").is_dir()
+
+
+@dataclass
+class EvalSet:
+    """The labeled images a model is scored on, and what they are (``source``, for a person)."""
+
+    split: Split
+    class_names: list[str]
+    name: str  # the dataset's name
+    source: str  # "126 images: every image of photos/", "10,000 images: the test split of mnist", ...
+    skipped: list = field(default_factory=list)
+
+
+def load_eval_set(
+    data: str, size, channels: int, *, held_out: bool = False, val_split: float = 0.1, seed: int = 0,
+    cache: str = "stream", say=None,
+) -> EvalSet:  # fmt: skip
+    """The images of ``data`` a model is scored on: its test split; else its own val split; a folder or
+    file list of labeled images without splits is scored whole, unless ``held_out`` (it is the data the
+    run trained on): then the validation split the run held out of it (``val_split`` of each class, with
+    ``seed``, as training drew it). A folder of splits without test/ or val/ gives that held-out split
+    too; ``source`` says which."""
+    whole = not held_out and not named_split(data, "train") and not (data in BUILTINS or is_tfds(data))
+    dataset = load_dataset(
+        data, size, channels, val_split=0.0 if whole else val_split, seed=seed, cache=cache, say=say
+    )
+    if whole:
+        split, what = dataset.train, f"every image of {data}"
+    elif dataset.test is not None:
+        split, what = dataset.test, f"the test split of {data}"
+    elif named_split(data, "val"):
+        split, what = dataset.val, f"the val split of {data}"
+    else:
+        split = dataset.val
+        what = f"the validation split held out of {data} ({val_split:g} of each class, seed {seed})"
+    return EvalSet(
+        split, dataset.class_names, dataset.name, f"{len(split):,d} images: {what}", dataset.skipped
+    )

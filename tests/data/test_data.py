@@ -92,6 +92,25 @@ def test_folder_with_corrupt_file_skips_and_reports(tmp_path):
     assert ds.train.images.shape[1:] == (16, 16, 3)
 
 
+def test_the_eval_set_is_the_test_split_or_the_whole_folder_or_the_held_out_split(tmp_path):
+    flat = make_folder(tmp_path / "flat", per_class=10)
+    whole = kdata.load_eval_set(str(flat), (8, 8), 1)
+    assert len(whole.split) == 20 and whole.source == f"20 images: every image of {flat}"
+    held = kdata.load_eval_set(str(flat), (8, 8), 1, held_out=True, val_split=0.2, seed=3)
+    same = kdata.load_dataset(str(flat), (8, 8), 1, val_split=0.2, seed=3).val
+    np.testing.assert_array_equal(held.split.images, same.images)  # the split training held out
+    assert held.source == f"4 images: the validation split held out of {flat} (0.2 of each class, seed 3)"
+    for split in ("train", "test"):
+        make_folder(tmp_path / "d" / split, per_class=3 if split == "test" else 5)
+    for held_out in (False, True):
+        test = kdata.load_eval_set(str(tmp_path / "d"), (8, 8), 1, held_out=held_out)
+        assert test.source == f"6 images: the test split of {tmp_path / 'd'}"
+    (tmp_path / "d" / "test").rename(tmp_path / "d" / "val")
+    assert kdata.load_eval_set(str(tmp_path / "d"), (8, 8), 1).source.endswith(
+        "the val split of " + str(tmp_path / "d")
+    )
+
+
 def test_train_val_test_folders(tmp_path):
     for split in ("train", "val", "test"):
         make_folder(tmp_path / "d" / split, per_class=3)
@@ -313,4 +332,7 @@ def test_validate_reads_a_tfds_test_split():
     with tfds.testing.mock_data(num_examples=6):
         data = load_eval_data("tfds:beans", meta, limit=4)
     assert data.pixels.shape == (4, 12, 12, 3) and data.class_names == meta.labels
-    assert len(data.frames) == 4 and data.description == "4 test images of tfds:beans"
+    assert (
+        len(data.frames) == 4
+        and data.description == "4 of the 6 images: the test split of tfds:beans (--limit 4)"
+    )

@@ -36,14 +36,16 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "lenet5"
+def exported(run_dir):
+    """Every variant of the run, exported without --out: into RUN/export, as the quickstart lays it out."""
     result = CliRunner().invoke(
         main,
-        ["export", str(run_dir), "--out", str(out), "--onnx", "--calibration-steps", "100",
+        ["export", str(run_dir), "--onnx", "--calibration-steps", "100",
          *[a for q in VARIANTS for a in ("--quantize", q)]],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    out = run_dir / "export"
+    assert f"to {out}" in result.output and (out / "lenet5.onnx").is_file(), sorted(out.iterdir())
     return out
 
 
@@ -572,6 +574,13 @@ def test_export_out_an_existing_file_is_refused(exported, tmp_path):
     )
     assert result.exit_code != 0 and "--out" in result.output and str(target) in result.output
     assert target.read_text() == "keep me"
+    # a model file outside a run folder has no RUN/export: --out is asked for, nothing is written
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(exported / "lenet5.keras", alone)
+    result = CliRunner().invoke(main, ["export", str(alone / "lenet5.keras"), "--tflite"])
+    assert result.exit_code == 2 and "--out" in result.output and "not in a run folder" in result.output
+    assert sorted(p.name for p in alone.iterdir()) == ["lenet5.keras"]
 
 
 @pytest.mark.parametrize(
