@@ -198,6 +198,12 @@ def choose_model(
 
 
 TRANSFER_MODEL = "mobilenet_v2"  # colour photos: fine-tuned from ImageNet, as MediaPipe Model Maker does
+# Every zoo family with ImageNet weights, phone-sized first (by MACs at 224x224: kerascnn models):
+# the recipe fine-tunes the first whose file is cached (a file whose md5 is not Keras' is passed over)
+TRANSFER_MODELS = (
+    "mobilenet_v2", "mobilenet_v1", "densenet121", "resnet50", "densenet169", "resnet101", "densenet201",
+    "resnet152", "vgg16", "vgg19",
+)  # fmt: skip
 TRANSFER_SIZES = (224, 192, 160, 128, 96)  # the input sides its weights are published for
 TRANSFER_EPOCHS = 10  # the new head on the frozen backbone (Model Maker's default epochs)
 TRANSFER_FINE_TUNE_EPOCHS = 10  # then the whole network but its BatchNorm, at a tenth of the lr
@@ -236,12 +242,14 @@ def choose_transfer(
     native: NativeSize | None, given: dict, online=_online, weights: str | None = None
 ) -> TransferChoice | None:
     """For colour photos with the detail of more than LOW_DETAIL_SIDE px, when none of --model,
-    --model-kwargs, --input-shape and --weights was given: TRANSFER_MODEL fine-tuned from its ImageNet
-    weights at the largest of TRANSFER_SIZES the images hold (at least 96; the detail counts, as in
-    :func:`choose_model`). A file in the Keras cache is preferred to one that would be downloaded: the
-    one of that size at width 1.0, else the cached one of the nearest size (the widest nearest 1.0);
-    none cached, the file is downloaded when Keras' store is reachable. Otherwise None, with ``hint``
-    set: what a pretrained backbone would have been and how to bring its weights."""
+    --model-kwargs and --input-shape was given (and --weights, if given, is imagenet): a zoo family
+    fine-tuned from its ImageNet weights at the largest of TRANSFER_SIZES the images hold (at least 96;
+    the detail counts, as in :func:`choose_model`). The first of TRANSFER_MODELS (phone-sized first)
+    whose file is in the Keras cache (and, where Keras publishes an md5, matches it): the file of that
+    size at width 1.0, else the cached one of the nearest size (the widest nearest 1.0). None cached,
+    TRANSFER_MODEL's file is downloaded when Keras' store is reachable. Otherwise None, with ``hint``
+    set: what a pretrained backbone would have been and how to bring its weights. The reason says
+    whether the file's hash was checked ("cached, no published hash" for the MobileNets)."""
     from .models import pretrained
 
     if native is None or native.channels != 3 or not native.sampled:
@@ -255,22 +263,24 @@ def choose_transfer(
         return None
     want = next((s for s in TRANSFER_SIZES if s <= side), TRANSFER_SIZES[-1])
     preferred = pretrained.weights_file(TRANSFER_MODEL, 1.0, want)
-    have = pretrained.cached(TRANSFER_MODEL, top=False)
-    if preferred in have:
-        pick, how = preferred, "cached"
-    elif have:
-        pick = min(have, key=lambda f: (abs(f.size - want), abs(f.alpha - 1.0), -f.alpha))
-        how = "cached"
-    elif online():
+    pick, how = None, None
+    for model in TRANSFER_MODELS:  # phone-sized first: the first family with a cached file
+        have = [f for f in pretrained.cached(model, top=False) if pretrained.hash_status(f) != "md5 mismatch"]
+        if have:
+            exact = pretrained.weights_file(model, 1.0, want)
+            pick = exact if exact in have else min(have, key=lambda f: _nearest(f, want))
+            how = f"cached, {pretrained.hash_status(pick)}"
+            break
+    if pick is None and online():
         pick, how = preferred, "downloaded from Keras' weights store"
-    else:
+    elif pick is None:
         return TransferChoice(
             None, {},
             f"for these photos the recipe would fine-tune {TRANSFER_MODEL} at {want}x{want} from ImageNet, "
             f"but its weights ({preferred.name}) are not in the Keras cache and cannot be downloaded "
             f"here; {pretrained.fetch_commands(preferred)}",
         )  # fmt: skip
-    size = min(pick.size, want)
+    size = min(pick.size or want, want)
     fields = {"weights": "imagenet", "freeze_backbone": True, **_probe(given)}
     fields.update({} if "fine_tune_epochs" in given else {"fine_tune_epochs": TRANSFER_FINE_TUNE_EPOCHS})
     fields = {k: v for k, v in fields.items() if k not in given}
@@ -278,8 +288,14 @@ def choose_transfer(
         f"{native} colour photos: fine-tuned from ImageNet ({pick.name}, {how}), the new head on the "
         f"frozen backbone first"
     )
-    options = {"alpha": pick.alpha} if pick.alpha != 1.0 else {}
-    return TransferChoice(ModelChoice(TRANSFER_MODEL, options, (size, size, 3), why), fields)
+    options = {"alpha": pick.alpha} if pick.alpha not in (None, 1.0) else {}
+    return TransferChoice(ModelChoice(pick.model, options, (size, size, 3), why), fields)
+
+
+def _nearest(f, want: int) -> tuple:
+    """The cached file nearest ``want`` px (a MobileNet's trained size), then the widest nearest 1.0."""
+    alpha = f.alpha or 1.0
+    return abs((f.size or want) - want), abs(alpha - 1.0), -alpha
 
 
 ACCURACY_MIN_VAL = 400  # validation images from which val_accuracy picks model_best (1 image: 0.25 points)

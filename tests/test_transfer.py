@@ -157,3 +157,39 @@ def test_weights_imagenet_alone_gets_the_transfer_schedule(keras_home, tmp_path,
         is None
     )
     assert cfg.fine_tune_epochs == 0
+
+
+def test_the_recipe_takes_the_first_cached_family_phone_sized_first_and_says_if_its_hash_was_checked(
+    keras_home,
+):
+    from kerascnn import recipe
+    from kerascnn.cli import main as cli
+
+    native = recipe.NativeSize(300, 400, 3, 16, detail=None, files=500)
+    offline = lambda: False  # noqa: E731
+    assert recipe.choose_transfer(native, {}, online=offline).choice is None  # nothing cached: a hint
+    # a resnet50 file that is not Keras' (its md5 differs): passed over, and said so by `weights list`
+    fake = pretrained.weights_file("resnet50")
+    fake.path().parent.mkdir(parents=True, exist_ok=True)
+    fake.path().write_bytes(b"not the published file")
+    assert pretrained.hash_status(fake) == "md5 mismatch"
+    assert recipe.choose_transfer(native, {}, online=offline).choice is None
+    publish(
+        twin("mobilenet_v1", (128, 128, 3), alpha=0.25),
+        pretrained.weights_file("mobilenet_v1", 0.25, 128).name,
+    )
+    chosen = recipe.choose_transfer(native, {}, online=offline).choice
+    assert (chosen.model, chosen.model_options, chosen.input_shape) == (
+        "mobilenet_v1",
+        {"alpha": 0.25},
+        (128, 128, 3),
+    )
+    assert "(mobilenet_2_5_128_tf_no_top.h5, cached, no published hash)" in chosen.reason
+    # a phone-sized family first: with mobilenet_v2 cached too, it is the one
+    publish(
+        twin("mobilenet_v2", (96, 96, 3), alpha=0.35), pretrained.weights_file("mobilenet_v2", 0.35, 96).name
+    )
+    assert recipe.choose_transfer(native, {}, online=offline).choice.model == "mobilenet_v2"
+    listed = CliRunner().invoke(cli, ["weights", "list"]).output
+    assert "mobilenet_2_5_128_tf_no_top.h5" in listed and "(no published hash)" in listed
+    assert "(md5 mismatch)" in listed

@@ -56,6 +56,7 @@ def weights_list_cmd(show_all):
     click.echo(f"cache: {pretrained.cache_dir()}")
     for f in files:
         size = f"{f.path().stat().st_size / 1e6:8.1f} MB" if f.cached() else "  not cached"
-        click.echo(f"{f.name:<68} {size}  {f.describe()}")
+        checked = f" ({pretrained.hash_status(f)})" if f.cached() else ""
+        click.echo(f"{f.name:<68} {size}  {f.describe()}{checked}")
     if not files:
         click.echo("no ImageNet weights cached: kerascnn weights fetch MODEL (with internet), then add")

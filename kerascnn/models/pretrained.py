@@ -208,6 +208,19 @@ def cached(model: str | None = None, top: bool | None = None) -> list[WeightsFil
     return [f for f in published(model) if f.cached() and (top is None or f.top == top)]
 
 
+def hash_status(wanted: WeightsFile) -> str:
+    """Whether the cached ``wanted`` is the file Keras publishes: "md5 checked" (it matches the hash
+    keras.applications passes to get_file), "md5 mismatch", or "no published hash" (the MobileNets:
+    Keras publishes none, so nothing can tell a file of that name from another)."""
+    if wanted.file_hash is None:
+        return "no published hash"
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(wanted.path(), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "md5 checked" if digest.hexdigest() == wanted.file_hash else "md5 mismatch"
+
+
 def normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) in pixel units, RGB: the input the ImageNet weights of ``model`` expect."""
     return NORMALIZATION[family(model).preprocessing]
