@@ -325,3 +325,26 @@ def test_resume_without_output_finds_the_derived_run_folder(tmp_path, monkeypatc
     with pytest.raises(ZeroDivisionError):
         ktrain.train(ktrain.TrainConfig(data=str(data)), resume=True, given={"data": "--data"})
     assert seen["model"] == "lenet5"
+
+
+def test_train_help_states_the_recipe_as_its_rules_decide():
+    """`kerascnn train --help` names what the recipe's rules choose (a rule that changes changes it)."""
+    from click.testing import CliRunner
+
+    from kerascnn import recipe as r
+    from kerascnn.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=10_000).output.split())
+    cases = [r.NativeSize(28, 28, 1, 16), r.NativeSize(32, 32, 3, 16), r.NativeSize(300, 300, 3, 16, 48, 500),
+             r.NativeSize(300, 300, 3, 16, None, 50_000)]  # fmt: skip
+    for native in cases:
+        choice = r.choose_model(native, {})
+        assert f"{choice.model} at {choice.input_shape[0]}x" in text or choice.model in text, (native, choice)
+    assert (
+        f"{r.MEDIUM_MODEL} alpha={r.MEDIUM_OPTIONS['alpha']}" in text and f"up to {r.MEDIUM_MAX_SIDE}" in text
+    )
+    assert f"the first of {r.TRANSFER_MODELS[0]}, {r.TRANSFER_MODELS[1]}" in text and "linear probe" in text
+    assert (
+        f"at most {r.SMALL_SET:,d} images" in text and f"more than {r.LOW_DETAIL_SIDE} px of detail" in text
+    )
+    assert f"val_accuracy on at least {r.ACCURACY_MIN_VAL} validation images, else val_loss" in text

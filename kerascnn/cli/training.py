@@ -41,10 +41,15 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
 @click.option(
     "--model",
     default=TRAIN_DEFAULTS.model,
-    help="A registered model (kerascnn models) [default: from the images: lenet5 at 32x32 for grayscale up "
-    "to 32 px, resnet20 at 32x32 for colour up to 32 px, images with at most 48 px of detail or sets of at "
-    "most 10,000 images, else mobilenet_v1 alpha=0.5 at the side their detail needs, up to 128; see README "
-    "'The default recipe'].",
+    help="A registered model (kerascnn models) [default: from the images: "
+    f"{krecipe.SMALL_MODEL} at 32x32 for grayscale up to {krecipe.SMALL_SIDE} px; colour photos with more "
+    f"than {krecipe.LOW_DETAIL_SIDE} px of detail: the first of "
+    f"{', '.join(krecipe.TRANSFER_MODELS[:2])}, ... whose ImageNet weights are cached (phone-sized "
+    "first), fitted by a linear probe then fine-tuned; "
+    f"else {krecipe.SMALL_COLOUR_MODEL} at 32x32 for colour up to {krecipe.SMALL_SIDE} px, images with at "
+    f"most {krecipe.LOW_DETAIL_SIDE} px of detail or sets of at most {krecipe.SMALL_SET:,d} images, else "
+    f"{krecipe.MEDIUM_MODEL} alpha={krecipe.MEDIUM_OPTIONS['alpha']} at the side their detail needs, up to "
+    f"{krecipe.MEDIUM_MAX_SIDE}; see README 'The default recipe'].",
 )
 @click.option("--model-kwargs", multiple=True, help="KEY=VALUE family option, e.g. alpha=0.5 (repeatable).")
 @click.option(
