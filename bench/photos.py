@@ -106,7 +106,9 @@ def check_against_graph(pb: Path, model, images: np.ndarray) -> float:
     with tf.Graph().as_default() as g:
         tf.compat.v1.import_graph_def(graph_def, name="")
         with tf.compat.v1.Session(graph=g) as sess:
-            logits = sess.run("MobilenetV1/Logits/SpatialSqueeze:0", {"input:0": x})
+            logits = np.concatenate(  # the graph's input takes one image
+                [sess.run("MobilenetV1/Logits/SpatialSqueeze:0", {"input:0": image[None]}) for image in x]
+            )
     graph_p = tf.nn.softmax(logits[:, 1:]).numpy()  # the 1000 ImageNet classes, background dropped
     keras_p = model.predict(x, verbose=0)
     return float(np.abs(graph_p - keras_p).max())
@@ -329,9 +331,9 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="append each result here (JSON lines)")
     args = parser.parse_args(argv)
     cache = args.cache.resolve()
+    os.environ["KERAS_HOME"] = str(cache / "keras_home")  # before Keras is imported: it reads it then
     photos = build_photos(cache)
     keras_home = build_weights(cache, photos)
-    os.environ["KERAS_HOME"] = str(keras_home)
     env = {**os.environ, "KERAS_HOME": str(keras_home), "KERASCNN_OFFLINE": "1"}
     table: dict[str, list[dict]] = {}
     for seed in range(args.first_seed, args.first_seed + args.splits):

@@ -206,7 +206,11 @@ TRANSFER_MODELS = (
 )  # fmt: skip
 TRANSFER_SIZES = (224, 192, 160, 128, 96)  # the input sides its weights are published for
 TRANSFER_EPOCHS = 10  # the new head on the frozen backbone (Model Maker's default epochs)
-TRANSFER_FINE_TUNE_EPOCHS = 10  # then the whole network but its BatchNorm, at a tenth of the lr
+TRANSFER_FINE_TUNE_EPOCHS = 10  # then the whole network but its BatchNorm, at a hundredth of the lr:
+# after the linear probe, a tenth (AdamW 2e-4) raised MobileNet v1's training loss from 0.08 to 1.93 in
+# the first fine-tuning epoch (the features distorted; 69.8% test at the end), a hundredth to 0.11 (75.4%)
+# (BENCHMARKS.md "Your photos", real ImageNet weights, 224 px; the Keras guide fine-tunes at 1e-5)
+TRANSFER_FINE_TUNE_LR = 0.01  # of the head's lr
 
 
 @dataclass
@@ -578,6 +582,9 @@ def apply_recipe(
     )  # fmt: skip
     chosen = [*sched.chosen, *(["model", "model_options", "input_shape"] if model_reason else [])]
     chosen += list(pretrained.fields) if transfer else []
+    if transfer and cfg.fine_tune_epochs and "fine_tune_lr" not in given and cfg.fine_tune_lr is None:
+        cfg.fine_tune_lr = cfg.lr * TRANSFER_FINE_TUNE_LR
+        chosen.append("fine_tune_lr")
     if cfg.linear_probe:  # the frozen phase is no run of epochs: say what it is
         line = re.sub(
             r"1 epochs \(~[\d,]+ steps\)( \(given\))?",
