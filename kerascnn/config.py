@@ -65,7 +65,7 @@ class TrainConfig:
     # model is model_best.keras. `kerascnn train` derives it (kerascnn.recipe) unless --patience is given.
     patience: int = 0
     # What picks model_best.keras among the epochs (a tie goes to the later one): auto chooses from the
-    # size of the validation split when the run starts (kerascnn.recipe.choose_best_by).
+    # size of the validation split when the run starts (kerascnn.best_by.choose_best_by).
     best_by: str = "auto"
     # What the default recipe chose for the options left out (kerascnn.recipe), with its reason; {} when
     # nothing was derived (a Python caller that set every field, or a run from before the recipe).

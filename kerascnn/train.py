@@ -49,8 +49,8 @@ from kerascnn.config import (  # noqa: F401 - TrainConfig and the choices are ke
 from kerascnn.errors import ConfigError, KerascnnError
 
 from . import augment as aug
+from . import best_by, recipe, transfer
 from . import data as kdata
-from . import recipe, transfer
 from .callbacks import BN_STAT_IMAGES, EpochCommit, PreciseBatchNorm, ResumableEarlyStopping, write_history
 from .distribute import cluster_task, is_chief, make_strategy, prebuild_for_multiworker, worker_shard
 from .lock import WriteLock
@@ -355,7 +355,7 @@ def _load_data(run: _Run) -> None:
     recipe_line = None
     if run.derive is not None:  # a new run: what the command line left out, from the loaded data
         recipe_line = recipe.apply_recipe(cfg, len(dataset.train), dataset.num_classes, *run.derive)
-    best_line = recipe.apply_best_by(cfg, len(dataset.val), run.state if run.resume else None)
+    best_line = best_by.apply_best_by(cfg, len(dataset.val), run.state if run.resume else None)
     run.augmenter = aug.Augmenter(
         aug.augment_config(cfg.augment, **cfg.augment_overrides), dataset.num_classes, cfg.seed
     )

@@ -19,6 +19,8 @@ MAX_CLI_MODULE_LINES = 600  # the CLI is thin: a command module past it holds li
 TRAINING = (
     "kerascnn.train",
     "kerascnn.recipe",
+    "kerascnn.best_by",
+    "kerascnn.probe",
     "kerascnn.callbacks",
     "kerascnn.optim",
     "kerascnn.distribute",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kerascnn import augment as kaug  # light: the presets and ops, no Keras
+from kerascnn import best_by as kbest_by  # light: the rule behind --best-by auto, which the help states
 from kerascnn import config as kconfig  # light: TrainConfig's defaults and choices
 from kerascnn import recipe as krecipe  # light: the recipe's rules, which the help text states
 
@@ -104,7 +105,7 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     default=TRAIN_DEFAULTS.best_by,
     show_default=True,
     help="What picks model_best.keras (a tie goes to the later epoch); auto: val_accuracy on at least "
-    f"{krecipe.ACCURACY_MIN_VAL} validation images, else val_loss (on a few dozen, one image moves "
+    f"{kbest_by.ACCURACY_MIN_VAL} validation images, else val_loss (on a few dozen, one image moves "
     "val_accuracy by points).",
 )
 @click.option(
