@@ -269,11 +269,12 @@ def choose_transfer(
     preferred = pretrained.weights_file(TRANSFER_MODEL, 1.0, want)
     pick, how = None, None
     for model in TRANSFER_MODELS:  # phone-sized first: the first family with a cached file
-        have = [f for f in pretrained.cached(model, top=False) if pretrained.hash_status(f) != "md5 mismatch"]
+        status = {f: pretrained.hash_status(f) for f in pretrained.cached(model, top=False)}  # read once
+        have = [f for f, checked in status.items() if checked != "md5 mismatch"]
         if have:
             exact = pretrained.weights_file(model, 1.0, want)
             pick = exact if exact in have else min(have, key=lambda f: _nearest(f, want))
-            how = f"cached, {pretrained.hash_status(pick)}"
+            how = f"cached, {status[pick]}"
             break
     if pick is None and online():
         pick, how = preferred, "downloaded from Keras' weights store"

@@ -214,11 +214,8 @@ def hash_status(wanted: WeightsFile) -> str:
     Keras publishes none, so nothing can tell a file of that name from another)."""
     if wanted.file_hash is None:
         return "no published hash"
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(wanted.path(), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "md5 checked" if digest.hexdigest() == wanted.file_hash else "md5 mismatch"
+    md5 = _digest(wanted.path(), hashlib.md5(usedforsecurity=False))
+    return "md5 checked" if md5 == wanted.file_hash else "md5 mismatch"
 
 
 def normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -356,12 +353,16 @@ def load_imagenet(model, name: str, alpha: float = 1.0, top: bool | None = None,
 # ------------------------------------------------------------------------------------------------
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
+def _digest(path, digest) -> str:
+    """The hex ``digest`` (a hashlib object) of the file, read a megabyte at a time."""
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sha256(path) -> str:
+    return _digest(path, hashlib.sha256())
 
 
 def fetch(files: list[WeightsFile], out, base_url: str | None = None) -> Path:
