@@ -312,6 +312,23 @@ def run_guide(train: Path, test: Path, seed: int) -> dict:
     return {"correct": int((predicted == y).sum()), "n": len(y), "seconds": seconds}
 
 
+def run_int8(out: Path, test: Path, env: dict) -> dict:
+    """``kerascnn export RUN --quantize int8`` of the bare run (calibrated on its training images), then
+    ``kerascnn validate`` of the Keras model and the int8 file on the test images."""
+    run = out / "bare"
+    started = time.perf_counter()
+    _kerascnn(["export", str(run), "--quantize", "int8", "--tflite"], env)
+    table = out / "validate.json"
+    _kerascnn(["validate", str(run / "export"), "--data", str(test), "--no-mediapipe", "--json", str(table)],
+              env)  # fmt: skip
+    rows = json.loads(table.read_text())["rows"]
+    keras_row = next(r for r in rows if r["format"] == "keras")
+    int8 = next(r for r in rows if r["file"].endswith("int8.tflite"))
+    n = keras_row["samples"]
+    return {"correct": round(int8["top1"] * n), "n": n, "seconds": time.perf_counter() - started,
+            "keras_top1": keras_row["top1"], "int8_file": int8["file"]}  # fmt: skip
+
+
 RUNS = {
     "probe": lambda train, test, out, seed, env: run_probe(train, test),
     "bare": lambda train, test, out, seed, env: run_train(train, test, out / "bare", [], env),
@@ -319,6 +336,7 @@ RUNS = {
         train, test, out / "v1", ["--model", "mobilenet_v1", "--weights", "imagenet"], env
     ),
     "guide": lambda train, test, out, seed, env: run_guide(train, test, seed),
+    "int8": lambda train, test, out, seed, env: run_int8(out, test, env),  # after "bare"
 }
 
 

@@ -247,13 +247,13 @@ def choose_transfer(
 ) -> TransferChoice | None:
     """For colour photos with the detail of more than LOW_DETAIL_SIDE px, when none of --model,
     --model-kwargs and --input-shape was given (and --weights, if given, is imagenet): a zoo family
-    fine-tuned from its ImageNet weights at the largest of TRANSFER_SIZES the images hold (at least 96;
-    the detail counts, as in :func:`choose_model`). The first of TRANSFER_MODELS (phone-sized first)
-    whose file is in the Keras cache (and, where Keras publishes an md5, matches it): the file of that
-    size at width 1.0, else the cached one of the nearest size (the widest nearest 1.0). None cached,
-    TRANSFER_MODEL's file is downloaded when Keras' store is reachable. Otherwise None, with ``hint``
-    set: what a pretrained backbone would have been and how to bring its weights. The reason says
-    whether the file's hash was checked ("cached, no published hash" for the MobileNets)."""
+    fine-tuned from its ImageNet weights at :func:`transfer_size` of the images' side. The first of
+    TRANSFER_MODELS (phone-sized first) whose file is in the Keras cache (and, where Keras publishes an
+    md5, matches it): the file of that size at width 1.0, else the cached one of the nearest size (the
+    widest nearest 1.0). None cached, TRANSFER_MODEL's file is downloaded when Keras' store is
+    reachable. Otherwise None, with ``hint`` set: what a pretrained backbone would have been and how to
+    bring its weights. The reason says whether the file's hash was checked ("cached, no published hash"
+    for the MobileNets)."""
     from .models import pretrained
 
     if native is None or native.channels != 3 or not native.sampled:
@@ -262,10 +262,9 @@ def choose_transfer(
         return None
     if "weights" in given and weights != "imagenet":  # --weights imagenet alone: the recipe's backbone
         return None
-    side = min(native.height, native.width, native.detail or native.height)
-    if side <= LOW_DETAIL_SIDE:
+    if min(native.height, native.width, native.detail or native.height) <= LOW_DETAIL_SIDE:
         return None
-    want = next((s for s in TRANSFER_SIZES if s <= side), TRANSFER_SIZES[-1])
+    want = transfer_size(min(native.height, native.width))
     preferred = pretrained.weights_file(TRANSFER_MODEL, 1.0, want)
     pick, how = None, None
     for model in TRANSFER_MODELS:  # phone-sized first: the first family with a cached file
@@ -295,6 +294,16 @@ def choose_transfer(
     )
     options = {"alpha": pick.alpha} if pick.alpha not in (None, 1.0) else {}
     return TransferChoice(ModelChoice(pick.model, options, (size, size, 3), why), fields)
+
+
+def transfer_size(side: int) -> int:
+    """The input side a pretrained backbone is fine-tuned at for images of ``side`` px: the smallest of
+    TRANSFER_SIZES that holds them whole (rounded up, never shrunk below their own size; 224 for larger
+    images). Not the detail measure of :func:`choose_model`, which is what a network trained from scratch
+    needs: pretrained features are tuned to ImageNet's object scale. Measured on 175-px photos (the
+    linear probe of MobileNet v1's features, five splits): 75.9% at 128, 78.6% at 160, 79.5% at 192,
+    79.0% at 224 (BENCHMARKS.md "Your photos")."""
+    return next((s for s in reversed(TRANSFER_SIZES) if s >= side), TRANSFER_SIZES[0])
 
 
 def _nearest(f, want: int) -> tuple:

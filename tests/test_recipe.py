@@ -345,6 +345,7 @@ def test_train_help_states_the_recipe_as_its_rules_decide():
         f"{r.MEDIUM_MODEL} alpha={r.MEDIUM_OPTIONS['alpha']}" in text and f"up to {r.MEDIUM_MAX_SIDE}" in text
     )
     assert f"the first of {r.TRANSFER_MODELS[0]}, {r.TRANSFER_MODELS[1]}" in text and "linear probe" in text
+    assert f"the smallest of {'/'.join(map(str, sorted(r.TRANSFER_SIZES)))} px that holds the images" in text
     assert (
         f"at most {r.SMALL_SET:,d} images" in text and f"more than {r.LOW_DETAIL_SIDE} px of detail" in text
     )

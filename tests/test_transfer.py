@@ -117,9 +117,9 @@ def test_without_weights_the_recipe_trains_from_scratch_and_says_how_to_get_them
     assert result.exit_code == 0, result.output
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["weights"] is None and cfg["model"] != "mobilenet_v2"
-    hint = "kerascnn weights fetch mobilenet_v2 --alpha 1 --input-size 96 --out DIR"
+    hint = "kerascnn weights fetch mobilenet_v2 --alpha 1 --input-size 128 --out DIR"
     assert hint in result.output and hint in cfg["recipe"]["pretrained_hint"]
-    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in result.output
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5" in result.output
 
 
 @pytest.mark.parametrize("with_model", [True, False])
@@ -193,3 +193,15 @@ def test_the_recipe_takes_the_first_cached_family_phone_sized_first_and_says_if_
     listed = CliRunner().invoke(cli, ["weights", "list"]).output
     assert "mobilenet_2_5_128_tf_no_top.h5" in listed and "(no published hash)" in listed
     assert "(md5 mismatch)" in listed
+
+
+def test_a_pretrained_backbone_takes_the_published_size_that_holds_the_photos():
+    from kerascnn import recipe
+
+    # rounded up to a published size (pretrained features are tuned to ImageNet's object scale; the
+    # detail measure that shrinks images for networks trained from scratch does not apply)
+    sides = (60, 96, 100, 175, 192, 224, 640)
+    assert [recipe.transfer_size(s) for s in sides] == [96, 96, 128, 192, 192, 224, 224]
+    native = recipe.NativeSize(175, 191, 3, 16, detail=128, files=500)
+    offline = lambda: False  # noqa: E731
+    assert "mobilenet_v2 at 192x192 from ImageNet" in recipe.choose_transfer(native, {}, online=offline).hint
