@@ -21,6 +21,8 @@ Then, on each seeded split (75% of each class to train/, 25% to test/), with the
 * ``bare``: ``kerascnn train --data train`` as a new user runs it, evaluated with
   ``kerascnn evaluate RUN --data test``;
 * ``v1``: ``kerascnn train --data train --model mobilenet_v1 --weights imagenet``, evaluated the same way;
+* ``int8``: ``kerascnn export RUN --quantize int8`` of the ``bare`` run and ``kerascnn validate`` of its
+  Keras model and int8 file on the test photos (after ``bare``);
 * ``guide``: the Keras transfer-learning guide as written (MobileNet v1 at 224, flip and rotation
   augmentation, 10 epochs Adam 1e-3 on the frozen base, then 10 epochs Adam 1e-5 on all of it with
   BatchNorm in inference mode), evaluated on the same test images.
@@ -321,12 +323,13 @@ def run_int8(out: Path, test: Path, env: dict) -> dict:
     table = out / "validate.json"
     _kerascnn(["validate", str(run / "export"), "--data", str(test), "--no-mediapipe", "--json", str(table)],
               env)  # fmt: skip
-    rows = json.loads(table.read_text())["rows"]
-    keras_row = next(r for r in rows if r["format"] == "keras")
-    int8 = next(r for r in rows if r["file"].endswith("int8.tflite"))
-    n = keras_row["samples"]
-    return {"correct": round(int8["top1"] * n), "n": n, "seconds": time.perf_counter() - started,
-            "keras_top1": keras_row["top1"], "int8_file": int8["file"]}  # fmt: skip
+    done = json.loads(table.read_text())
+    keras_row = next(r for r in done["rows"] if r["format"] == "keras")
+    int8 = next(r for r in done["rows"] if r["file"].endswith("int8.tflite"))
+    n = done["images"]
+    return {"correct": round(int8["top1"] * n / 100), "n": n, "seconds": time.perf_counter() - started,
+            "keras_top1": keras_row["top1"] / 100, "int8_file": int8["file"],
+            "validate_passed": done["passed"], "int8_note": int8["note"]}  # fmt: skip
 
 
 RUNS = {
