@@ -640,6 +640,10 @@ def accelerators(path_or_bytes, quantization: str | None = None, layer_names=Non
         )
     except DelegateAnalysisError as e:
         return {"gpu": None, "integer": None, "error": str(e), "lines": [f"accelerators: {e}"]}
+    except Exception as e:  # noqa: BLE001 - any other failure of the reading: the row's note, not a stop
+        error = f"{Path(str(path_or_bytes)).name if isinstance(path_or_bytes, (str, Path)) else 'the file'}: "
+        error += f"the accelerator reading failed ({type(e).__name__}: {e})"
+        return {"gpu": None, "integer": None, "error": error, "lines": [f"accelerators: {error}"]}
     lines = [gpu.describe()] + ([integer.describe()] if integer is not None else [])
     return {
         "gpu": gpu.to_dict(),

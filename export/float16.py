@@ -136,10 +136,16 @@ class Float16Predictor:
         self.simulation = Float16Simulation(keras_model, paths)
 
     def predict(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        return self.simulation.predict(self.metadata.normalize(pixels), batch_size)
+        from kerascnn.quiet import native_quiet
+
+        with native_quiet():  # oneDNN's "supports DT_HALF only on platforms with AVX-512" line
+            return self.simulation.predict(self.metadata.normalize(pixels), batch_size)
 
     def diagnose(self, pixels: np.ndarray) -> Diagnosis:
-        return self.simulation.diagnose(self.metadata.normalize(pixels[:SAMPLE]))
+        from kerascnn.quiet import native_quiet
+
+        with native_quiet():
+            return self.simulation.diagnose(self.metadata.normalize(pixels[:SAMPLE]))
 
     def latency_ms(self, *args, **kwargs) -> None:
         return None  # a simulation on the CPU says nothing of a GPU's speed

@@ -46,6 +46,7 @@ class FineTuneJob:
     seed: int = 0
     sparsity: float | None = None  # prune: the target sparsity, in (0, 1)
     io_type: str = "float32"  # the TFLite file's input/output type
+    dynamic_batch: bool = False  # qat: the TFLite file's batch is free (default: fixed at 1)
     prune: float | None = None  # prune to this sparsity first, then QAT that keeps the zeros
     prune_epochs: int | None = None
     qat_model_file: str | Path | None = None  # default: <out>.qat.h5
@@ -104,6 +105,8 @@ class FineTuneJob:
         args = [self.command, str(self.model_file), "--data", str(self.data), "--out", str(Path(self.out))]
         if self.command == "qat":
             args += ["--qat-model", str(self.qat_model_path()), "--io-type", self.io_type]
+            if self.dynamic_batch:
+                args += ["--dynamic-batch"]
             if self.prune is not None:
                 args += ["--prune", repr(float(self.prune))]
                 if self.prune_epochs is not None:
@@ -151,6 +154,7 @@ class ExportOptions:
     calibration_steps: int = 200
     io_type: str = FineTuneJob.io_type
     per_tensor: bool = False  # integer files: one weight scale per tensor, not per output channel
+    dynamic_batch: bool = False  # .tflite files with a free batch (default: fixed at 1, as phones expect)
     float_layers: tuple = ()  # --quantize int8: Keras layers (names or nested paths) kept in float
     rgb_input: bool = False  # a 1-channel model takes RGB images in every exported file
     fold_normalization: bool = False  # mean/std into the graph (always done for a per-channel one)

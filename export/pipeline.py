@@ -432,6 +432,7 @@ def _write_qat(job: _Job, fmt: Format, path: Path):
             epochs=options.qat_epochs,
             lr=options.qat_lr,
             io_type=options.io_type,
+            dynamic_batch=options.dynamic_batch,
             # Pruning-preserving QAT: the model is already pruned; the worker re-applies the
             # (reached) sparsity for one short epoch and fine-tunes with the scheme that keeps zeros.
             prune=options.prune,
@@ -543,7 +544,14 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     report_files = None
     with tempfile.TemporaryDirectory(prefix="kerascnn-export-") as tmp:
         if variants:
-            job.saved_model = ktflite.write_saved_model(job.model, Path(tmp) / "saved_model")
+            from .rewrite import phone_pooling
+
+            batch = None if options.dynamic_batch else ktflite.PHONE_BATCH
+            phone, rewritten = phone_pooling(job.model)  # pools XNNPACK leaves to LiteRT's own kernels
+            if rewritten:
+                listed = ", ".join(rewritten)
+                job.log(f"  tflite: as depthwise convolutions, which every phone delegate takes: {listed}")
+            job.saved_model = ktflite.write_saved_model(phone, Path(tmp) / "saved_model", batch)
         for fmt in variants:
             job.run(fmt)
         if {"int8", "mixed"} & set(options.tflite):

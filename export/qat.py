@@ -314,7 +314,7 @@ def build_qat_model(tfk_model, scheme=None):
     raise QuantizeError("cannot prepare the model for QAT: quantize_apply keeps rejecting layers")
 
 
-def convert_int8(qat_model, io_type: str) -> bytes:
+def convert_int8(qat_model, io_type: str, batch: int | None = 1) -> bytes:
     """Full-integer TFLite from the QAT model: the fake-quantization ranges learnt in training give
     every tensor its int8 scale, so no representative dataset (and no calibration) is involved.
 
@@ -326,12 +326,12 @@ def convert_int8(qat_model, io_type: str) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="kerascnn-qat-savedmodel-") as saved_model:
-        _save_inference_function(qat_model, saved_model)
+        _save_inference_function(qat_model, saved_model, batch)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         return _convert(converter, qat_model, io_type)
 
 
-def _save_inference_function(model, folder: str) -> None:
+def _save_inference_function(model, folder: str, batch: int | None = 1) -> None:
     """A SavedModel with one serving function, ``model(x, training=False)``, and the model's variables.
 
     Saving the tf_keras model itself (what ``from_keras_model`` does) also traces and saves every
@@ -343,7 +343,7 @@ def _save_inference_function(model, folder: str) -> None:
     input_name = model.inputs[0].name.split(":")[0]
     output_name = model.output_names[0]
     output_name = output_name[len("quant_") :] if output_name.startswith("quant_") else output_name
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=input_name)
+    spec = tf.TensorSpec([batch, *model.input_shape[1:]], tf.float32, name=input_name)  # 1: a phone file
     module = tf.Module()
     module.model_variables = list(model.variables)
     module.serve = tf.function(lambda x: {output_name: model(x, training=False)}, input_signature=[spec])

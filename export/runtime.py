@@ -123,6 +123,18 @@ class KerasPredictor(Predictor):
         return np.asarray(self._fn(tf.convert_to_tensor(x)))
 
 
+def in_chunks(run, x: np.ndarray, n: int) -> np.ndarray:
+    """``run`` on ``x`` in chunks of ``n`` images (a file with a fixed batch, as phone files have: 1),
+    the last chunk padded with copies of its last image, the padding's outputs dropped."""
+    chunks = []
+    for start in range(0, len(x), n):
+        part = x[start : start + n]
+        if len(part) < n:
+            part = np.concatenate([part, np.repeat(part[-1:], n - len(part), 0)])
+        chunks.append(run(part)[: len(x) - start])
+    return np.concatenate(chunks)
+
+
 class TFLitePredictor(Predictor):
     format = "tflite"
 
@@ -142,8 +154,13 @@ class TFLitePredictor(Predictor):
         check_single_io(self.path, len(inputs), len(outputs))
         self.input, self.output = inputs[0], outputs[0]
         self._batch = int(self.input["shape"][0])
+        from .tflite import static_batch
+
+        self._fixed = static_batch(self.interpreter)  # a phone file's batch: fed that many at a time
 
     def run(self, x):
+        if self._fixed is not None and x.shape[0] != self._fixed:
+            return in_chunks(self.run, x, self._fixed)
         if x.shape[0] != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(x.shape), strict=False)
             self.interpreter.allocate_tensors()
@@ -172,9 +189,13 @@ class OnnxPredictor(Predictor):
             ) from e
         check_single_io(self.path, len(self.session.get_inputs()), len(self.session.get_outputs()))
         self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0].shape[0]
+        self._fixed = first if isinstance(first, int) and first > 0 else None  # else a named (free) batch
 
     def run(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
+        if self._fixed is None or x.shape[0] == self._fixed:
+            return self.session.run(None, {self.input_name: x})[0]
+        return in_chunks(self.run, x, self._fixed)
 
 
 class MediaPipeUnavailable(RuntimeLoadError):

@@ -27,8 +27,17 @@ class ConversionError(KerascnnError, RuntimeError):
     """The model cannot be converted with builtin ops; the message names the layer(s) and op(s)."""
 
 
-def write_saved_model(model, folder) -> str:
-    """The model's inference function (training=False) as a SavedModel with a ``serve`` endpoint."""
+PHONE_BATCH = 1  # the batch of every .tflite unless --dynamic-batch: a fixed shape, as phones expect
+
+
+def write_saved_model(model, folder, batch: int | None = PHONE_BATCH) -> str:
+    """The model's inference function (training=False) as a SavedModel with a ``serve`` endpoint, its
+    input batch fixed at ``batch`` (None: free).
+
+    A fixed batch is what the phone runtimes expect (the MobileNets of TF Hub, MediaPipe and ML Kit have
+    a batch of 1): with a free batch, a ``Reshape`` or ``Flatten`` converts to SHAPE, STRIDED_SLICE, PACK
+    and a RESHAPE whose shape is computed at run time, which the GPU delegate and NNAPI reject (the graph
+    is split, and every frame crosses between GPU and CPU memory). With it, every shape is a constant."""
     import functools
 
     import keras
@@ -39,6 +48,8 @@ def write_saved_model(model, folder) -> str:
     signature = input_signature(model)
     if not isinstance(signature, (list, tuple)):
         signature = [signature]
+    if batch is not None:
+        signature = [_with_batch(spec, batch) for spec in signature]
     archive.add_endpoint(
         "serve", functools.partial(model.__call__, training=False), input_signature=signature
     )
@@ -47,6 +58,27 @@ def write_saved_model(model, folder) -> str:
     with native_quiet():
         archive.write_out(folder, verbose=False)
     return folder
+
+
+def _with_batch(spec, batch: int):
+    """An input spec (a Keras InputSpec or a tf.TensorSpec; a nested structure of them) at ``batch``."""
+    import tensorflow as tf
+
+    if isinstance(spec, dict):
+        return {k: _with_batch(v, batch) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return type(spec)(_with_batch(v, batch) for v in spec)
+    shape = tuple(spec.shape)
+    return tf.TensorSpec((batch, *shape[1:]), spec.dtype or "float32", name=getattr(spec, "name", None))
+
+
+def static_batch(interpreter) -> int | None:
+    """The fixed batch of a LiteRT interpreter's first input (None when the file's batch is free)."""
+    details = interpreter.get_input_details()[0]
+    signature = details.get("shape_signature")
+    if signature is not None and len(signature) and int(signature[0]) == -1:
+        return None
+    return int(details["shape"][0]) if len(details["shape"]) else None
 
 
 @contextlib.contextmanager
@@ -369,11 +401,17 @@ def run_tflite(model_content: bytes | str | Path, images: np.ndarray, batch: int
         model_content = Path(model_content).read_bytes()
     interpreter = Interpreter(model_content=model_content, num_threads=2)
     inp = interpreter.get_input_details()[0]
+    fixed = static_batch(interpreter)  # a phone file: fed its own batch (1) at a time, never resized
+    batch = fixed or batch
+    interpreter.allocate_tensors()
     outputs = []
     for start in range(0, len(images), batch):
         x = images[start : start + batch]
-        interpreter.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
-        interpreter.allocate_tensors()
+        if fixed is None and len(x) != inp["shape"][0]:
+            interpreter.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+            interpreter.allocate_tensors()
+        elif fixed is not None and len(x) < fixed:
+            x = np.concatenate([x, np.repeat(x[-1:], fixed - len(x), 0)])
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
         if inp["dtype"] != np.float32:
@@ -386,7 +424,7 @@ def run_tflite(model_content: bytes | str | Path, images: np.ndarray, batch: int
         if out["dtype"] != np.float32:
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        outputs.append(y.astype(np.float32))
+        outputs.append(y.astype(np.float32)[: len(images) - start])
     return np.concatenate(outputs)
 
 

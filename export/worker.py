@@ -32,7 +32,7 @@ from .jobs import QuantizeError
 from .options import FineTuneJob, default_qat_model
 from .pruning import prune_model, pruned_kernels, sparsity_report
 from .qat import build_qat_model, convert_int8, load_qat_model
-from .tflite import run_tflite, tflite_int8_sparsity
+from .tflite import PHONE_BATCH, run_tflite, tflite_int8_sparsity
 
 # the first line of kerascnn.export.quantize's docstring, as `--help` printed it when the worker lived there
 DESCRIPTION = (
@@ -155,7 +155,7 @@ def cmd_qat(opts) -> dict:
     with atomic_path(qat_path) as tmp:
         qat_model.save(tmp, include_optimizer=False)
     reloaded = load_qat_model(qat_path)
-    tflite = convert_int8(reloaded, opts.io_type)
+    tflite = convert_int8(reloaded, opts.io_type, batch=None if opts.dynamic_batch else PHONE_BATCH)
     out = Path(opts.out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(tflite)
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
                 "--qat-model", default=defaults.qat_model_file, help="QAT model .h5 (default: <out>.qat.h5)"
             )
             p.add_argument("--io-type", choices=IO_TYPES, default=defaults.io_type)
+            p.add_argument("--dynamic-batch", action="store_true", help="a free batch (default: 1)")
             p.add_argument("--prune", type=float, default=defaults.prune, help="prune to this sparsity first")
             p.add_argument("--prune-epochs", type=int, default=defaults.prune_epochs)
             p.add_argument(

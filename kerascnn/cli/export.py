@@ -82,6 +82,13 @@ EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
     "without per-channel kernels).",
 )
 @click.option(
+    "--dynamic-batch",
+    is_flag=True,
+    help="TFLite files with a free batch (servers, batched inference) instead of a fixed batch of 1, "
+    "which the phone delegates need to take every op (a free batch computes Reshape shapes at run time). "
+    "ONNX files always have a free batch.",
+)
+@click.option(
     "--float-layers",
     default=None,
     metavar="NAME[,NAME...]",

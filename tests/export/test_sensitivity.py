@@ -202,3 +202,20 @@ def test_when_even_all_float_fails_no_file_is_promised(relu_lenet, tmp_path):
     wrong = (model.predict(images, verbose=0).argmax(1) + 1) % 10  # a reference no file can agree with
     with pytest.raises(sens.MixedPrecisionError, match="even with all .* quantized layers in float"):
         sens.search_mixed(session, sens.Holdout(images, wrong), sens.Gate(min_agreement=99.0))
+
+
+def test_the_mixed_gate_decides_on_the_interval_not_on_a_count_of_images():
+    gate = sens.Gate(min_agreement=99.0)
+    # the case: 60 held back at 80% (95% CI [68.2, 88.2]): known to fail, so the search runs
+    assert gate.side(80.0, None, 60, None) == "fails"
+    assert gate.interval_text(80.0, None, 60, None) == "agreement 95% CI [68.2, 88.2]"
+    assert gate.side(100.0, None, 60, None) == "straddles"  # [94.0, 100]: not judged below 100 images
+    assert gate.side(100.0, None, 500, None) == "passes"  # [99.2, 100]
+    assert gate.side(99.4, None, 500, None) == "straddles"  # [98.3, 99.8]: the search judges it
+    assert sens.Gate(min_agreement=90.0).side(100.0, None, 60, None) == "passes"
+    labels = np.zeros(200, int)
+    holdout = sens.Holdout(np.zeros((200, 1)), labels.copy(), labels)  # Keras right on every image
+    drop_gate = sens.Gate(max_drop=1.0)
+    assert drop_gate.side(100.0, 0.0, 200, holdout) == "straddles"  # drop CI [0, 1.9]
+    assert drop_gate.side(90.0, 10.0, 200, holdout) == "fails"  # drop CI [6.6, 14.8]
+    assert sens.Gate(max_drop=5.0).side(100.0, 0.0, 200, holdout) == "passes"
