@@ -478,6 +478,8 @@ def _write_int8_report(job: _Job) -> dict:
     try:
         report = job.session().report(job.name, job.path(FORMAT_BY_KEY["int8"]).name)
         report["weights"] = "per-tensor" if job.options.per_tensor else "per-channel"
+        if job.float_layer_names:  # the int8 file beside it keeps these in float: the report says so
+            report["float_layers"] = list(job.float_layer_names)
         if job.mixed_summary:
             report["mixed"] = job.mixed_summary
         paths = sens.write_report(report, job.out, job.name)

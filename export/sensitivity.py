@@ -692,6 +692,12 @@ def format_report(report: dict, top: int | None = None) -> str:
         f"calibration images; ranked by {report['ranked_by']}\n"
     )
     text = head + format_table(rows)
+    if report.get("float_layers"):
+        text += (
+            f"\n\n{report['file']} keeps these layers in float (--float-layers): "
+            f"{', '.join(report['float_layers'])}; the rows rank every layer as the full int8 calibration "
+            "quantizes it, and in this file those layers are not quantized"
+        )
     mixed = report.get("mixed")
     if mixed:
         kept = ", ".join(mixed["float_layers"]) or "none"
@@ -719,7 +725,7 @@ def _bar_chart(report: dict, path: Path, top: int = 25):
     plt = pyplot()
 
     rows = report["layers"][:top]
-    floats = set((report.get("mixed") or {}).get("float_layers", ()))
+    floats = set((report.get("mixed") or {}).get("float_layers", ())) | set(report.get("float_layers", ()))
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
     labels = [f"{r['layer']} ({r['op']})" for r in rows]
     floor = -80.0  # noise 80 dB under the signal: as good as exact (rows at 300 dB are exact)
@@ -732,7 +738,7 @@ def _bar_chart(report: dict, path: Path, top: int = 25):
     ax.set_xlabel("int8 noise of the op's output, dB relative to signal (median channel; longer = worse)")
     title = f"int8 sensitivity: {report['model']}"
     if floats:
-        title += " (red: kept in float by --quantize mixed)"
+        title += " (red: kept in float" + (" by --quantize mixed)" if report.get("mixed") else ")")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     atomic_save_figure(fig, path)

@@ -63,11 +63,18 @@ def test_report_ranks_the_culprit_first_with_keras_layer_names(outlier_export, r
     assert layers[0]["layer"] == "c1_conv" and layers[0]["op"] == "CONV_2D"
     # The tensor SQNR and rmse/scale of the culprit look ordinary; its narrow channels do not.
     assert layers[0]["channel_sqnr_db"] < 10 < layers[0]["sqnr_db"]
-    assert all(r["channel_sqnr_db"] > layers[0]["channel_sqnr_db"] + 10 for r in layers[1:])
-    assert set(layers[0]["float_with"]) == {"c1_conv", "s2_pool", "c3_conv"}
+    # (s2_pool, a depthwise convolution in the phone file (export/rewrite.py), carries the culprit's
+    # crushed channel on at its own scale, so it reads as narrow too; the layers after it do not)
+    assert all(
+        r["channel_sqnr_db"] > layers[0]["channel_sqnr_db"] + 10
+        for r in layers[1:]
+        if r["layer"] != "s2_pool"
+    )
+    assert set(layers[0]["float_with"]) == {"c1_conv", "s2_pool"}  # its reader (requantizes: not c3_conv)
     names = {layer.name for layer in keras.saving.load_model(relu_lenet[1]).layers}
     assert {name for r in layers for name in r["layers"]} <= names
-    assert {r["op"] for r in layers} >= {"CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED"}
+    # (the average pools are depthwise convolutions in the phone file: export/rewrite.py)
+    assert {r["op"] for r in layers} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     # The export summary points at it, and inspect --report prints it.
     assert "lenet5_int8_report.txt" in logs and "c1_conv (CONV_2D)" in logs
     printed = CliRunner().invoke(main, ["inspect", str(out / "lenet5_int8.tflite"), "--report"])
