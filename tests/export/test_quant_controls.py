@@ -83,6 +83,10 @@ def test_float_layers_leave_exactly_those_layers_in_float(relu_lenet, tmp_path):
     assert {layer: out for _, layer, out, _, _ in rows}["s4_pool"] == "int8", rows
     meta = md.read_tflite_metadata(path)
     assert meta.quantization == "int8" and meta.float_layers == ["c1_conv", "s2_pool", "c3_conv"]
+    report = (tmp_path / "f" / "lenet5_int8_report.txt").read_text()  # the report describes this file
+    assert (
+        "lenet5_int8.tflite keeps these layers in float (--float-layers): c1_conv, s2_pool, c3_conv" in report
+    )
     # The outlier channel's tensor stays in float, which is what fixes this model (the layers
     # --quantize mixed finds for it).
     files = [tmp_path / "f" / "lenet5.keras", tmp_path / "f" / "lenet5_int8.tflite"]
