@@ -3,12 +3,13 @@
 // the buffer of a Model.metadata entry (the standard TFLite Metadata is the one named TFLITE_METADATA),
 // and the static-shape patch below.
 //
-// `kerascnn export` writes models whose input/output shape_signature has a dynamic batch dimension
-// (-1, shape [1, H, W, C]). The Python interpreter (and Android's Interpreter) run them at batch 1,
-// but LiteRT.js 2.5 compiles against the signature and then rejects a [1, H, W, C] input tensor
-// ("does not match expected ranked tensor type Float32[-1, ...]") and has no resize. So before
-// compiling, the page sets every -1 in a shape_signature to the tensor's static size in `shape`
-// (batch 1), which is what the Python interpreter runs. Weights and ops are untouched.
+// `kerascnn export` writes a fixed batch of 1 (nothing to patch), but `--dynamic-batch` and other tools
+// write models whose input/output shape_signature has a dynamic batch dimension (-1, shape
+// [1, H, W, C]). The Python interpreter (and Android's Interpreter) run them at batch 1, but LiteRT.js
+// 2.5 compiles against the signature and then rejects a [1, H, W, C] input tensor ("does not match
+// expected ranked tensor type Float32[-1, ...]") and has no resize. So before compiling, the page sets
+// every -1 in a shape_signature to the tensor's static size in `shape` (batch 1), which is what the
+// Python interpreter runs. Weights and ops are untouched.
 import { MetadataError } from "./errors.js";
 import { Table } from "./flatbuf.js";
 
