@@ -226,3 +226,22 @@ def test_the_mixed_gate_decides_on_the_interval_not_on_a_count_of_images():
     assert drop_gate.side(100.0, 0.0, 200, holdout) == "straddles"  # drop CI [0, 1.9]
     assert drop_gate.side(90.0, 10.0, 200, holdout) == "fails"  # drop CI [6.6, 14.8]
     assert sens.Gate(max_drop=5.0).side(100.0, 0.0, 200, holdout) == "passes"
+
+
+def test_few_held_back_images_that_prove_int8_fails_start_the_search(relu_lenet, tmp_path):
+    """The count rule said "not judged" below 100 held-back images even when the full int8 file was known
+    to fail; the interval now starts the search (issue 42)."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (x, _), _ = load_builtin("fashion_mnist")
+    for i in range(40):
+        Image.fromarray(x[i]).save(photos / f"p{i}.png")
+    opts = ExportOptions(tflite=("mixed",), calibration_data=str(photos), min_agreement=99.0)
+    results = export_model(resolve_source(relu_lenet[1]), tmp_path / "out", opts, **QUIET)
+    notes = next(r for r in results if r.format == "mixed").notes
+    assert notes["held_back_images"] == 10 and notes["int8_agreement"] < 70  # [.., < 99]: known to fail
+    assert notes["judged"] and notes["float_layers"] and notes["agreement"] >= 99.0, notes
+    meta = md.read_tflite_metadata(tmp_path / "out" / "lenet5_mixed.tflite")
+    assert "full int8 known to fail (agreement 95% CI [" in meta.gate and meta.float_layers
