@@ -6,10 +6,10 @@ NNAPI, XNNPACK), with the same numbers.
   MAX_POOL_2D wants a window of more than one pixel. A 1x1 depthwise convolution with weights 1 and the
   pool's stride picks the same pixels (x * 1.0 is x, in float and in int8: 1.0 is exactly 127 steps of a
   per-channel scale of 1/127).
-* ``AveragePooling2D`` with ``valid`` padding (LeNet-5's subsampling, NiN's middle pool, DenseNet-BC's
-  transitions): XNNPACK has no int8 AVERAGE_POOL_2D. A kxk depthwise convolution with weights 1/(k*k)
-  and the pool's stride is the same mean (``same`` padding is left alone: the pool averages over the
-  pixels inside the image only, the convolution would count the padding).
+* ``AveragePooling2D`` with ``valid`` padding (LeNet-5's subsampling, DenseNet-BC's transitions):
+  XNNPACK has no int8 AVERAGE_POOL_2D. A kxk depthwise convolution with weights 1/(k*k)
+  and the pool's stride is the same mean (``same`` padding, NiN's middle pool, is left alone: the pool
+  averages over the pixels inside the image only, the convolution would count the padding).
 
 The Keras model the user exported (``.keras``, the ONNX files) is untouched; the rewrite feeds the TFLite
 conversion only. The replaced layers keep their names, so reports and ``--float-layers`` name them as in
