@@ -145,12 +145,13 @@ def fit_head(model, train_ds, val_ds, train_labels, val_labels, num_classes, lab
     logs of an epoch: the fitted head's loss and accuracy on the training features, the whole network's
     scores on ``val_ds`` (val_loss, val_accuracy, as ``model`` is compiled), and how the probe went."""
     features, head = split_at_head(model)
+    dense = affine_layer(head)
     started = time.perf_counter()
     x_train = features.predict(train_ds.map(lambda x, y: x), verbose=0)
-    x_val = features.predict(val_ds.map(lambda x, y: x), verbose=0)
+    # the validation features only early-stop Adam; the whole network scores val_ds below either way
+    x_val = None if dense is not None else features.predict(val_ds.map(lambda x, y: x), verbose=0)
     featured = time.perf_counter() - started
     train_labels = np.asarray(train_labels, int)
-    dense = affine_layer(head)
     flat = x_train.reshape(len(x_train), -1)
     if dense is not None:
         weights, bias = fit_logistic(flat, train_labels, num_classes)
@@ -167,7 +168,8 @@ def fit_head(model, train_ds, val_ds, train_labels, val_labels, num_classes, lab
     fitted = time.perf_counter() - started - featured
     scores = model.evaluate(val_ds, verbose=0, return_dict=True)
     log(
-        f"linear probe: features of {len(x_train)} + {len(x_val)} images in {featured:.1f} s, the head "
+        f"linear probe: features of {len(x_train)}{'' if x_val is None else f' + {len(x_val)}'} images in "
+        f"{featured:.1f} s, the head "
         f"fitted as {what} in {fitted:.1f} s: loss {loss:.4f}, val_loss {scores['loss']:.4f}, "
         f"val_accuracy {scores.get('accuracy', float('nan')):.4f}"
     )
