@@ -16,6 +16,7 @@ from kerascnn.errors import KerascnnError
 
 from .formats import KIND_BY_SUFFIX
 from .metadata import MetadataError, ModelMetadata, read_metadata
+from .tflite import in_chunks, static_batch
 
 
 class RuntimeLoadError(KerascnnError, RuntimeError):
@@ -123,18 +124,6 @@ class KerasPredictor(Predictor):
         return np.asarray(self._fn(tf.convert_to_tensor(x)))
 
 
-def in_chunks(run, x: np.ndarray, n: int) -> np.ndarray:
-    """``run`` on ``x`` in chunks of ``n`` images (a file with a fixed batch, as phone files have: 1),
-    the last chunk padded with copies of its last image, the padding's outputs dropped."""
-    chunks = []
-    for start in range(0, len(x), n):
-        part = x[start : start + n]
-        if len(part) < n:
-            part = np.concatenate([part, np.repeat(part[-1:], n - len(part), 0)])
-        chunks.append(run(part)[: len(x) - start])
-    return np.concatenate(chunks)
-
-
 class TFLitePredictor(Predictor):
     format = "tflite"
 
@@ -154,8 +143,6 @@ class TFLitePredictor(Predictor):
         check_single_io(self.path, len(inputs), len(outputs))
         self.input, self.output = inputs[0], outputs[0]
         self._batch = int(self.input["shape"][0])
-        from .tflite import static_batch
-
         self._fixed = static_batch(self.interpreter)  # a phone file's batch: fed that many at a time
 
     def run(self, x):

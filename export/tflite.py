@@ -400,19 +400,15 @@ def run_tflite(model_content: bytes | str | Path, images: np.ndarray, batch: int
     if isinstance(model_content, str | Path):
         model_content = Path(model_content).read_bytes()
     interpreter = Interpreter(model_content=model_content, num_threads=2)
-    inp = interpreter.get_input_details()[0]
     fixed = static_batch(interpreter)  # a phone file: fed its own batch (1) at a time, never resized
-    batch = fixed or batch
     interpreter.allocate_tensors()
-    outputs = []
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch]
+
+    def run(x):
+        inp = interpreter.get_input_details()[0]
         if fixed is None and len(x) != inp["shape"][0]:
             interpreter.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
             interpreter.allocate_tensors()
-        elif fixed is not None and len(x) < fixed:
-            x = np.concatenate([x, np.repeat(x[-1:], fixed - len(x), 0)])
-        inp = interpreter.get_input_details()[0]
+            inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
         if inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
@@ -424,8 +420,21 @@ def run_tflite(model_content: bytes | str | Path, images: np.ndarray, batch: int
         if out["dtype"] != np.float32:
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        outputs.append(y.astype(np.float32)[: len(images) - start])
-    return np.concatenate(outputs)
+        return y.astype(np.float32)
+
+    return in_chunks(run, images, fixed or batch, pad=fixed is not None)
+
+
+def in_chunks(run, x: np.ndarray, n: int, pad: bool = True) -> np.ndarray:
+    """``run`` on ``x`` in chunks of ``n`` images; with ``pad`` (a file with a fixed batch, as phone files
+    have: 1) the last chunk is padded with copies of its last image and the padding's outputs dropped."""
+    chunks = []
+    for start in range(0, len(x), n):
+        part = x[start : start + n]
+        if pad and len(part) < n:
+            part = np.concatenate([part, np.repeat(part[-1:], n - len(part), 0)])
+        chunks.append(run(part)[: len(x) - start])
+    return np.concatenate(chunks)
 
 
 def tflite_int8_sparsity(model_content: bytes) -> dict:

@@ -61,7 +61,7 @@ def test_every_zoo_family_is_taken_whole_by_the_phone_delegates(name, tmp_path):
 def test_a_dynamic_batch_file_is_still_run_on_many_images_and_a_fixed_one_image_by_image(tmp_path):
     """--dynamic-batch: the converter's free batch (and its shape ops) for users who batch on a server."""
     import keras
-    from kerascnn.export.runtime import in_chunks
+    from kerascnn.export.tflite import in_chunks
 
     keras.utils.set_random_seed(0)
     model = FAMILIES["lenet"]()
