@@ -175,14 +175,19 @@ def test_mixed_needs_calibration_data_for_a_user_model(relu_lenet, tmp_path):
         )
 
 
-def test_max_drop_on_unlabeled_images_is_refused_and_nothing_is_written(relu_lenet, tmp_path):
+def _unlabeled_photos(folder, count: int):
+    """A folder of ``count`` Fashion-MNIST images as PNG files, without class folders."""
     from PIL import Image
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
+    folder.mkdir()
     (x, _), _ = load_builtin("fashion_mnist")
-    for i in range(12):
-        Image.fromarray(x[i]).save(photos / f"p{i}.png")
+    for i in range(count):
+        Image.fromarray(x[i]).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_max_drop_on_unlabeled_images_is_refused_and_nothing_is_written(relu_lenet, tmp_path):
+    photos = _unlabeled_photos(tmp_path / "photos", 12)
     opts = ExportOptions(tflite=("mixed",), calibration_data=str(photos), max_drop=1.0)
     results = export_model(resolve_source(relu_lenet[1]), tmp_path / "out", opts, **QUIET)
     mixed = next(r for r in results if r.format == "mixed")
@@ -231,13 +236,7 @@ def test_the_mixed_gate_decides_on_the_interval_not_on_a_count_of_images():
 def test_few_held_back_images_that_prove_int8_fails_start_the_search(relu_lenet, tmp_path):
     """The count rule said "not judged" below 100 held-back images even when the full int8 file was known
     to fail; the interval now starts the search (issue 42)."""
-    from PIL import Image
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    (x, _), _ = load_builtin("fashion_mnist")
-    for i in range(40):
-        Image.fromarray(x[i]).save(photos / f"p{i}.png")
+    photos = _unlabeled_photos(tmp_path / "photos", 40)
     opts = ExportOptions(tflite=("mixed",), calibration_data=str(photos), min_agreement=99.0)
     results = export_model(resolve_source(relu_lenet[1]), tmp_path / "out", opts, **QUIET)
     notes = next(r for r in results if r.format == "mixed").notes
