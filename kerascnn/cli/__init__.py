@@ -48,14 +48,32 @@ COMMANDS = (
 
 class _Commands(click.Group):
     """The kerascnn group: a :class:`KerascnnError` from any command is printed as ``Error: message``
-    (exit 1) without a traceback; the message names the file, option or layer. Anything else is a bug
-    and keeps its traceback."""
+    (exit 1) without a traceback; the message names the file, option or layer. So is an operating
+    system error about a named file (a full disk, a permission, a path that is a file where a folder is
+    wanted, found only while writing): ``Error: PATH: reason``. Anything else is a bug and keeps its
+    traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KerascnnError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            if not getattr(e, "filename", None):
+                raise
+            raise click.ClickException(os_error_text(e)) from None
+
+
+def os_error_text(e: OSError) -> str:
+    """``PATH: reason`` for an OSError about a file (what went wrong, in words, with the way out for a
+    full disk)."""
+    import errno
+
+    where = e.filename if not getattr(e, "filename2", None) else f"{e.filename} -> {e.filename2}"
+    reason = e.strerror or type(e).__name__
+    if e.errno == errno.ENOSPC:
+        reason += " (free some space and run the command again; files already there were kept)"
+    return f"{where}: {reason}"
 
 
 @click.group(cls=_Commands, commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

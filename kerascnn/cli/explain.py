@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
+from .options import OUT_DIR
+
 
 @click.command("explain")
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--out", default="explain", show_default=True, help="Folder for the heatmaps.")
+@click.option("--out", default="explain", show_default=True, type=OUT_DIR, help="Folder for the heatmaps.")
 @click.option(
     "--layer", default=None, help="The spatial layer to explain [default: the last one of 2x2 or more]."
 )

@@ -12,7 +12,15 @@ import click
 from kerascnn.export import formats  # the format table (light: no TensorFlow)
 from kerascnn.export.options import ExportOptions  # export's options and defaults (light)
 
-from .options import NON_NEGATIVE_FLOAT, PERCENT, POSITIVE_FLOAT, POSITIVE_INT, parse_floats
+from .options import (
+    NON_NEGATIVE_FLOAT,
+    OUT_DIR,
+    OUT_FILE,
+    PERCENT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    parse_floats,
+)
 
 EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
 
@@ -22,6 +30,7 @@ EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
 @click.option(
     "--out",
     default=None,
+    type=OUT_DIR,
     help="Export folder (created; files in it are replaced atomically) [default: RUN/export for a run "
     "folder or a model file in one].",
 )
@@ -269,7 +278,7 @@ def inspect_cmd(files, as_json, report):
 @click.option(
     "--threads", type=POSITIVE_INT, default=None, help="Threads for TFLite/ONNX [default: runtime's]."
 )
-@click.option("--json", "json_path", default=None, help="Write the table as JSON here.")
+@click.option("--json", "json_path", default=None, type=OUT_FILE, help="Write the table as JSON here.")
 @click.option(
     "--mediapipe/--no-mediapipe",
     default=True,

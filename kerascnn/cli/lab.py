@@ -6,10 +6,14 @@ from pathlib import Path
 
 import click
 
+from .options import OUT_DIR
+
 
 @click.command("lab")
 @click.argument("name")
-@click.option("--out", default="lab", show_default=True, help="Folder for NAME.json and NAME.png.")
+@click.option(
+    "--out", default="lab", show_default=True, type=OUT_DIR, help="Folder for NAME.json and NAME.png."
+)
 @click.option("--quick", is_flag=True, help="A small budget (seconds to minutes on 2 CPU cores).")
 @click.option("--data", default=None, help="The dataset, for the experiments that train.")
 def lab_cmd(name, out, quick, data):

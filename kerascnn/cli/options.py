@@ -4,6 +4,8 @@ raises ``click.BadParameter`` naming its option), and the TrainConfig defaults t
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
 
@@ -16,6 +18,49 @@ NON_NEGATIVE_FLOAT = click.FloatRange(min=0)
 PERCENT = click.FloatRange(0, 100)
 
 TRAIN_DEFAULTS = kconfig.TrainConfig()  # the defaults `kerascnn train` shows
+
+
+class OutputPath(click.ParamType):
+    """An output option's path, checked before any work starts: a file (``kind="file"``) must not be an
+    existing folder, a folder (``kind="dir"``) must not be an existing file, and the nearest existing
+    folder above it must be a folder the user can write in (not a file: ``--output notes.txt/run``).
+    The value stays the string the user gave."""
+
+    name = "path"
+
+    def __init__(self, kind: str = "file"):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if value is None or not isinstance(value, str):
+            return value
+        problem = output_problem(value, self.kind)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def output_problem(value: str, kind: str = "file") -> str | None:
+    """Why ``value`` cannot be written as a ``kind`` ("file" or "dir"), or None."""
+    if not str(value).strip():
+        return "an empty path"
+    path = Path(value).expanduser()
+    if kind == "file" and path.is_dir():
+        return f"'{value}' is a folder; a file name is wanted here (such as '{Path(value) / 'out.json'}')"
+    if kind == "dir" and path.exists() and not path.is_dir():
+        return f"'{value}' is a file; a folder is wanted here (it is created when missing)"
+    for parent in path.absolute().parents:
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"cannot write in '{parent}' (permission denied)"
+            return None
+        if parent.exists() or parent.is_symlink():
+            return f"'{parent}' is a file (or a broken link), so nothing can be written under it"
+    return None
+
+
+OUT_FILE = OutputPath("file")
+OUT_DIR = OutputPath("dir")
 
 
 def parse_shape(value: str | None, param_hint: str = "--input-shape"):

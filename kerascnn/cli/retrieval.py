@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .options import POSITIVE_INT, parse_floats
+from .options import OUT_DIR, OUT_FILE, POSITIVE_INT, parse_floats
 
 
 def retrieval_backends() -> tuple[str, ...]:
@@ -19,7 +19,9 @@ def retrieval_backends() -> tuple[str, ...]:
 @click.command("index")
 @click.argument("run_or_model")
 @click.option("--data", required=True, help="Built-in dataset, folder of class folders, or folder of images.")
-@click.option("--out", required=True, help="Index file (.npz). An existing index is appended to.")
+@click.option(
+    "--out", required=True, type=OUT_FILE, help="Index file (.npz). An existing index is appended to."
+)
 @click.option("--layer", default=None, help="Embedding layer [default: the global-pooling output].")
 @click.option("--split", default=None, help="train or test (built-in data, train/test folders) [train].")
 @click.option("--mean", default=None, help="Normalization mean(s), pixel units [the run's, 127.5].")
@@ -31,7 +33,7 @@ def retrieval_backends() -> tuple[str, ...]:
 @click.option(
     "--eval-queries", type=POSITIVE_INT, default=None, help="Evaluate on a random subset of the test split."
 )
-@click.option("--json", "json_path", default=None, help="Write the evaluation here.")
+@click.option("--json", "json_path", default=None, type=OUT_FILE, help="Write the evaluation here.")
 def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, overwrite, evaluate, **opts):
     """Embed DATA with a model's feature extractor into a searchable index (L2-normalized vectors)."""
     from kerascnn import retrieval
@@ -77,9 +79,15 @@ def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, over
 @click.option("-k", type=POSITIVE_INT, default=5, show_default=True, help="Neighbours per query.")
 @click.option("--model", default=None, help="Run folder or model file [default: the index's own].")
 @click.option("--backend", type=click.Choice(retrieval_backends()), default="auto", show_default=True)
-@click.option("--out", default="search_results", show_default=True, help="Folder for one PNG grid per query.")
+@click.option(
+    "--out",
+    default="search_results",
+    show_default=True,
+    type=OUT_DIR,
+    help="Folder for one PNG grid per query.",
+)
 @click.option("--no-grid", is_flag=True, help="Do not write the PNG grids.")
-@click.option("--json", "json_path", default=None, help="Write the results here.")
+@click.option("--json", "json_path", default=None, type=OUT_FILE, help="Write the results here.")
 def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
     """The K nearest indexed images of each IMAGE (a file, or NAME:SPLIT:I of a built-in dataset)."""
     from kerascnn import retrieval

@@ -11,6 +11,8 @@ from kerascnn import recipe as krecipe  # light: the recipe's rules, which the h
 
 from .options import (
     NON_NEGATIVE_FLOAT,
+    OUT_DIR,
+    OUT_FILE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
     TRAIN_DEFAULTS,
@@ -61,7 +63,7 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     help="fashion_mnist, mnist, a folder of class sub-folders (or train/ val/ test/), a .csv/.tsv "
     "of path,label[,split] rows, or tfds:NAME.",
 )
-@click.option("--output", default=None, help="Run folder [default: runs/MODEL].")
+@click.option("--output", default=None, type=OUT_DIR, help="Run folder [default: runs/MODEL].")
 @click.option(
     "--epochs",
     type=POSITIVE_INT,
@@ -270,7 +272,7 @@ def train_cmd(ctx, **opts):
     help="Average the posteriors of N augmented copies.",
 )
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
-@click.option("--json", "json_path", default=None, help="Write the metrics here.")
+@click.option("--json", "json_path", default=None, type=OUT_FILE, help="Write the metrics here.")
 @click.option("--confusion", default=None, help="Write the confusion matrix PNG here.")
 def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""

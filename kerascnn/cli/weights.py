@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import OUT_DIR
+
 
 @click.group("weights")
 def weights_group():
@@ -19,7 +21,9 @@ def weights_group():
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width (MobileNets).")
 @click.option("--input-size", type=int, default=224, show_default=True, help="Input side (MobileNets).")
 @click.option("--include-top", is_flag=True, help="Also the file with the 1000-class ImageNet classifier.")
-@click.option("--out", default="imagenet-weights", show_default=True, help="The folder to write.")
+@click.option(
+    "--out", default="imagenet-weights", show_default=True, type=OUT_DIR, help="The folder to write."
+)
 @click.option("--from", "base_url", default=None, help="A mirror holding the files under their names.")
 def weights_fetch_cmd(model, alpha, input_size, include_top, out, base_url):
     """Download MODEL's ImageNet weights file(s) into OUT, with a manifest `weights add` checks."""
