@@ -25,8 +25,8 @@ def tree_sum(folder) -> str:
 
 
 CASES = [
-    (["train", "--model", "lenet5", "--data", "fashion_mnist", "--output", "{file}"], "--output", "is a file"),
-    (["train", "--model", "lenet5", "--data", "fashion_mnist", "--output", "{file}/sub"], "--output", "is a file"),
+    (["train", "--model", "lenet5", "--output", "{file}"], "--output", "is a file"),
+    (["train", "--model", "lenet5", "--output", "{file}/sub"], "--output", "is a file"),
     (["explain", "m.keras", "x.png", "--out", "{file}"], "--out", "is a file"),
     (["search", "i.npz", "x.png", "--out", "{file}"], "--out", "is a file"),
     (["weights", "fetch", "mobilenet_v2", "--out", "{file}"], "--out", "is a file"),
