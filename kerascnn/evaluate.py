@@ -7,7 +7,67 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import KerascnnError
 from .runs import atomic_save_figure, atomic_write_json, pyplot
+
+
+class ClassMatchError(KerascnnError, ValueError):
+    """The data's classes are not the model's; the message names both lists and the way to map them."""
+
+
+def _unnamed(names: list[str]) -> bool:
+    """Class names that carry no meaning: digit folders, or a model's positions ('0', '1', ...)."""
+    return all(str(n).isdigit() for n in names)
+
+
+def match_classes(model_names, data_names, where: str, mapping: dict | None = None):
+    """(index, note): for each of the data's classes, the index of the model's class of that name, and a
+    sentence to say once when the match was not plain (another order, another case, a user's map).
+
+    As ``validate`` matches an exported file's labels: by name (the same names in another order are
+    mapped), then ignoring case when that is unambiguous; by position only when either side is unnamed
+    (digit folders, a model without names) and the counts agree. ``mapping`` ({data name: model name},
+    ``--class-map``) renames the data's classes first. The data may hold fewer classes than the model (a
+    test folder of some classes). Anything else raises :class:`ClassMatchError` naming both lists."""
+    model_names = [str(n) for n in model_names]
+    data_names = [str(n) for n in data_names]
+    mapping = dict(mapping or {})
+    unknown = [k for k in mapping if k not in data_names]
+    if unknown:
+        raise ClassMatchError(
+            f"--class-map: {', '.join(unknown)} is not a class of the data ({', '.join(data_names)})"
+        )
+    wanted = [mapping.get(n, n) for n in data_names]
+    how = f"mapped as given ({_pairs(mapping)}) and " if mapping else ""
+    if wanted == model_names:
+        return np.arange(len(model_names)), (
+            f"classes mapped as given: {_pairs(mapping)}" if mapping else None
+        )
+    if len(set(wanted)) == len(wanted) and set(wanted) <= set(model_names):
+        index = np.array([model_names.index(n) for n in wanted])
+        return index, f"classes {how}matched by name: the data's order differs from {where}'s"
+    folded = [n.casefold() for n in model_names]
+    if len(set(folded)) == len(folded) and all(n.casefold() in folded for n in wanted):
+        index = np.array([folded.index(n.casefold()) for n in wanted])
+        if len(set(index.tolist())) == len(index):
+            renamed = {w: model_names[i] for w, i in zip(wanted, index, strict=True) if w != model_names[i]}
+            return index, f"classes {how}matched by name ignoring case: {_pairs(renamed)}"
+    if (
+        len(model_names) == len(data_names)
+        and (_unnamed(model_names) or _unnamed(data_names))
+        and not mapping
+    ):
+        return np.arange(len(model_names)), None
+    missing = [n for n in wanted if n not in model_names]
+    raise ClassMatchError(
+        f"the data's classes ({', '.join(data_names)}) are not {where}'s ({', '.join(model_names)}): "
+        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among the model's. If they are "
+        "the same classes under other names, map them: --class-map DATA_NAME=MODEL_NAME (repeatable)"
+    )
+
+
+def _pairs(mapping: dict) -> str:
+    return ", ".join(f"{a} -> {b}" for a, b in mapping.items())
 
 
 def predict(model, images: np.ndarray, normalize, batch_size: int = 256, tta: int = 1) -> np.ndarray:

@@ -81,13 +81,48 @@ def test_evaluate_cli_and_tta(run_dir, tmp_path):
     assert metrics["tta"] == 2 and metrics["samples"] == 10000
 
 
-def test_evaluate_refuses_other_classes(run_dir, tmp_path):
+def test_evaluate_refuses_other_classes_naming_both_lists(run_dir, tmp_path):
+    """Issue 43: classes are matched by name, as validate does; folders of other names are refused, naming
+    both lists and --class-map (they were scored by position: top-1 0.0000, exit 0)."""
     from tests.data.test_data import make_folder
 
     make_folder(tmp_path / "two", per_class=2)
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(tmp_path / "two")])
-    assert result.exit_code != 0
-    assert "predicts 10 classes but --data" in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the data's classes (cat, dog) are not the model's (T-shirt/top, Trouser," in result.output
+    assert "--class-map DATA_NAME=MODEL_NAME" in result.output
+    result = CliRunner().invoke(
+        main, ["evaluate", str(run_dir), "--data", str(tmp_path / "two"), "--class-map", "cat=Bag"]
+    )
+    assert result.exit_code == 1 and "dog is not among the model's" in result.output
+
+
+def test_evaluate_matches_classes_by_name_in_any_order_or_case(run_dir, tmp_path):
+    """The same images under lower-case names in another order score as under the run's names; the
+    mapping is said once; --class-map maps names that differ."""
+    from tests.data.test_data import make_folder
+
+    classes = ["Trouser", "Bag", "Sneaker"]
+    same = make_folder(tmp_path / "same", classes=classes, per_class=3)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for cls, new in zip(classes, ["zz_trouser", "bag", "SNEAKER"], strict=True):
+        (same / cls).rename(renamed / new)
+    make_folder(same, classes=classes, per_class=3)  # the same pictures again under the run's names
+
+    def score(folder, *extra):
+        out = tmp_path / f"{folder.name}{len(extra)}.json"
+        args = ["evaluate", str(run_dir), "--data", str(folder), "--json", str(out), *extra]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads(out.read_text())
+
+    _, want = score(same)
+    said, got = score(renamed, "--class-map", "zz_trouser=Trouser")
+    note = "mapped as given (zz_trouser -> Trouser) and matched by name ignoring case: SNEAKER -> Sneaker, "
+    assert note + "bag -> Bag" in said, said
+    assert got["top1"] == want["top1"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    assert got["samples"] == 9 and got["class_names"][:2] == ["T-shirt/top", "Trouser"]
 
 
 def test_evaluate_scores_a_folder_of_class_folders_whole(run_dir, tmp_path):
@@ -96,10 +131,22 @@ def test_evaluate_scores_a_folder_of_class_folders_whole(run_dir, tmp_path):
     from tests.data.test_data import make_folder
 
     classes = json.loads((run_dir / "state.json").read_text())["class_names"]
+    classes[0] = "T-shirt"  # "T-shirt/top" cannot be a folder's name: mapped by --class-map
     folder = make_folder(tmp_path / "mine", classes=classes, per_class=3)
     out = tmp_path / "m.json"
-    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(folder), "--json", str(out)])
+    args = [
+        "evaluate",
+        str(run_dir),
+        "--data",
+        str(folder),
+        "--json",
+        str(out),
+        "--class-map",
+        "T-shirt=T-shirt/top",
+    ]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert "matched by name" in result.output  # the folders list alphabetically, the model's order is not
     assert f"30 images: every image of {folder}" in result.output
     assert json.loads(out.read_text())["samples"] == 30
 
@@ -307,3 +354,18 @@ def test_cli_model_kwargs_reach_the_builder(tmp_path):
     assert any(layer.name == "stage2_block1_0_conv" for layer in model.layers)  # the B projection
     bad = CliRunner().invoke(main, ["train", "--model-kwargs", "alpha", "--output", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "expected KEY=VALUE" in bad.output
+
+
+def test_match_classes_rules():
+    from kerascnn.evaluate import ClassMatchError, match_classes
+
+    index, note = match_classes(["a", "b", "c"], ["c", "a"], "the model")  # a test folder of two classes
+    assert index.tolist() == [2, 0] and "order differs" in note
+    assert match_classes(["0", "1"], ["cat", "dog"], "the model")[0].tolist() == [0, 1]  # an unnamed model
+    assert match_classes(["a", "b"], ["a", "b"], "the model")[1] is None
+    with pytest.raises(ClassMatchError, match=r"classes \(x, y, z\) are not the model.s \(a, b, c\)"):
+        match_classes(["a", "b", "c"], ["x", "y", "z"], "the model")
+    with pytest.raises(ClassMatchError, match="--class-map: w is not a class of the data"):
+        match_classes(["a", "b"], ["x", "y"], "the model", {"w": "a"})
+    with pytest.raises(ClassMatchError):  # two of the data's classes onto one of the model's
+        match_classes(["a", "b"], ["x", "y"], "the model", {"x": "a", "y": "a"})

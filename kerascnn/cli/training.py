@@ -273,9 +273,20 @@ def train_cmd(ctx, **opts):
 )
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
 @click.option("--json", "json_path", default=None, type=OUT_FILE, help="Write the metrics here.")
-@click.option("--confusion", default=None, help="Write the confusion matrix PNG here.")
-def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
+@click.option("--confusion", default=None, type=OUT_FILE, help="Write the confusion matrix PNG here.")
+@click.option(
+    "--class-map",
+    "class_map",
+    multiple=True,
+    help="DATA_NAME=MODEL_NAME, repeatable: the data's class folder DATA_NAME holds the model's class "
+    "MODEL_NAME (classes are otherwise matched by name, as validate does, ignoring case when unambiguous).",
+)
+def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion, class_map):
     """Top-1, top-5 and per-class accuracy of a run folder or model file on DATA's test split."""
+    import dataclasses
+
+    import numpy as np
+
     from kerascnn import data as kdata
     from kerascnn import evaluate as kevaluate
     from kerascnn.runs import ModelFileError, Run, RunFileError, image_input_shape
@@ -292,17 +303,21 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     data = data or run.data
     if data is None:
         raise click.BadParameter("give --data for a model file", param_hint="--data")
+    mapping = _parse_class_map(class_map)
     scored = kdata.load_eval_set(data, (h, w), c, held_out=held_out, val_split=run.val_split, seed=run.seed)
     classes = model.output_shape[-1]
-    if classes != len(scored.class_names):
-        raise click.ClickException(
-            f"{model_file} predicts {classes} classes but --data {data} has {len(scored.class_names)} "
-            f"({', '.join(scored.class_names)})"
-        )
+    names = run.class_names or [str(i) for i in range(classes)]
+    if classes != len(names):
+        raise click.ClickException(f"{model_file} predicts {classes} classes but its run names {len(names)}")
+    try:
+        index, note = kevaluate.match_classes(names, scored.class_names, "the model", mapping)
+    except kevaluate.ClassMatchError as e:
+        raise click.ClickException(f"--data {data}: {e}") from None
+    if note:
+        click.echo(f"--data {data}: {note}")
+    split = dataclasses.replace(scored.split, labels=index[scored.split.labels].astype(np.int32))
     normalize = kdata.Normalization(tuple(mean), tuple(std))
-    metrics = kevaluate.evaluate(
-        model, scored.split, normalize, scored.class_names, batch_size=batch_size, tta=tta
-    )
+    metrics = kevaluate.evaluate(model, split, normalize, names, batch_size=batch_size, tta=tta)
     metrics["images"] = scored.source
     topk = next(k for k in metrics if k.startswith("top") and k != "top1")
     click.echo(f"{model_file}: {scored.source}, tta {tta}")
@@ -310,12 +325,7 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     last = run.last_epoch_file()
     if last is not None:  # model_best.keras is another epoch than the last: best against last
         other = kevaluate.evaluate(
-            Run.open(last).load_model(),
-            scored.split,
-            normalize,
-            scored.class_names,
-            batch_size=batch_size,
-            tta=tta,
+            Run.open(last).load_model(), split, normalize, names, batch_size=batch_size, tta=tta
         )
         metrics["last"] = {"file": str(last), "top1": other["top1"], topk: other[topk]}
         click.echo(f"{last.name}: top-1 {other['top1']:.4f}   {topk} {other[topk]:.4f}   ({run.best_note()})")
@@ -324,7 +334,22 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion):
     if json_path:
         kevaluate.write_json(metrics, json_path)
     if confusion:
-        kevaluate.plot_confusion(metrics["confusion_matrix"], scored.class_names, confusion)
+        kevaluate.plot_confusion(metrics["confusion_matrix"], names, confusion)
+
+
+def _parse_class_map(values) -> dict:
+    """--class-map red=Red --class-map x=a -> {"red": "Red", "x": "a"}."""
+    mapping = {}
+    for value in values:
+        data_name, sep, model_name = value.partition("=")
+        if not sep or not data_name.strip() or not model_name.strip():
+            raise click.BadParameter(
+                f"expected DATA_NAME=MODEL_NAME such as red=Red; got '{value}'", param_hint="--class-map"
+            )
+        if data_name.strip() in mapping:
+            raise click.BadParameter(f"'{data_name.strip()}' is mapped twice", param_hint="--class-map")
+        mapping[data_name.strip()] = model_name.strip()
+    return mapping
 
 
 def _same_data(data: str, run_data: str | None) -> bool:
