@@ -422,6 +422,7 @@ class FileList:
     paths: list[Path]
     labels: list[str]
     splits: list[str | None]
+    repeated: list[str] = field(default_factory=list)  # rows dropped as repeats of an earlier row, said
 
     @property
     def class_names(self) -> list[str]:
@@ -445,6 +446,7 @@ def read_file_list(path) -> FileList:
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     paths, labels, splits, bad = [], [], [], []
+    lines: list[int] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -468,6 +470,7 @@ def read_file_list(path) -> FileList:
                     paths.append(file if file.is_absolute() else path.parent / file)
                     labels.append(fields[1])
                     splits.append(fields[2] if len(fields) == 3 else None)
+                    lines.append(line)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"--data {path}: cannot be read as a file list ({e})") from None
     if bad:
@@ -477,13 +480,52 @@ def read_file_list(path) -> FileList:
         raise DataError(f"--data {path}: the file list has no rows (expected path{delimiter}label)")
     if any(splits) and not all(splits):
         raise DataError(f"--data {path}: give a split for every row or for none")
-    return FileList(path, paths, labels, splits)
+    return _without_repeats(FileList(path, paths, labels, splits), lines)
+
+
+def _without_repeats(rows: FileList, lines: list[int]) -> FileList:
+    """The file list with each image once: a row that repeats an earlier one (the same file, label and
+    split) is dropped and said; the same file under two labels, or in two splits (a leak: it would be
+    scored on what it trained on), is an error naming the lines. Files are compared by their resolved
+    path, so ``a.png`` and ``./sub/../a.png`` are one."""
+    first: dict[str, int] = {}
+    keep, repeated, conflicts = [], [], []
+    for i, path in enumerate(rows.paths):
+        key = os.path.normcase(os.path.realpath(path))
+        j = first.setdefault(key, i)
+        if j == i:
+            keep.append(i)
+        elif (rows.labels[i], rows.splits[i]) == (rows.labels[j], rows.splits[j]):
+            repeated.append(f"line {lines[i]} repeats line {lines[j]}")
+        else:
+            what = "label" if rows.labels[i] != rows.labels[j] else "split"
+            conflicts.append(
+                f"{rows.paths[j]} is on line {lines[j]} ({rows.labels[j]}"
+                f"{', ' + rows.splits[j] if rows.splits[j] else ''}) and line {lines[i]} ({rows.labels[i]}"
+                f"{', ' + rows.splits[i] if rows.splits[i] else ''}): another {what}"
+            )
+    if conflicts:
+        more = f" (and {len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+        raise DataError(
+            f"--data {rows.source}: {len(conflicts)} image(s) listed twice with another label or split: "
+            f"{'; '.join(conflicts[:5])}{more}. Keep one row for each image"
+        )
+    if not repeated:
+        return rows
+    paths, labels, splits = ([values[i] for i in keep] for values in (rows.paths, rows.labels, rows.splits))
+    return FileList(rows.source, paths, labels, splits, repeated)
 
 
 def load_file_list(
     data, size, channels: int, val_split: float = 0.1, seed: int = 0, cache: str = "ram", say=None
 ) -> ImageData:
     rows = read_file_list(data)
+    if rows.repeated and say:
+        more = f", and {len(rows.repeated) - 3} more" if len(rows.repeated) > 3 else ""
+        say(
+            f"--data {data}: {len(rows.repeated)} repeated row(s) read once ({'; '.join(rows.repeated[:3])}"
+            f"{more})"
+        )
     class_names = rows.class_names
     if len(class_names) < 2:
         raise DataError(f"--data {data}: a single class ('{class_names[0]}'); classification needs two")

@@ -282,6 +282,38 @@ def test_bad_rows_are_reported_with_their_line_numbers(tmp_path):
     assert "line 5: split 'holdout'" in message
 
 
+def test_repeated_rows_are_read_once_and_said(tmp_path):
+    """Issue 43: a list with every row twice trained with each image twice, and the 25% held out for
+    validation were also training images. Now each image is read once, and the repeats are said."""
+    root = make_folder(tmp_path / "imgs", per_class=4)
+    rows = [f"{cls}/{i}{('.png', '.jpg', '.bmp')[i % 3]},{cls}" for cls in ("cat", "dog") for i in range(4)]
+    rows += [f"./{rows[0]}", *rows[1:]]  # every row again; the first as ./cat/0.png
+    (root / "twice.csv").write_text("\n".join(rows))
+    said = []
+    ds = kdata.load_dataset(str(root / "twice.csv"), (8, 8), 1, val_split=0.25, say=said.append)
+    assert len(ds.train) + len(ds.val) == 8
+    assert not set(ds.train.paths) & set(ds.val.paths)  # no validation image is a training image
+    assert said == [f"--data {root / 'twice.csv'}: 8 repeated row(s) read once (line 9 repeats line 1; "
+                    "line 10 repeats line 2; line 11 repeats line 3, and 5 more)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("second", ["dog", "cat,test"], ids=["another label", "another split"])
+def test_an_image_under_two_labels_or_splits_is_an_error_naming_the_lines(tmp_path, second):
+    root = make_folder(tmp_path / "imgs", per_class=3)
+    split = ",train" if "," in second else ""
+    rows = [
+        f"{cls}/{i}{('.png', '.jpg', '.bmp')[i % 3]},{cls}{split}" for cls in ("cat", "dog") for i in range(3)
+    ]
+    rows.append(f"cat/0.png,{second}")
+    (root / "list.csv").write_text("path,label" + ",split" * bool(split) + "\n" + "\n".join(rows))
+    with pytest.raises(kdata.DataError) as info:
+        kdata.load_dataset(str(root / "list.csv"), (8, 8), 1)
+    assert "1 image(s) listed twice with another label or split" in str(info.value)
+    assert f"{root / 'cat' / '0.png'} is on line 2 (cat" in str(info.value) and "and line 8" in str(
+        info.value
+    )
+
+
 def test_train_on_a_csv_file_list(tmp_path):
     from kerascnn.train import TrainConfig, train
 
