@@ -150,10 +150,29 @@ def _loaded(path, im):
 # ------------------------------------------------------------------------------------------------
 
 
+def float_to_8bit(values: np.ndarray) -> np.ndarray:
+    """Floating-point samples (a float TIFF) as 8 bits, scaled and never clipped: [0, 1] (the usual
+    convention) to [0, 255]; other non-negative values from [0, their maximum]; values below zero from
+    [their minimum, their maximum]. NaN and infinities count as 0 and the largest finite value."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return np.zeros(values.shape, np.uint8)
+    low, high = float(finite.min()), float(finite.max())
+    values = np.nan_to_num(values, nan=0.0, posinf=high, neginf=low)
+    if low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    elif low >= 0:
+        low = 0.0
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def viewable(im):
     """A Pillow image as an image viewer shows it, in 8-bit ``L`` or ``RGB``: the EXIF orientation
     applied; 16-bit and 32-bit samples scaled to 8 bits (their most significant byte, as Pillow does for
-    16-bit RGB; not clipped at 255, which turns a 16-bit photo white); anything with transparency
+    16-bit RGB; not clipped at 255, which turns a 16-bit photo white); floating-point samples scaled to
+    their range (:func:`float_to_8bit`: [0, 1], else [0, max]); anything with transparency
     (RGBA, LA, a palette with a transparent index) composited over white; CMYK, YCbCr and the other
     modes converted by Pillow. An animation gives its first frame; a multi-image HEIC/HEIF its primary
     image (pillow-heif opens it on that one). HEIF has no EXIF rotation of its own: libheif applies the
@@ -170,9 +189,7 @@ def viewable(im):
             wide = wide * 65535 // max(1, int(wide.max()))
         return Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), "L")
     if im.mode == "F":
-        values = np.nan_to_num(np.asarray(im, np.float64))
-        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")
+        return Image.fromarray(float_to_8bit(np.asarray(im, np.float64)), "L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode in ("L", "1") and "transparency" in im.info:  # a colour key (PNG tRNS)

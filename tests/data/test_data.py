@@ -208,6 +208,12 @@ def _viewer_corpus(folder):
     frames = [Image.new("RGB", (16, 8), c) for c in ((0, 0, 255), (255, 255, 0))]
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
     expected["animated.gif"] = np.full((8, 16, 3), (0, 0, 255), np.uint8)  # the first frame
+    float_ramp = np.tile(np.linspace(0, 1000, 16, dtype=np.float32), (8, 1))  # issue 43: was clipped at 255
+    Image.fromarray(float_ramp, "F").save(folder / "float.tif")
+    expected["float.tif"] = np.repeat(np.round(float_ramp / 1000 * 255).astype(np.uint8)[..., None], 3, -1)
+    unit = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (8, 1))  # [0, 1]: the usual float convention
+    Image.fromarray(unit, "F").save(folder / "unit.tif")
+    expected["unit.tif"] = np.repeat(np.round(unit * 255).astype(np.uint8)[..., None], 3, -1)
     return expected
 
 
@@ -367,4 +373,17 @@ def test_validate_reads_a_tfds_test_split():
     assert (
         len(data.frames) == 4
         and data.description == "4 of the 6 images: the test split of tfds:beans (--limit 4)"
+    )
+
+
+def test_float_samples_are_scaled_to_their_range_never_clipped():
+    from kerascnn.data.decode import float_to_8bit
+
+    assert float_to_8bit(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+    assert float_to_8bit(np.array([0.0, 500.0, 1000.0])).tolist() == [0, 128, 255]
+    assert float_to_8bit(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]  # a signed range
+    assert float_to_8bit(np.array([np.nan, np.inf, 2.0, 4.0])).tolist() == [0, 255, 128, 255]
+    assert (
+        float_to_8bit(np.array([np.nan])).tolist() == [0]
+        and float_to_8bit(np.full(3, 7.0)).tolist() == [255] * 3
     )
