@@ -60,7 +60,8 @@ def augment_config(preset: str = "standard", **overrides) -> AugmentConfig:
     unknown = set(overrides.get("exclude", {})) - set(AugmentConfig.OPS)
     if unknown:
         raise ConfigError(
-            f"cannot exclude unknown op(s) {', '.join(sorted(unknown))}; ops: {', '.join(AugmentConfig.OPS)}"
+            f"--no-aug-for {', '.join(sorted(unknown))}: no such augmentation op; the ops: "
+            f"{', '.join(AugmentConfig.OPS)}"
         )
     return replace(PRESETS[preset], **overrides)
 
@@ -149,7 +150,9 @@ class Augmenter:
             bad = [c for c in classes if not 0 <= c < num_classes]
             if bad:
                 raise ConfigError(
-                    f"exclude[{op}]: class indices {bad} out of range for {num_classes} classes"
+                    f"--no-aug-for {op}={','.join(map(str, classes))}: class {', '.join(map(str, bad))} "
+                    f"is not one of the data's {num_classes} classes (numbered 0 to {num_classes - 1}, in "
+                    "the order of the class folders)"
                 )
             mask = np.zeros(num_classes, bool)
             mask[classes] = True

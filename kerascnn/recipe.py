@@ -380,7 +380,8 @@ def choose_schedule(
       get more, noisier steps, which is what they need;
     * epochs: enough for a budget of ~4,000 optimizer steps, in [10, 40] epochs (a large set gets 10);
     * lr: the optimizer's default peak for Adam/AdamW (their step size does not grow with the batch),
-      scaled linearly with the batch from 128 for SGD;
+      scaled linearly with the batch from 128 for SGD (the batch a step really sees: a --batch-size
+      beyond the training images counts as their number);
     * warm-up: the first ~300 steps (at most a fifth of the run; none with --schedule step);
     * a short run, ``--epochs`` below the epochs derived above (``budget``: their ratio; not when
       fine-tuning): SGD (SHORT_OPTIMIZER) unless ``--optimizer`` or ``--lr`` was given, the peak lr
@@ -408,7 +409,8 @@ def choose_schedule(
         optimizer = SHORT_OPTIMIZER
         chosen.append("optimizer")
     if "lr" not in given and lr is None:
-        lr = DEFAULT_LR[optimizer] * (batch_size / 128 if optimizer == "sgd" else 1.0)
+        used = min(batch_size, train_images) if train_images else batch_size  # a step sees at most them all
+        lr = DEFAULT_LR[optimizer] * (used / 128 if optimizer == "sgd" else 1.0)
         lr *= min(SHORT_LR_BOOST, 1.0 / budget)
         chosen.append("lr")
     if "warmup_epochs" not in given:

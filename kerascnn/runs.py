@@ -18,12 +18,14 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KerascnnError
+from .lock import WriteLock
 
 MODEL_FILES = ("model_best.keras", "model_last.keras")  # a run folder's models, in order of preference
 DEFAULT_MEAN = DEFAULT_STD = (127.5,)  # pixel units: what a model file without a run folder is given
@@ -188,6 +190,23 @@ def read_train_config(run_dir) -> dict:
         raise ModelFileError(f"{path}: not a kerascnn run configuration ({type(e).__name__}: {e})") from None
 
 
+def load_config(run_dir):
+    """The TrainConfig a run folder was trained with (what ``--resume`` continues)."""
+    from .config import TrainConfig
+
+    saved = read_train_config(run_dir)
+    try:
+        cfg = TrainConfig(**saved)
+    except TypeError as e:
+        raise RunError(
+            f"{Path(run_dir) / 'config.json'}: not a kerascnn training configuration ({e})"
+        ) from None
+    if cfg.input_shape is not None:
+        cfg.input_shape = tuple(cfg.input_shape)
+    cfg.mean, cfg.std = tuple(cfg.mean), tuple(cfg.std)
+    return cfg
+
+
 def read_state(run_dir) -> dict | None:
     """A run folder's ``state.json`` (epochs done, best score, class names), or None before epoch 1."""
     path = Path(run_dir) / "state.json"
@@ -282,6 +301,54 @@ def recover_run_folder(run_dir, state: dict | None) -> list[str]:
             p.unlink()
             actions.append(f"removed {p.name}, left by an interrupted write")
     return actions
+
+
+# ------------------------------------------------------------------------------------------------
+# Run folders: is there room for a new run?
+# ------------------------------------------------------------------------------------------------
+
+
+def holds_a_run(run_dir: Path, name_the_writer: bool = True) -> bool:
+    """Anything in the folder but hidden files (the lock, what an interrupted write left) and, in a
+    multi-worker run, other workers' sub-folders. Another command writing it is named."""
+    if not run_dir.exists():
+        return False
+    if not any(not p.name.startswith((".", "worker")) for p in run_dir.iterdir()):
+        return False
+    lock = WriteLock.for_run(run_dir)
+    if name_the_writer and lock.lock_file.exists():  # (no lock file: no writer, and none is made here)
+        lock.acquire().release()  # LockedError, naming the writer, while one runs
+    return True
+
+
+def new_run_problem(run_dir: Path, overwrite: bool) -> str | None:
+    """Why a new run cannot start in ``run_dir`` (None when it can): it holds a run (unless
+    ``overwrite``), or files that are not a kerascnn run (never deleted, even with ``overwrite``)."""
+    if not holds_a_run(run_dir):
+        return None
+    if not (run_dir / "config.json").exists():
+        files = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+        return (
+            f"'{run_dir}' holds files that are not a kerascnn run ({', '.join(files[:5])}{more}); give "
+            "--output a new or empty folder"
+        )
+    if overwrite:
+        return None
+    return (
+        f"'{run_dir}' already holds a run; pass --resume to continue it, --overwrite to start it again in "
+        "place (deleting it), or --output for a new run folder"
+    )
+
+
+def clear_run_folder(run_dir: Path, lock: WriteLock) -> None:
+    """``--overwrite``: delete the earlier run in ``run_dir`` (a kerascnn run: it has a config.json),
+    under its write ``lock``, which stays."""
+    if not (run_dir / "config.json").exists():
+        return
+    for p in run_dir.iterdir():
+        if p != lock.lock_file:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 @dataclass

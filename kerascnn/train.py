@@ -56,34 +56,18 @@ from .distribute import cluster_task, is_chief, make_strategy, prebuild_for_mult
 from .lock import WriteLock
 from .optim import compile_model, make_optimizer, make_schedule
 from .runs import (
+    MODEL_FILES,
     RunError,
     atomic_write_json,
+    clear_run_folder,
+    holds_a_run,
     initial_state,
+    load_config,
+    new_run_problem,
     read_state,
-    read_train_config,
     recover_run_folder,
     write_or_stop,
 )
-
-# ------------------------------------------------------------------------------------------------
-# The run's configuration
-# ------------------------------------------------------------------------------------------------
-
-
-def load_config(run_dir) -> TrainConfig:
-    """The TrainConfig a run folder was trained with (what ``--resume`` continues)."""
-    saved = read_train_config(run_dir)
-    try:
-        cfg = TrainConfig(**saved)
-    except TypeError as e:
-        raise RunError(
-            f"{Path(run_dir) / 'config.json'}: not a kerascnn training configuration ({e})"
-        ) from None
-    if cfg.input_shape is not None:
-        cfg.input_shape = tuple(cfg.input_shape)
-    cfg.mean, cfg.std = tuple(cfg.mean), tuple(cfg.std)
-    return cfg
-
 
 # ------------------------------------------------------------------------------------------------
 # Model
@@ -181,21 +165,27 @@ class _Run:
     log: Callable = print
 
 
-def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None = None) -> Path:
+def train(
+    cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None = None, overwrite: bool = False
+) -> Path:
     """Train (or resume) a run; returns the run folder. The stages: open the run, load the data,
     build the models, (then only) write the run folder, fit the phases, report on the test split.
 
     ``given`` maps the TrainConfig fields the user set explicitly to their option names; resuming, they
     must match the run's, except ``epochs``, which may grow (see :func:`_apply_resume_options`). With
     ``given`` (``kerascnn train`` always passes it), a new run derives the fields not in it from the data
-    (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is."""
+    (:mod:`kerascnn.recipe`); ``given=None`` (a Python caller) trains ``cfg`` exactly as it is.
+    ``overwrite``: a new run in a folder that holds an earlier kerascnn run, which is deleted first
+    (only once the new run's data and model are ready; nothing of it is kept)."""
     if resume and given is not None and not cfg.output:  # the folder of a run whose model the recipe
         recipe.apply_model_choice(cfg, given)  # chose: runs/<the model chosen for this data>
-    run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume)
+    if resume and overwrite:
+        raise ConfigError("--overwrite starts the run afresh, --resume continues it: give one of them")
+    run = _open_run(cfg, resume, given or {}, derive=given is not None and not resume, overwrite=overwrite)
     try:
         _load_data(run)
         _build_models(run)  # a model that cannot be built writes nothing
-        _start_run_folder(run)
+        _start_run_folder(run, overwrite)
         _fit_phases(run)
         _report(run)
     finally:
@@ -204,19 +194,9 @@ def train(cfg: TrainConfig, resume: bool = False, given: dict[str, str] | None =
     return run.run_dir
 
 
-def _holds_a_run(run_dir: Path, name_the_writer: bool = True) -> bool:
-    """Anything in the folder but hidden files (the lock, what an interrupted write left) and, in a
-    multi-worker run, other workers' sub-folders. Another command writing it is named."""
-    if not run_dir.exists():
-        return False
-    if not any(not p.name.startswith((".", "worker")) for p in run_dir.iterdir()):
-        return False
-    if name_the_writer:
-        WriteLock.for_run(run_dir).acquire().release()  # LockedError, naming the writer, while one runs
-    return True
-
-
-def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: bool = False) -> _Run:
+def _open_run(
+    cfg: TrainConfig, resume: bool, given: dict[str, str], derive: bool = False, overwrite: bool = False
+) -> _Run:
     """Check the configuration, start the strategy and find the run folder (and, resuming, lock it,
     finish or undo a half-done commit and read its state). ``derive``: a new run whose model and input
     shape (when --model is not given) come from the data (:func:`kerascnn.recipe.choose_model`)."""
@@ -236,15 +216,17 @@ def _open_run(cfg: TrainConfig, resume: bool, given: dict[str, str], derive: boo
         task = cluster_task()[1]
         run_dir = run_dir / f"{task['type']}{task.get('index', 0)}"
     if not resume:
-        if _holds_a_run(run_dir):
-            raise RunError(
-                f"'{run_dir}' already holds a run; pass --resume to continue it or --output for a new "
-                "run folder"
-            )
+        problem = new_run_problem(run_dir, overwrite)
+        if problem:
+            raise RunError(problem)
         derived = (given, native, model_reason, pretrained) if derive else None
         return _Run(cfg, resume, strategy, run_dir, chief, derive=derived)
     if not (run_dir / "config.json").exists():
-        raise RunError(f"--resume: '{run_dir}' holds no run (no config.json); start it without --resume")
+        what = "holds files that are not a kerascnn run" if holds_a_run(run_dir) else "holds no run"
+        raise RunError(
+            f"--resume: '{run_dir}' {what} (no config.json); start a run without --resume"
+            + (", in a new or empty folder" if what.startswith("holds files") else "")
+        )
     lock = WriteLock.for_run(run_dir).acquire()
     try:
         saved = load_config(run_dir)
@@ -302,9 +284,14 @@ def _apply_resume_options(saved: TrainConfig, cfg: TrainConfig, given: dict[str,
             if name == "epochs"
             else "a resumed run keeps the options it was started with"
         )
-        raise ConfigError(
-            f"{option} {_shown(new)}: the run in '{run_dir}' was started with {_shown(old)}, and {why}; "
+        way = (
             f"start a new run from its weights instead: --weights {run_dir} {option} {_shown(new)}"
+            if any((run_dir / name).exists() for name in MODEL_FILES)
+            else f"no epoch of it finished, so nothing is lost by starting it again: {option} {_shown(new)} "
+            "--overwrite (without --resume)"
+        )
+        raise ConfigError(
+            f"{option} {_shown(new)}: the run in '{run_dir}' was started with {_shown(old)}, and {why}; {way}"
         )
     return extended
 
@@ -402,11 +389,16 @@ def _build_models(run: _Run) -> None:
 
 def _load_checkpoint(run: _Run):
     """checkpoint.keras, checked against the state.json it was committed with."""
+    import zipfile
+
     path = run.run_dir / "checkpoint.keras"
+    way = f"start a new run from its last model instead: --weights {run.run_dir / MODEL_FILES[1]}"
+    if not zipfile.is_zipfile(path):  # (Keras would say "File not found" of a file that is there)
+        raise RunError(f"--resume: {path} is damaged (not a whole .keras zip archive: truncated?); {way}")
     try:
         model = keras.saving.load_model(path, compile=True)
     except Exception as e:  # noqa: BLE001 - any loader failure is a damaged file
-        raise RunError(f"--resume: {path} cannot be loaded ({type(e).__name__}: {e})") from None
+        raise RunError(f"--resume: {path} cannot be loaded ({type(e).__name__}: {e}); {way}") from None
     want = run.state.get("optimizer_steps")
     have = int(model.optimizer.iterations.numpy()) if model.optimizer is not None else None
     if want is not None and have != want:
@@ -417,13 +409,15 @@ def _load_checkpoint(run: _Run):
     return model
 
 
-def _start_run_folder(run: _Run) -> None:
-    """The run folder (locked), its log and (a new run) its config.json; the initial state when no
-    epoch has finished."""
+def _start_run_folder(run: _Run, overwrite: bool = False) -> None:
+    """The run folder (locked; with ``overwrite``, the earlier run in it deleted), its log and (a new
+    run) its config.json; the initial state when no epoch has finished."""
     if not run.resume:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.lock = WriteLock.for_run(run.run_dir).acquire()
-        if _holds_a_run(run.run_dir, name_the_writer=False):  # started by another since _open_run looked
+        if overwrite:
+            clear_run_folder(run.run_dir, run.lock)
+        if holds_a_run(run.run_dir, name_the_writer=False):  # started by another since _open_run looked
             raise RunError(f"'{run.run_dir}' already holds a run; pass --output for a new run folder")
         recover_run_folder(run.run_dir, None)  # what a run killed before its config.json left
         config = {"train": asdict(run.cfg), "kerascnn_version": _version()}
@@ -571,7 +565,7 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
             f"The files of the last good epoch ({epoch}) are kept unchanged in {run.run_dir}; continue from "
             f"them in a new run: --weights {run.run_dir}"
             if epoch
-            else "No epoch had finished, so there is nothing to resume: start again"
+            else "No epoch had finished, so there is nothing to resume: start again in place with --overwrite"
         )
         cfg = run.cfg
         tips = [f"a lower --lr (this run: {cfg.lr or cfg.default_lr():g})"]

@@ -66,12 +66,47 @@ def copy_weights(cfg: TrainConfig, model) -> tuple[list[str], str]:
         return loaded.new, loaded.line()
     from .models import transfer_weights
 
-    source = keras.saving.load_model(resolve_model_file(cfg.weights), compile=False)
+    if str(cfg.weights).lower().endswith(".weights.h5"):
+        return _load_weights_file(cfg, model)
+    source = _load_source(cfg.weights)
     copied = transfer_weights(model, source, skip=set(head_layer_names(model)))
     if not copied:
         raise TransferError(f"--weights {cfg.weights}: no layer of '{cfg.model}' matches the source model")
     new = [layer.name for layer in model.layers if layer.weights and layer.name not in copied]
     return new, f"--weights {cfg.weights}: {len(copied)} layers copied, new: {', '.join(new)}"
+
+
+def _load_source(weights: str):
+    """The model ``--weights`` names (a run folder, a ``.keras`` or ``.h5`` model file), or a
+    :class:`TransferError` saying what the file is not."""
+    import zipfile
+
+    file = resolve_model_file(weights)
+    what = f"--weights {weights}"
+    if file.suffix.lower() not in (".keras", ".h5"):
+        raise TransferError(
+            f"{what}: not a model file (.keras or .h5), a .weights.h5 file, a run folder, or 'imagenet'"
+        )
+    if file.suffix.lower() == ".keras" and not zipfile.is_zipfile(file):
+        raise TransferError(f"{what}: not a .keras model (a .keras file is a zip archive; truncated?)")
+    try:
+        return keras.saving.load_model(file, compile=False)
+    except Exception as e:  # noqa: BLE001 - a text file, a weights-only .h5, a custom layer
+        raise TransferError(f"{what}: cannot load the Keras model ({type(e).__name__}: {e})") from None
+
+
+def _load_weights_file(cfg: TrainConfig, model) -> tuple[list[str], str]:
+    """``--weights FILE.weights.h5`` (``model.save_weights``): every layer, into the same architecture."""
+    file = resolve_model_file(cfg.weights)
+    try:
+        model.load_weights(file)
+    except Exception as e:  # noqa: BLE001 - not HDF5, another architecture or class count
+        raise TransferError(
+            f"--weights {cfg.weights}: cannot load these weights into '{cfg.model}' ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); a .weights.h5 file loads only into the model it "
+            "was saved from (the same --model, --model-kwargs and classes): for another, give its .keras"
+        ) from None
+    return [], f"--weights {cfg.weights}: every layer's weights loaded"
 
 
 def set_backbone_trainable(model, trainable: bool, new_layers=(), freeze_until: str | None = None):

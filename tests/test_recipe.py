@@ -268,7 +268,9 @@ def test_a_short_run_with_a_given_model_says_what_it_scaled(tmp_path):
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["augment_overrides"] == {"flip": "none", "shift": round(0.05 * 2 / 40, 4)}
     assert cfg["optimizer"] == "sgd"
-    assert cfg["lr"] == pytest.approx(DEFAULT_LR["sgd"] * cfg["batch_size"] / 128 * 5)
+    train_images = int(line.split("recipe: ")[1].split(" train images")[0].replace(",", ""))
+    assert train_images < cfg["batch_size"]  # a step sees every training image: the lr follows their number
+    assert cfg["lr"] == pytest.approx(DEFAULT_LR["sgd"] * train_images / 128 * 5)
 
 
 def test_first_validation_is_not_at_chance_level(tmp_path):

@@ -35,7 +35,8 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
 
     given = {}
     for param in ctx.command.params:
-        if param.name != "resume" and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+        explicit = ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+        if param.name not in ("resume", "overwrite") and explicit:
             given.setdefault(_TRAIN_FIELD.get(param.name, param.name), param.opts[0])
     return given
 
@@ -230,6 +231,12 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
 )
 @click.option("--freeze-until", default=None, help="Layer name: keep it and the layers before it frozen.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last finished epoch.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start a new run in --output even though it holds a run: the earlier run is deleted (nothing of "
+    "it is kept) once the new one's data and model are ready. A folder of other files is never deleted.",
+)
 @click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
 @click.pass_context
 def train_cmd(ctx, **opts):
@@ -242,7 +249,7 @@ def train_cmd(ctx, **opts):
     exclude = parse_exclude(opts.pop("no_aug_for"))
     if exclude:
         overrides["exclude"] = exclude
-    resume = opts.pop("resume")
+    resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
     shape = parse_shape(opts.pop("input_shape"))
     if shape is not None and len(shape) == 2:
         raise click.BadParameter("give H,W,C", param_hint="--input-shape")
@@ -256,7 +263,7 @@ def train_cmd(ctx, **opts):
         augment_overrides={k: v for k, v in overrides.items() if v is not None},
     )
     try:
-        train(cfg, resume=resume, given=given)
+        train(cfg, resume=resume, given=given, overwrite=overwrite)
     except models.UnknownModelError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
 

@@ -355,6 +355,12 @@ class _Tfds:
             for example in self.tfds.as_numpy(ds):
                 images.append(image_from_array(example[self.image_key], size, channels))
                 labels.append(int(example[self.label_key]))
+        except ImportError as e:  # a module TFDS imports only to prepare some datasets: not the internet
+            module = getattr(e, "name", None) or str(e)
+            raise DataError(
+                f"--data {TFDS_PREFIX}{self.name}: TensorFlow Datasets needs the Python module '{module}' "
+                f"to read or prepare it, and it is not installed: pip install {module.replace('_', '-')}"
+            ) from None
         except Exception as e:  # noqa: BLE001 - a download or preparation failure: say where and why
             where = self.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
             raise DataError(
