@@ -1,5 +1,6 @@
 """The ``kerascnn weights`` group: ImageNet weights for the zoo's keras.applications twins (fetch, add,
-list), through kerascnn.models.pretrained."""
+list), through kerascnn.models.pretrained (which checks every file before it enters the cache or a fetch
+folder, and bounds every download with a connect and a read timeout)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,23 @@ from pathlib import Path
 import click
 
 from .options import OUT_DIR
+
+
+class _PretrainedHelp(click.Option):
+    """An option whose help names defaults of kerascnn.models.pretrained (``{CONNECT_TIMEOUT}``): read
+    there, where they are defined once, only when the help is shown (that module imports Keras)."""
+
+    def get_help_record(self, ctx):
+        from kerascnn.models import pretrained
+
+        template = self.help
+        self.help = template.format(
+            **{k: f"{v:g}" for k, v in vars(pretrained).items() if k.isupper() and isinstance(v, float)}
+        )
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
 
 
 @click.group("weights")
@@ -25,15 +43,27 @@ def weights_group():
     "--out", default="imagenet-weights", show_default=True, type=OUT_DIR, help="The folder to write."
 )
 @click.option("--from", "base_url", default=None, help="A mirror holding the files under their names.")
-def weights_fetch_cmd(model, alpha, input_size, include_top, out, base_url):
-    """Download MODEL's ImageNet weights file(s) into OUT, with a manifest `weights add` checks."""
+@click.option(
+    "--timeout",
+    cls=_PretrainedHelp,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds to wait for a connection, and then for the answer and each next byte, before giving up "
+    "and removing what came [default: {CONNECT_TIMEOUT} s to connect, {READ_TIMEOUT} s between bytes, or "
+    "the environment's KERASCNN_CONNECT_TIMEOUT / KERASCNN_READ_TIMEOUT].",
+)
+def weights_fetch_cmd(model, alpha, input_size, include_top, out, base_url, timeout):
+    """Download MODEL's ImageNet weights file(s) into OUT, with a manifest `weights add` checks. Each file
+    is checked (Keras' md5, or every layer's shapes against the model it is for) before OUT changes; a
+    stalled download ends at the timeout and leaves nothing behind."""
     from kerascnn.models import pretrained
 
     try:
         files = [pretrained.weights_file(model, alpha, input_size, top) for top in (False, True)]
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="MODEL / --alpha") from None
-    pretrained.fetch(files if include_top else files[:1], out, base_url)
+    pretrained.fetch(files if include_top else files[:1], out, base_url, timeout)
     for f in files if include_top else files[:1]:
         click.echo(f"{Path(out) / f.name}  ({f.describe()})")
     click.echo(f"on the machine without internet: kerascnn weights add {out}")
@@ -41,13 +71,16 @@ def weights_fetch_cmd(model, alpha, input_size, include_top, out, base_url):
 
 @weights_group.command("add")
 @click.argument("source")
-def weights_add_cmd(source):
+@click.option("--force", is_flag=True, help="Replace a cached file that is good but different.")
+def weights_add_cmd(source, force):
     """Put the weights of SOURCE (a folder `weights fetch` wrote, or .h5 files under their published
-    names) into Keras' cache, where `kerascnn train --weights imagenet` and the recipe find them."""
+    names) into Keras' cache, where `kerascnn train --weights imagenet` and the recipe find them. Each
+    file is checked first (Keras' md5, or every layer's shapes against the model it is named for): a
+    wrong one is refused and the cache left as it was."""
     from kerascnn.models import pretrained
 
-    for f in pretrained.add(source):
-        click.echo(f"{f.path()}  ({f.describe()})")
+    for added in pretrained.add(source, force=force):
+        click.echo(f"{added.file.path()}  ({added.file.describe()}): {added.status}")
 
 
 @weights_group.command("list")

@@ -4,9 +4,21 @@ kerascnn's vgg16/19, resnet50/101/152, mobilenet_v1, mobilenet_v2 and densenet12
 for layer as their keras.applications twins (the same layer names and shapes), so the weights Keras
 publishes load into them. The files are the ones keras.applications asks for (:func:`weights_file`: the
 same names and URLs, checked against Keras by a test), kept where Keras keeps them (``KERAS_HOME``, by
-default ``~/.keras``, under ``models/``), fetched with Keras' own ``get_file`` (which checks the hash
-Keras knows for a file; Keras knows none for the MobileNets) and read in the legacy HDF5 layout of the
-published files.
+default ``~/.keras``, under ``models/``) and read in the legacy HDF5 layout of the published files.
+
+A file never enters the cache (or a ``weights fetch`` folder) unchecked (:func:`check_file`): against
+the md5 keras.applications passes to ``get_file`` where Keras publishes one (not the MobileNets), else
+layer by layer against the keras.applications model the file is named for (built with ``weights=None``
+at its width, with or without the classifier): every layer with weights in the file with the same
+shapes, and no other. A file that fails is refused, naming the first mismatch (and the published file it
+looks like, when it is another width), and nothing is replaced; a different good file under a cached
+name replaces it only with ``force``.
+
+Downloads are kerascnn's own (:func:`timeouts`; ``requests``, which takes proxies from the environment):
+streamed to a temporary file in the target folder, with a connect timeout and a read timeout (between
+bytes; ``KERASCNN_CONNECT_TIMEOUT`` / ``KERASCNN_READ_TIMEOUT``, or ``weights fetch --timeout``), checked,
+then renamed. A timeout, an error or Ctrl-C leaves nothing behind and the error names the URL and the
+timeout that ran out. ``KERASCNN_OFFLINE=1`` turns the downloads of :func:`locate` off.
 
 :func:`load_imagenet` copies a file into a built model by layer name. Every layer of the file must be in
 the model with the same weight shapes, and every other layer of the model must be a classifier layer
@@ -27,6 +39,8 @@ An offline machine gets the files from a connected one: ``kerascnn weights fetch
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -43,6 +57,8 @@ from kerascnn.keras_internals import hdf5_attribute
 STORE = "https://storage.googleapis.com/tensorflow/keras-applications/"  # Keras' weights store
 CACHE_SUBDIR = "models"  # keras.applications' cache_subdir
 MANIFEST = "kerascnn-weights.json"  # what `kerascnn weights fetch` writes beside the files
+CONNECT_TIMEOUT = 15.0  # seconds to wait for a connection (KERASCNN_CONNECT_TIMEOUT)
+READ_TIMEOUT = 60.0  # seconds to wait for the answer, then between bytes (KERASCNN_READ_TIMEOUT)
 
 
 class WeightsError(KerascnnError, RuntimeError):
@@ -238,7 +254,7 @@ def fetch_commands(wanted: WeightsFile) -> str:
 
 def locate(wanted: WeightsFile, download: bool = True) -> tuple[Path, str | None]:
     """(path, note): ``wanted`` from the cache; for a MobileNet, another size of the same width from the
-    cache (note says which); else downloaded into the cache with Keras' ``get_file``. Raises
+    cache (note says which); else downloaded into the cache (:func:`timeouts` bound it). Raises
     :class:`WeightsError` naming the file, the cache and the commands that bring it."""
     download = download and os.environ.get("KERASCNN_OFFLINE") != "1"
     if wanted.cached():
@@ -251,23 +267,208 @@ def locate(wanted: WeightsFile, download: bool = True) -> tuple[Path, str | None
     problem = "and downloads are off here (KERASCNN_OFFLINE=1)" if not download else ""
     if download:
         try:
-            return Path(_download(wanted, cache_dir())), None
-        except Exception as e:  # noqa: BLE001 - offline, a proxy, a bad hash: say which file
-            problem = f"and it could not be downloaded from {wanted.url} ({type(e).__name__}: {e})"
+            return _download(wanted, cache_dir()), None
+        except WeightsError as e:  # a timeout, a proxy, a bad hash: it says which
+            problem = f"and {e}"
     raise WeightsError(
         f"--weights imagenet: {wanted.describe()} needs the file {wanted.name} in the Keras cache "
         f"({cache_dir()}), {problem}. To bring it: {fetch_commands(wanted)}"
     )
 
 
-def _download(wanted: WeightsFile, folder: Path, base_url: str | None = None) -> str:
+# ------------------------------------------------------------------------------------------------
+# Checking a file, downloading one
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _layer_shapes(model: str, alpha: float | None, top: bool) -> dict[str, tuple]:
+    """{layer: its weights' shapes} of the keras.applications model a published file is for, built with
+    ``weights=None`` (a MobileNet at 96 px: its shapes depend on the width, not on the input size)."""
     import keras
 
-    url = f"{base_url.rstrip('/')}/{wanted.name}" if base_url else wanted.url
+    fam = family(model)
+    kw = {"alpha": alpha} if fam.alphas else {}
+    shape = (96, 96, 3) if fam.alphas else None
+    net = getattr(keras.applications, fam.app)(weights=None, include_top=top, input_shape=shape, **kw)
+    return {layer.name: tuple(tuple(w.shape) for w in layer.weights) for layer in net.layers if layer.weights}
+
+
+def _first_mismatch(stored: dict[str, tuple], expected: dict[str, tuple], what: str) -> str | None:
+    """The first layer (in the model's order) where a file's {layer: shapes} differs from a model's."""
+    for name, shapes in expected.items():
+        if name not in stored:
+            return f"it holds no layer '{name}', which {what} has (the file's layers: {_some(stored)})"
+        if stored[name] != shapes:
+            return (
+                f"its layer '{name}' holds weights of shapes {_text(stored[name])}, {what}'s {_text(shapes)}"
+            )
+    extra = [name for name in stored if name not in expected]
+    if extra:
+        return f"it holds a layer '{extra[0]}' that {what} does not have"
+    return None
+
+
+def _some(names) -> str:
+    names = list(names)
+    return ", ".join(names[:4]) + (f", ... ({len(names)} layers)" if len(names) > 4 else "")
+
+
+def _text(shapes: tuple) -> str:
+    return str([tuple(int(d) for d in s) for s in shapes])
+
+
+def _looks_like(stored: dict[str, tuple], wanted: WeightsFile) -> WeightsFile | None:
+    """The published MobileNet file whose layers and shapes ``stored`` has (another width, or with the
+    classifier where ``wanted`` is without), if one does."""
+    for model, fam in FAMILIES.items():
+        if not fam.alphas:
+            continue
+        top = fam.top_layers[-1] in stored
+        size = wanted.size if model == wanted.model else 224
+        first = wanted.alpha if model == wanted.model else fam.alphas[0]
+        if set(_layer_shapes(model, first, top)) != set(stored):
+            continue  # another family's layer names: no width of it matches
+        for alpha in fam.alphas:
+            if _layer_shapes(model, alpha, top) == stored:
+                return weights_file(model, alpha, size, top)
+    return None
+
+
+def check_file(path, wanted: WeightsFile, label: str | None = None) -> str:
+    """Raise :class:`WeightsError` unless the file at ``path`` is the published ``wanted``: its md5 the one
+    keras.applications knows, or (no published hash: the MobileNets) every layer with weights of the
+    keras.applications model it is for in the file with the same shapes, and no other layer. ``label``:
+    how the message names the file (default: the path). Returns what was checked."""
+    label = label or str(path)
+    if wanted.file_hash is not None:
+        md5 = _digest(path, hashlib.md5(usedforsecurity=False))
+        if md5 != wanted.file_hash:
+            raise WeightsError(
+                f"{label}: not the {wanted.name} Keras publishes: its md5 is {md5}, the published file's "
+                f"{wanted.file_hash} (another file under that name, a damaged download or a proxy's page)"
+            )
+        return "md5 checked"
+    try:
+        stored = {name: tuple(v.shape for v in values) for name, values in read_h5_weights(path).items()}
+    except WeightsError as e:
+        raise WeightsError(f"{label}: {str(e).removeprefix(f'{path}: ')}") from None
+    what = f"the {wanted.describe()}" + ("" if wanted.top else " without its classifier")
+    expected = _layer_shapes(wanted.model, wanted.alpha, wanted.top)
+    mismatch = _first_mismatch(stored, expected, what)
+    if mismatch:
+        other = _looks_like(stored, wanted)
+        looks = f"; it looks like {other.name} ({other.describe()})" if other else ""
+        raise WeightsError(f"{label}: not the {wanted.name} Keras publishes: {mismatch}{looks}")
+    return "layers checked"
+
+
+def timeouts(timeout: float | None = None) -> tuple[float, float]:
+    """(connect, read) seconds for a download: ``timeout`` for both when given, else
+    ``KERASCNN_CONNECT_TIMEOUT`` / ``KERASCNN_READ_TIMEOUT``, else :data:`CONNECT_TIMEOUT` /
+    :data:`READ_TIMEOUT` (the read timeout bounds the wait for the answer, then between bytes)."""
+    if timeout is not None:
+        if not timeout > 0:
+            raise WeightsError(f"timeout {timeout}: not a number of seconds above 0")
+        return float(timeout), float(timeout)
+    out = []
+    for var, default in (
+        ("KERASCNN_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
+        ("KERASCNN_READ_TIMEOUT", READ_TIMEOUT),
+    ):
+        text = os.environ.get(var) or str(default)
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:  # nan too
+            raise WeightsError(
+                f"{var}={text!r}: not a number of seconds above 0 (the default is {default:g})"
+            )
+        out.append(value)
+    return out[0], out[1]
+
+
+def _url(wanted: WeightsFile, base_url: str | None) -> str:
+    return f"{base_url.rstrip('/')}/{wanted.name}" if base_url else wanted.url
+
+
+def _download(wanted: WeightsFile, folder: Path, base_url=None, timeout=None) -> Path:
+    """Download ``wanted`` into ``folder`` under its name (see :func:`_download_checked`)."""
+    tmp = _download_checked(wanted, folder, base_url, timeout)
+    try:
+        os.replace(tmp, folder / wanted.name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return folder / wanted.name
+
+
+def _download_checked(wanted: WeightsFile, folder: Path, base_url=None, timeout=None) -> Path:
+    """Stream ``wanted`` (from ``base_url``, a mirror, or Keras' store) into a temporary file in
+    ``folder`` and :func:`check_file` it: the temporary path. A timeout, an HTTP error, a file that fails
+    the check, Ctrl-C: the temporary file is removed; a :class:`WeightsError` names the URL and why."""
+    import requests
+
+    url = _url(wanted, base_url)
+    connect, read = timeouts(timeout)
     folder.mkdir(parents=True, exist_ok=True)
-    return keras.utils.get_file(
-        wanted.name, url, cache_dir=str(folder.parent), cache_subdir=folder.name, file_hash=wanted.file_hash
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{wanted.name}.", suffix=".part")
+    tmp, got, size = Path(name), 0, None
+    try:
+        with os.fdopen(fd, "wb") as f, requests.get(url, stream=True, timeout=(connect, read)) as answer:
+            answer.raise_for_status()
+            size = answer.headers.get("Content-Length") or ""  # None: no answer yet
+            for block in answer.iter_content(1 << 16):
+                f.write(block)
+                got += len(block)
+        check_file(tmp, wanted, label=f"{url} (downloaded)")
+        return tmp
+    except WeightsError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # noqa: BLE001 - a timeout, a proxy, a 404, a full disk: say which
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(_download_problem(url, folder, e, (connect, read), got, size)) from None
+    except BaseException:  # Ctrl-C: nothing left behind either
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _download_problem(url: str, folder: Path, e: Exception, limits, got: int, size) -> str:
+    import requests
+    import urllib3
+
+    connect, read = limits
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    via = f" through the proxy {proxy} (from the environment)" if proxy else ""
+    of = f" of {size}" if size else ""
+    longer = (
+        "; give it longer with {var}=SECONDS (or `kerascnn weights fetch --timeout SECONDS`), the default "
+        "is {default:g} s"
     )
+    if isinstance(e, requests.ConnectTimeout):
+        why = f"no connection within {connect:g} s (the connect timeout)"
+        why += longer.format(var="KERASCNN_CONNECT_TIMEOUT", default=CONNECT_TIMEOUT)
+    elif isinstance(e, requests.ReadTimeout) or (
+        isinstance(e, requests.ConnectionError)
+        and e.args
+        and isinstance(e.args[0], urllib3.exceptions.ReadTimeoutError)
+    ):
+        when = "no answer" if size is None else f"the download stalled at {got}{of} bytes: no data"
+        why = f"{when} for {read:g} s (the read timeout)" + longer.format(
+            var="KERASCNN_READ_TIMEOUT", default=READ_TIMEOUT
+        )
+    elif isinstance(e, requests.ConnectionError):  # refused, no such host, a proxy that is not there
+        why = f"could not connect ({getattr(e.args[0], 'reason', e.args[0]) if e.args else e})"
+    elif isinstance(e, requests.HTTPError):
+        why = f"HTTP {e.response.status_code} {e.response.reason}"
+    elif isinstance(e, requests.exceptions.ChunkedEncodingError):
+        why = f"the connection closed after {got}{of} bytes"
+    elif isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        why = f"the disk is full ({folder}); free some space and try again"
+    else:
+        why = f"{type(e).__name__}: {e}"
+    return f"could not download {url}{via}: {why}. Nothing was kept"
 
 
 @dataclass
@@ -365,46 +566,89 @@ def _sha256(path) -> str:
     return _digest(path, hashlib.sha256())
 
 
-def fetch(files: list[WeightsFile], out, base_url: str | None = None) -> Path:
-    """Download ``files`` (with Keras' ``get_file``, which checks Keras' hash of each) into the folder
-    ``out`` with a manifest of their sha256; ``base_url``: a mirror holding the same file names."""
+def _read_manifest(path: Path, mend: str) -> list[dict]:
+    """The entries (each with a "name" and a "sha256") of a manifest :func:`fetch` wrote; a damaged one is
+    a :class:`WeightsError` naming it and ``mend`` (how to mend it)."""
+    try:
+        files = json.loads(path.read_text())["files"]
+        if not isinstance(files, list):
+            raise ValueError(f"'files' is a {type(files).__name__}, not a list")
+        for i, entry in enumerate(files):
+            if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), str) for k in ("name", "sha256")
+            ):
+                raise ValueError(f"its entry {i} lacks a 'name' or a 'sha256'")
+        return files
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+    ) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        why = f"no {e} key" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise WeightsError(f"{path}: a damaged {MANIFEST} ({why}). To mend it: {mend}") from None
+
+
+def fetch(files: list[WeightsFile], out, base_url: str | None = None, timeout: float | None = None) -> Path:
+    """Download ``files`` into the folder ``out`` with a manifest of their sha256; ``base_url``: a mirror
+    holding the same file names; ``timeout``: seconds for the connect and the read timeouts (default:
+    :func:`timeouts`). Each file is checked (:func:`check_file`) before anything in ``out`` changes."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
-    entries = json.loads(manifest_path.read_text())["files"] if manifest_path.exists() else []
-    with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
+    entries = []
+    if manifest_path.exists():
+        mend = (
+            f"delete it and fetch again (the new {MANIFEST} lists the files fetched from then on; the .h5 "
+            f"files already in {out} can be added directly: `kerascnn weights add {out}` without it)"
+        )
+        entries = _read_manifest(manifest_path, mend)
+    got = []
+    try:
         for wanted in files:
-            try:
-                got = Path(_download(wanted, Path(tmp) / "dl", base_url))
-            except Exception as e:  # noqa: BLE001 - no network, a 404, a bad hash
-                url = f"{base_url.rstrip('/')}/{wanted.name}" if base_url else wanted.url
-                raise WeightsError(
-                    f"could not download {wanted.name} from {url} ({type(e).__name__}: {e})"
-                ) from None
-            read_h5_weights(got)  # a proxy's error page is not a weights file
-            os.replace(got, out / wanted.name)
+            got.append((_download_checked(wanted, out, base_url, timeout), wanted))
+        for tmp, wanted in got:
+            os.replace(tmp, out / wanted.name)
             entries = [e for e in entries if e["name"] != wanted.name]
             entries.append({"name": wanted.name, "sha256": _sha256(out / wanted.name), "model": wanted.model})
+    finally:
+        for tmp, _ in got:
+            tmp.unlink(missing_ok=True)
     tmp_manifest = out / f".{MANIFEST}.tmp"
     tmp_manifest.write_text(json.dumps({"kerascnn_weights": 1, "files": entries}, indent=2))
     os.replace(tmp_manifest, manifest_path)
     return out
 
 
-def add(source) -> list[WeightsFile]:
+@dataclass(frozen=True)
+class Added:
+    """What :func:`add` did with one file: "added", "replaced", or "already cached" (the same bytes)."""
+
+    file: WeightsFile
+    status: str
+
+
+def add(source, force: bool = False) -> list[Added]:
     """Put published weights files into the cache: a folder :func:`fetch` wrote (each file checked
     against its manifest's sha256), or a folder or a single ``.h5`` file with the published names (as a
-    browser saves them). Each is checked to be a weights file and copied under a temporary name, then
-    renamed: a failure leaves the cache as it was."""
+    browser saves them). Every file is checked (:func:`check_file`) before anything is replaced; a cached
+    file that passes the check is replaced by different bytes only with ``force``. The files are copied
+    under temporary names, then renamed: a failure (a full disk) leaves the cache as it was."""
     source = Path(source)
     if not source.exists():
         raise WeightsError(f"{source}: no such file or folder")
     sums = {}
     if source.is_dir() and (source / MANIFEST).exists():
-        sums = {e["name"]: e["sha256"] for e in json.loads((source / MANIFEST).read_text())["files"]}
+        mend = (
+            f"fetch again (`kerascnn weights fetch MODEL --out DIR` on the connected machine), or delete it "
+            f"and add the .h5 files directly (`kerascnn weights add {source}` then checks each against the "
+            "model it is named for)"
+        )
+        sums = {e["name"]: e["sha256"] for e in _read_manifest(source / MANIFEST, mend)}
         paths = [source / n for n in sums]
     else:
         paths = sorted(source.glob("*.h5")) if source.is_dir() else [source]
+    unchanged = f"the cache ({cache_dir()}) was not changed"
     files = []
     for path in paths:
         known = by_name(path.name)
@@ -415,18 +659,56 @@ def add(source) -> list[WeightsFile]:
             )
         if not path.is_file():
             raise WeightsError(f"{path}: listed in {source / MANIFEST} but missing")
-        if path.name in sums and _sha256(path) != sums[path.name]:
+        sha = _sha256(path)
+        if path.name in sums and sha != sums[path.name]:
             raise WeightsError(f"{path}: its sha256 is not the one {MANIFEST} records (damaged in transfer)")
-        read_h5_weights(path)
-        files.append((path, known))
+        try:
+            check_file(path, known)
+        except WeightsError as e:
+            raise WeightsError(f"{e}; {unchanged}") from None
+        files.append((path, known, sha))
     if not files:
         raise WeightsError(f"{source}: holds no .h5 weights file")
+    done, copies = [], []
+    for path, known, sha in files:
+        status = "added"
+        if known.cached():
+            old = _sha256(known.path())
+            if old == sha:
+                done.append(Added(known, "already cached"))
+                continue
+            status = "replaced"
+            try:
+                check_file(known.path(), known)
+            except WeightsError:
+                status = "replaced (the cached file failed the check)"
+            else:
+                if not force:
+                    raise WeightsError(
+                        f"{known.path()}: the cache already holds another good {known.name} (sha256 "
+                        f"{old[:12]}..., {path}'s {sha[:12]}...); `kerascnn weights add --force {source}` "
+                        f"replaces it; {unchanged}"
+                    )
+        copies.append((path, known, status))
     cache_dir().mkdir(parents=True, exist_ok=True)
-    for path, known in files:
-        tmp = known.path().with_name(f".{known.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(path, tmp)
+    temps = []
+    try:
+        for path, known, _ in copies:  # every copy first: a full disk stops them before any rename
+            fd, name = tempfile.mkstemp(dir=cache_dir(), prefix=f".{known.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(Path(name))
+            try:
+                shutil.copyfile(path, temps[-1])
+            except OSError as e:
+                full = e.errno == errno.ENOSPC
+                raise WeightsError(
+                    f"{'the disk is full: ' if full else ''}could not copy {path} into {cache_dir()} "
+                    f"({e.strerror or e}); {unchanged}" + ("; free some space and add again" if full else "")
+                ) from None
+        for tmp, (_, known, status) in zip(temps, copies, strict=True):
             os.replace(tmp, known.path())
-        finally:
+            done.append(Added(known, status))
+    finally:
+        for tmp in temps:
             tmp.unlink(missing_ok=True)
-    return [known for _, known in files]
+    return done

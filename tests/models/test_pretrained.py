@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+from pathlib import Path
 
 import h5py
 import keras
@@ -33,14 +34,16 @@ def twin(model: str, shape, alpha=None, top=False, seed=0):
     return net
 
 
-def publish(net, name: str):
-    """Write ``net``'s weights into the Keras cache under ``name``, as the published files are."""
+def publish(net, name: str, folder=None):
+    """Write ``net``'s weights into the Keras cache (or ``folder``) under ``name``, as the published files
+    are."""
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
-    pretrained.cache_dir().mkdir(parents=True, exist_ok=True)
-    with h5py.File(pretrained.cache_dir() / name, "w") as f:
+    folder = Path(folder) if folder is not None else pretrained.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(folder / name, "w") as f:
         save_weights_to_hdf5_group(f, net)
-    return pretrained.cache_dir() / name
+    return folder / name
 
 
 class _Asked(Exception):
