@@ -9,7 +9,9 @@ Euclidean distance between unit vectors, sqrt(2 - 2 cos)). Exact search runs in 
 
 The index records the identity of the model that made it (a hash of its weights, the layer, the
 input size and the normalization), so queries embedded by another model are refused rather than
-silently compared in a different space.
+silently compared in a different space. It records each file's size, mtime and content hash (blake2b)
+too: appending to an index re-embeds the files whose content changed and drops those deleted since, and
+``search`` marks a hit whose file is gone (``missing``) or changed (``stale``) since it was indexed.
 
     >>> from kerascnn import retrieval
     >>> extractor = retrieval.load_extractor("runs/fashion_resnet20")
@@ -23,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn import data as kdata
+from kerascnn.data.decode import decode_many
 from kerascnn.errors import KerascnnError
 from kerascnn.keras_internals import producer
 from kerascnn.lock import WriteLock
@@ -42,6 +47,11 @@ FAISS_THRESHOLD = 100_000  # "auto" uses FAISS (when installed) from this many g
 BACKENDS = ("auto", "numpy", "faiss")
 _BUILTIN_ID = re.compile(r"^(?P<name>[a-z_]+):(?P<split>train|test):(?P<index>\d+)$")
 _POOLING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D")
+# A file modified this close to when its mtime was read may change again within the same mtime tick (a
+# coarse file system clock): its mtime is not trusted (recorded as _UNSURE) and its hash decides instead.
+_RACY_NS = 2_000_000_000
+_UNKNOWN, _UNSURE = -1, -2  # the size/mtime of an item that is not a file, or of an index made before them
+_SAME_VECTOR = 1e-3  # re-embedded within this distance of its old vector: the same image
 
 
 class RetrievalError(KerascnnError, ValueError):
@@ -178,9 +188,20 @@ def load_extractor(run_or_model, layer: str | None = None, mean=None, std=None, 
 # ------------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=2)
 def load_image(item: str, size, channels: int) -> np.ndarray:
     """One image by its index id: a file path, or ``NAME:SPLIT:I`` for a built-in dataset's image."""
+    stamp = None  # the file's size and mtime are part of the cache key: a file rewritten is decoded again
+    if not _BUILTIN_ID.match(item):
+        try:
+            st = os.stat(item)
+            stamp = st.st_size, st.st_mtime_ns
+        except OSError:
+            pass
+    return _load_image(item, tuple(size), channels, stamp)
+
+
+@lru_cache(maxsize=2)
+def _load_image(item: str, size, channels: int, stamp) -> np.ndarray:
     match = _BUILTIN_ID.match(item)
     if match and match["name"] in kdata.BUILTINS:
         images = kdata.builtin_splits(match["name"])[match["split"]][0]
@@ -221,6 +242,8 @@ class Hit:
     label: str | None
     distance: float  # Euclidean between unit vectors: sqrt(2 - 2 cos)
     similarity: float  # cosine
+    missing: bool = False  # the file was deleted since it was indexed
+    stale: bool = False  # the file's content changed since it was indexed (its vector is of the old one)
 
 
 @dataclass
@@ -231,16 +254,57 @@ class QueryResult:
     grid: str | None = None
 
 
-class Index:
-    """L2-normalized vectors with their items (paths or built-in ids), labels and model identity."""
+def is_file_item(item: str) -> bool:
+    """A file's (absolute, resolved) path, rather than a built-in dataset's ``NAME:SPLIT:I``."""
+    return os.path.isabs(item)
 
-    def __init__(self, vectors, ids, labels, class_names, meta, path=None):
+
+def file_hash(path) -> str | None:
+    """blake2b (128-bit) of the file's bytes, None when it cannot be read."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def file_record(item: str) -> tuple[int, int, str]:
+    """(size, mtime_ns, hash) of a file item as it is now; (-1, -1, "") for a built-in item or a file
+    that cannot be read. An mtime within _RACY_NS of now is recorded as _UNSURE (the hash decides)."""
+    if not is_file_item(item):
+        return _UNKNOWN, _UNKNOWN, ""
+    try:
+        st = os.stat(item)
+    except OSError:
+        return _UNKNOWN, _UNKNOWN, ""
+    digest = file_hash(item)
+    if digest is None:
+        return _UNKNOWN, _UNKNOWN, ""
+    mtime = st.st_mtime_ns if time.time_ns() - st.st_mtime_ns > _RACY_NS else _UNSURE
+    return st.st_size, mtime, digest
+
+
+class Index:
+    """L2-normalized vectors with their items (paths or built-in ids), labels and model identity, and
+    per item: its file's size, mtime_ns and content hash when it was embedded (-1, -1, "" when not a
+    file or unknown) and the ``meta["sources"]`` entry (the DATA and split) that listed it last."""
+
+    def __init__(self, vectors, ids, labels, class_names, meta, path=None, records=None, origins=None):
         self.vectors = np.ascontiguousarray(vectors, np.float32)
         self.ids = list(ids)
         self.labels = np.asarray(labels, np.int32)
         self.class_names = list(class_names)
         self.meta = dict(meta)
         self.path = Path(path) if path is not None else None
+        n = len(self.ids)
+        sizes, mtimes, hashes = records if records is not None else ([_UNKNOWN] * n, [_UNKNOWN] * n, [""] * n)
+        self.sizes = np.asarray(sizes, np.int64).reshape(n)
+        self.mtimes = np.asarray(mtimes, np.int64).reshape(n)
+        self.hashes = [str(h) for h in hashes]
+        self.origins = np.asarray(origins if origins is not None else [-1] * n, np.int32).reshape(n)
         self._backends: dict = {}
 
     def __len__(self) -> int:
@@ -264,7 +328,13 @@ class Index:
                 if meta.get("format") != INDEX_FORMAT:
                     raise RetrievalError(f"{path}: index format {meta.get('format')} is not {INDEX_FORMAT}")
                 ids, class_names = z["ids"].tolist(), z["class_names"].tolist()
-                return cls(z["vectors"], ids, z["labels"], class_names, meta, path)
+                records = origins = None
+                # an index written before kerascnn recorded files has no sizes/mtimes/hashes/origins: its
+                # items are "unknown", re-checked (re-embedded) on the next append
+                if {"sizes", "mtimes", "hashes", "origins"} <= set(z.files) and len(z["sizes"]) == len(ids):
+                    records = z["sizes"], z["mtimes"], z["hashes"].tolist()
+                    origins = z["origins"]
+                return cls(z["vectors"], ids, z["labels"], class_names, meta, path, records, origins)
         except RetrievalError:
             raise
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file
@@ -281,6 +351,10 @@ class Index:
             labels=self.labels,
             class_names=np.asarray(self.class_names, dtype=str),
             meta=np.asarray(json.dumps(self.meta)),
+            sizes=self.sizes,
+            mtimes=self.mtimes,
+            hashes=np.asarray(self.hashes, dtype=str).reshape(len(self.hashes)),
+            origins=self.origins,
         )
         try:
             atomic_write_bytes(path, buffer.getvalue())
@@ -290,6 +364,30 @@ class Index:
             ) from None
         self.path = path
         return path
+
+    @property
+    def unknown(self) -> int:
+        """How many file items have no size/mtime/hash record (an index made by an older kerascnn)."""
+        return sum(1 for p, item in enumerate(self.ids) if self.sizes[p] < 0 and is_file_item(item))
+
+    def file_status(self, p: int) -> str:
+        """The file of item ``p`` against its record: "same", "touched" (same content, another mtime),
+        "changed", "missing", "unknown" (no record: an older index), or "not a file" (a built-in's)."""
+        item = self.ids[p]
+        if not is_file_item(item):
+            return "not a file"
+        try:
+            st = os.stat(item)
+        except OSError:
+            return "missing"
+        size, mtime = int(self.sizes[p]), int(self.mtimes[p])
+        if size < 0:
+            return "unknown"
+        if st.st_size != size:
+            return "changed"
+        if st.st_mtime_ns == mtime:
+            return "same"
+        return "touched" if file_hash(item) == self.hashes[p] else "changed"
 
     def check_model(self, extractor: Extractor) -> None:
         """Refuse a query or append embedded by a different model, layer, input size or normalization."""
@@ -330,16 +428,22 @@ class Index:
         return self.backend(backend).search(queries, min(k, len(self)))
 
     def hits(self, similarities, positions) -> list[Hit]:
-        return [
-            Hit(
-                rank=r + 1,
-                item=self.ids[p],
-                label=self.label_name(int(self.labels[p])),
-                distance=float(np.sqrt(max(0.0, 2.0 - 2.0 * float(s)))),
-                similarity=float(s),
+        """The hits, each file checked now: deleted since indexing (``missing``) or changed (``stale``)."""
+        hits = []
+        for r, (s, p) in enumerate(zip(similarities, positions, strict=True)):
+            status = self.file_status(int(p))
+            hits.append(
+                Hit(
+                    rank=r + 1,
+                    item=self.ids[p],
+                    label=self.label_name(int(self.labels[p])),
+                    distance=float(np.sqrt(max(0.0, 2.0 - 2.0 * float(s)))),
+                    similarity=float(s),
+                    missing=status == "missing",
+                    stale=status == "changed",
+                )
             )
-            for r, (s, p) in enumerate(zip(similarities, positions, strict=True))
-        ]
+        return hits
 
 
 def _shape(shape) -> str:
@@ -406,12 +510,39 @@ def build_index(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Index, dict]:
     """Embed ``data`` into the index file ``out``: a new one, or appended to an existing one (made by
-    the same model; images already in it are not embedded again). Returns the index and a report
-    (added, already indexed, skipped files with reasons). The index file is locked from reading the old
-    one to writing the new one: a second ``kerascnn index`` into the same file is refused at once (else
-    one of the two would silently drop the other's images)."""
+    the same model). Appending compares each file with its record: unchanged ones (same size and mtime,
+    or same content hash) are kept without embedding them again, changed ones are embedded again (their
+    vector replaced), those deleted or no longer listed by ``data`` are dropped, new ones added.
+
+    Returns the index and a report: the counts ``added``, ``changed``, ``removed``, ``unchanged``
+    (``total`` = added + changed + unchanged), ``rechecked`` (file items of an index made before kerascnn
+    recorded files, embedded again to compare), ``removed_items`` and ``skipped`` ([(item, reason)]).
+    The index file is locked from reading the old one to writing the new one: a second ``kerascnn
+    index`` into the same file is refused at once (else one of the two would silently drop the other's
+    images). It is written to a temporary file, then renamed: a failure leaves the old one whole."""
     with WriteLock.for_file(out):
         return _build_index(extractor, data, Path(out), split, batch_size, overwrite, progress)
+
+
+def source_key(data: str, split: str | None) -> str:
+    """What ``data`` and ``split`` name, however spelled: the folder's or list's real path (or the
+    dataset's name) and the split."""
+    path = Path(data)
+    if path.exists():
+        split = split or ("train" if (path / "train").is_dir() else "")
+        return f"{os.path.realpath(path)}|{split}"
+    return f"{data}|{split or 'train'}"
+
+
+def _listing_root(data: str, split: str | None) -> str | None:
+    """The folder whose files ``data`` lists (None for a built-in or a file list): an item of an older
+    index (which did not record what listed it) under it, that ``data`` no longer lists, was removed."""
+    path = Path(data)
+    if not path.is_dir():
+        return None
+    if (path / "train").is_dir():
+        path = path / (split or "train")
+    return os.path.join(os.path.realpath(path), "")
 
 
 def _build_index(extractor, data, out: Path, split, batch_size, overwrite, progress) -> tuple[Index, dict]:
@@ -421,8 +552,8 @@ def _build_index(extractor, data, out: Path, split, batch_size, overwrite, progr
         old.check_model(extractor)
     size, channels = extractor.input_shape[:2], extractor.input_shape[2]
     source = open_source(data, size, channels, split)
-    known = set(old.ids) if old is not None else set()
-    todo = [i for i, item in enumerate(source.ids) if item not in known]
+    sources = list(old.meta.get("sources", [])) if old is not None else []
+    key, origin = source_key(data, split), len(sources)
     class_names = list(old.class_names) if old is not None else []
     remap = []
     for name in source.class_names:  # merge the class names; labels index into the merged list
@@ -430,39 +561,120 @@ def _build_index(extractor, data, out: Path, split, batch_size, overwrite, progr
             class_names.append(name)
         remap.append(class_names.index(name))
     remap = np.asarray(remap + [-1], np.int32)  # label -1 (unknown) stays -1
-    vectors, ids, labels, skipped = [], [], [], []
+    listed = {item: i for i, item in enumerate(source.ids)}
+
+    # the old items: kept (positions into old), and which of them to embed again
+    kept, removed, again, status = [], [], [], {}
+    if old is not None:
+        root = _listing_root(data, split)
+        for p, item in enumerate(old.ids):
+            status[p] = old.file_status(p)
+            o = int(old.origins[p])
+            if o >= 0:
+                ours = o < len(sources) and sources[o].get("key") == key
+            else:  # an older index: what listed the item is not recorded
+                ours = root is not None and item.startswith(root)
+            if status[p] == "missing":
+                removed.append((item, "deleted"))
+            elif item not in listed and ours and is_file_item(item):
+                removed.append((item, f"no longer in {data}"))
+            else:
+                kept.append(p)
+                if status[p] in ("changed", "unknown"):
+                    again.append(p)
+    known = set(old.ids) if old is not None else set()
+    new = [i for i, item in enumerate(source.ids) if item not in known]
+
+    # embed: the new items, then the changed and unknown old ones (read through the source when it
+    # lists them, else decoded from their files)
+    jobs = [(i, source.ids[i]) for i in new] + [(listed.get(old.ids[p]), old.ids[p]) for p in again]
+    vectors, records, skipped = {}, {}, []
     done = 0
-    for positions in _batches(len(todo), batch_size):
-        images, good, bad = source.read([todo[p] for p in positions])
-        skipped += bad
-        if len(images):
-            vectors.append(extractor.embed(images, batch_size))
-            ids += [source.ids[g] for g in good]
-            labels.append(remap[source.labels[good]])
-        done += len(positions)
+    for numbers in _batches(len(jobs), batch_size):
+        got_images, got = [], []
+        for n, rec in zip(numbers, _map(file_record, [jobs[n][1] for n in numbers]), strict=True):
+            records[n] = rec  # read before the image, so a later change shows as another mtime
+        by_source = {jobs[n][0]: n for n in numbers if jobs[n][0] is not None}
+        if by_source:
+            images, good, bad = source.read(list(by_source))
+            skipped += bad
+            got_images.append(images)
+            got += [by_source[g] for g in good]
+        others = [n for n in numbers if jobs[n][0] is None]
+        decoded = decode_many([jobs[n][1] for n in others], size, channels) if others else []
+        for n, (image, reason) in zip(others, decoded, strict=True):
+            if image is None:
+                skipped.append((jobs[n][1], reason))
+            else:
+                got_images.append(image[None])
+                got.append(n)
+        if got:
+            for n, vector in zip(got, extractor.embed(np.concatenate(got_images), batch_size), strict=True):
+                vectors[n] = vector
+        done += len(numbers)
         if progress:
-            progress(done, len(todo))
+            progress(done, len(jobs))
+
+    redo = {p: len(new) + j for j, p in enumerate(again)}  # old position -> its job number
+    rows, ids, labels, sizes, mtimes, hashes, origins = [], [], [], [], [], [], []
+    changed = unchanged = 0
+    for p in kept:
+        item, vector, record = old.ids[p], old.vectors[p], None
+        if p in redo:
+            n = redo[p]
+            if n not in vectors:  # it no longer reads: its old vector would be of another image
+                removed.append((item, "unreadable now"))
+                continue
+            record = records[n]
+            if status[p] == "unknown" and np.linalg.norm(vectors[n] - vector) < _SAME_VECTOR:
+                unchanged += 1
+            else:
+                vector = vectors[n]
+                changed += 1
+        else:
+            unchanged += 1
+            if status[p] == "touched":
+                record = file_record(item)  # the same bytes: record the mtime now
+        record = record or (old.sizes[p], old.mtimes[p], old.hashes[p])
+        i = listed.get(item)
+        label = remap[source.labels[i]] if i is not None and source.labels[i] >= 0 else old.labels[p]
+        rows.append(vector)
+        ids.append(item)
+        labels.append(label)
+        sizes.append(record[0])
+        mtimes.append(record[1])
+        hashes.append(record[2])
+        origins.append(origin if i is not None else old.origins[p])
+    added = [n for n in range(len(new)) if n in vectors]
+    for n in added:
+        rows.append(vectors[n])
+        ids.append(jobs[n][1])
+        labels.append(remap[source.labels[jobs[n][0]]])
+        sizes.append(records[n][0])
+        mtimes.append(records[n][1])
+        hashes.append(records[n][2])
+        origins.append(origin)
     if not ids and old is None:
         raise RetrievalError(f"--data '{data}': none of its {len(source.ids)} images could be read")
-    new_vectors = np.concatenate(vectors) if vectors else np.zeros((0, extractor.dim), np.float32)
-    new_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    if old is None:
-        meta = {"format": INDEX_FORMAT, "model": extractor.identity(), "sources": []}
-        index = Index(new_vectors, ids, new_labels, class_names, meta, out)
-    else:
-        index = Index(
-            np.concatenate([old.vectors, new_vectors]),
-            old.ids + ids,
-            np.concatenate([old.labels, new_labels]),
-            class_names,
-            old.meta,
-            out,
-        )
-    index.meta["sources"].append({"data": data, "split": split, "added": len(ids)})
+    counts = {"added": len(added), "changed": changed, "removed": len(removed), "unchanged": unchanged}
+    meta = old.meta if old is not None else {"format": INDEX_FORMAT, "model": extractor.identity()}
+    meta["sources"] = [*sources, {"data": data, "split": split, "key": key, **counts}]
+    matrix = np.stack(rows) if rows else np.zeros((0, extractor.dim), np.float32)
+    index = Index(matrix, ids, labels, class_names, meta, out, (sizes, mtimes, hashes), origins)
     index.save(out)
-    report = {"added": len(ids), "already_indexed": len(source.ids) - len(todo), "skipped": skipped,
-              "total": len(index)}  # fmt: skip
+    report = {**counts, "rechecked": sum(status[p] == "unknown" for p in again), "total": len(index),
+              "removed_items": removed, "skipped": skipped}  # fmt: skip
     return index, report
+
+
+def _map(fn, items: list) -> list:
+    """``fn`` over ``items`` on a few threads (hashing files: the reads overlap)."""
+    if len(items) < 8 or not is_file_item(items[0]):  # a built-in's items: nothing to read
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(fn, items))
 
 
 def search(
@@ -475,7 +687,9 @@ def search(
 ) -> list[QueryResult]:
     """The ``k`` nearest gallery images of each query (a file path or ``NAME:SPLIT:I``). A query that
     cannot be read gets an ``error`` and the others still run. ``extractor`` defaults to the index's
-    own model file; another model is refused. ``grid_dir``: write a PNG grid per query there."""
+    own model file; another model is refused. ``grid_dir``: write a PNG grid per query there.
+    Each hit's file is checked now: ``missing`` when it was deleted since it was indexed, ``stale``
+    when its content changed (:func:`hits_warning` says so in one line)."""
     if not isinstance(index, Index):
         index = Index.load(index)
     if extractor is None:
@@ -509,32 +723,69 @@ def search(
     return results
 
 
+def hits_warning(results: list[QueryResult], index_path=None) -> str | None:
+    """One line when hits point at files deleted or changed since they were indexed, else None."""
+    hits = [h for r in results if r.hits for h in r.hits]
+    missing = sorted({h.item for h in hits if h.missing})
+    stale = sorted({h.item for h in hits if h.stale})
+    if not missing and not stale:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} hit file(s) were deleted since indexing (marked missing)")
+    if stale:
+        parts.append(f"{len(stale)} changed since indexing (marked stale: ranked by their old content)")
+    command = f"kerascnn index MODEL --data GALLERY --out {index_path or 'INDEX'}"
+    return f"warning: {' and '.join(parts)}; re-run `{command}` to refresh it"
+
+
 def write_grid(result: QueryResult, path: Path, size, channels: int, tile: int = 112) -> Path:
-    """One row: the query, then its neighbours, each captioned (rank, distance, label)."""
+    """One row: the query, then its neighbours, each captioned (rank, distance, label). A neighbour
+    whose file is gone is a tile saying MISSING; one whose file changed is shown with a CHANGED band."""
     from PIL import Image, ImageDraw
 
-    def thumb(item):
+    red = (220, 40, 40)
+
+    def thumb(item, mark):
         try:
+            if mark == "MISSING":
+                raise RetrievalError(item)
             arr = load_image(item, size, channels)
             im = Image.fromarray(arr[..., 0] if channels == 1 else arr).convert("RGB")
         except RetrievalError:
             im = Image.new("RGB", (tile, tile), (200, 200, 200))
+            mark = mark or "UNREADABLE"
         scale = tile / max(im.size)
         width, height = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-        return im.resize((width, height), Image.Resampling.NEAREST)
+        im = im.resize((width, height), Image.Resampling.NEAREST)
+        if mark:  # a label on the tile itself: a grey tile alone does not say why
+            draw = ImageDraw.Draw(im)
+            draw.rectangle([0, 0, width - 1, 13], fill=red)
+            draw.text((3, 1), mark, fill="white")
+            if mark == "MISSING":
+                draw.text((6, height // 2 - 12), "deleted since\nit was indexed", fill=(90, 90, 90))
+            draw.rectangle([0, 0, width - 1, height - 1], outline=red, width=2)
+        return im
 
     caption = 30
-    cells = [(result.query, ["query", Path(result.query).name[-16:]])]
-    cells += [(h.item, [f"#{h.rank} d={h.distance:.3f}", (h.label or "")[:16]]) for h in result.hits]
+    cells = [(result.query, ["query", Path(result.query).name[-16:]], None)]
+    cells += [
+        (
+            h.item,
+            [f"#{h.rank} d={h.distance:.3f}", (h.label or "")[:16]],
+            "MISSING" if h.missing else "CHANGED" if h.stale else None,
+        )
+        for h in result.hits
+    ]
     grid = Image.new("RGB", (len(cells) * (tile + 4) + 4, tile + caption + 8), "white")
     draw = ImageDraw.Draw(grid)
-    for i, (item, lines) in enumerate(cells):
+    for i, (item, lines, mark) in enumerate(cells):
         x = 4 + i * (tile + 4)
-        grid.paste(thumb(item), (x, 4))
+        grid.paste(thumb(item, mark), (x, 4))
         for j, line in enumerate(lines):
             draw.text((x + 2, tile + 6 + 12 * j), line, fill="black")
         if i == 0:
-            draw.rectangle([x - 2, 2, x + tile + 1, tile + 5], outline=(220, 40, 40), width=2)
+            draw.rectangle([x - 2, 2, x + tile + 1, tile + 5], outline=red, width=2)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

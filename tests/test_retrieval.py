@@ -172,10 +172,11 @@ def test_appending_embeds_only_new_images(run_dir, fashion_pngs, tmp_path, monke
     np.testing.assert_array_equal(index.vectors[:18], old_vectors)  # old vectors untouched
     assert index.class_names == ["ankle_boot", "bag", "trouser", "sneaker"]
     assert sorted(set(index.labels[18:].tolist())) == [2, 3]  # "trouser" merged by name
-    # the same folder again: nothing new to embed
+    # the same folder again: nothing new to embed, nothing dropped (the other folder's images are kept)
     embedded.clear()
     index, report = retrieval.build_index(extractor, str(fashion_pngs), out)
-    assert (report["added"], report["already_indexed"], sum(embedded)) == (0, 18, 0)
+    assert (report["added"], report["changed"], report["removed"], report["unchanged"]) == (0, 0, 0, 22)
+    assert sum(embedded) == 0
     assert len(retrieval.Index.load(out)) == 22
 
 

@@ -20,7 +20,11 @@ def retrieval_backends() -> tuple[str, ...]:
 @click.argument("run_or_model")
 @click.option("--data", required=True, help="Built-in dataset, folder of class folders, or folder of images.")
 @click.option(
-    "--out", required=True, type=OUT_FILE, help="Index file (.npz). An existing index is appended to."
+    "--out",
+    required=True,
+    type=OUT_FILE,
+    help="Index file (.npz). An existing index is brought up to date: new files added, changed ones "
+    "embedded again, deleted ones dropped.",
 )
 @click.option("--layer", default=None, help="Embedding layer [default: the global-pooling output].")
 @click.option("--split", default=None, help="train or test (built-in data, train/test folders) [train].")
@@ -59,9 +63,22 @@ def index_cmd(run_or_model, data, out, layer, split, mean, std, batch_size, over
         )
     for item, reason in report["skipped"]:
         click.echo(f"skipped {item}: {reason}", err=True)
+    removed = report["removed_items"]
+    for item, reason in removed[:10]:
+        click.echo(f"removed {item}: {reason}", err=True)
+    if len(removed) > 10:
+        click.echo(f"removed {len(removed) - 10} more", err=True)
+    if report["rechecked"]:
+        click.echo(
+            f"note: {out} was made before kerascnn recorded each file's size, mtime and hash: its "
+            f"{report['rechecked']} files were embedded again to find the changed ones (recorded now)",
+            err=True,
+        )
+    unreadable = f", {len(report['skipped'])} unreadable" if report["skipped"] else ""
     click.echo(
-        f"{out}: {report['total']} images ({report['added']} added, {report['already_indexed']} already "
-        f"indexed, {len(report['skipped'])} unreadable), {index.vectors.shape[1]}-d"
+        f"{out}: {report['total']} images ({report['added']} added, {report['changed']} changed, "
+        f"{report['removed']} removed, {report['unchanged']} unchanged{unreadable}), "
+        f"{index.vectors.shape[1]}-d"
     )
     if evaluate:
         queries = opts["eval_queries"]
@@ -104,7 +121,11 @@ def search_cmd(index, images, k, model, backend, out, no_grid, json_path):
             continue
         click.echo(f"{result.query}" + (f"  (grid: {result.grid})" if result.grid else ""))
         for hit in result.hits:
-            click.echo(f"  {hit.rank:>3}  {hit.distance:.4f}  {hit.label or '-':<14} {hit.item}")
+            mark = "  [missing]" if hit.missing else "  [stale: changed since indexed]" if hit.stale else ""
+            click.echo(f"  {hit.rank:>3}  {hit.distance:.4f}  {hit.label or '-':<14} {hit.item}{mark}")
+    warning = retrieval.hits_warning(results, index)
+    if warning:
+        click.echo(warning, err=True)
     if json_path:
         from kerascnn.runs import atomic_write_json
 
