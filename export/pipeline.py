@@ -2,7 +2,9 @@
 
 A source is a run folder of ``kerascnn train`` (its best model, normalization, class names and
 training data) or a user's ``.keras``/``.h5`` file of standard layers (normalization and labels from
-options). Every file is written atomically; a variant that fails is reported and the others go on.
+options). Every file is written atomically; a variant that fails is reported and the others go on. The
+folder's record (:mod:`kerascnn.export.folder`) says which files an earlier export wrote: only those are
+replaced (others need ``force``), and those this export does not make are removed once it is done.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kerascnn.runs import (
     image_input_shape,
 )
 
+from . import folder as kfolder
 from . import metadata as md
 from . import sensitivity as sens
 from .finetune import gzip_size  # light at import: tfmot loads on first use
@@ -491,12 +494,19 @@ def _write_int8_report(job: _Job) -> dict:
     return {k: p.name for k, p in paths.items()}
 
 
-def export_model(source: Source, out, options: ExportOptions, log=print) -> list[Result]:
+def export_model(
+    source: Source, out, options: ExportOptions, log=print, *, force: bool = False, keep_stale: bool = False
+) -> list[Result]:
     """Export ``source`` into folder ``out``; returns one Result per requested format (failed ones too).
 
     The order: the reference ``.keras`` (or the pruned model, which then replaces the source), the
     TFLite variants in the order asked, the int8 report, QAT, then ONNX: float, and one converted from
-    each integer TFLite file that was written."""
+    each integer TFLite file that was written.
+
+    The folder's record (``.kerascnn-export.json``) is kept: a file this export would replace that no
+    export wrote (or that changed since) stops it before it writes anything, unless ``force``; once the
+    files are written, what an earlier export wrote and this one did not is removed (unchanged files
+    only; ``keep_stale`` keeps them), and the log names it."""
     from . import tflite as ktflite
 
     options = _check_options(source, options)
@@ -512,12 +522,15 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
     model, meta = _fold_normalization(model, meta, options, log)
     job = _Job(source, options, Path(out), model, meta, log)
     job.float_layer_names = _resolve_float_layers(model, options.float_layers)
+    record = _claim_folder(job, force)
     job.out.mkdir(parents=True, exist_ok=True)
+    record.begin(_planned(job), _identity(source), _kerascnn_version())
 
     first = FORMAT_BY_KEY["pruned" if options.prune else "keras"]
     job.keras_file = job.run(first)
     if options.prune:  # the pruned model is what every format below is made from
         if job.keras_file is None:
+            record.abandon()  # nothing was made: the folder and its record as they were
             return job.results
         import keras
 
@@ -565,7 +578,51 @@ def export_model(source: Source, out, options: ExportOptions, log=print) -> list
             if fmt.kind == "onnx" and (fmt.source is None or job.written(fmt.source)):
                 job.run(fmt)
     _write_sidecars(job, report_files)
+    written = [r.file for r in job.results if r.status == "ok"] + ["labels.txt", "model.json"]
+    written += [name for key, name in (report_files or {}).items() if key != "error"]
+    if job.written("qat_int8"):
+        written.append(f"{QAT_FOLDER}/{job.name}_qat.h5")
+    for line in record.finish(written, keep_stale).lines():
+        log(line)
     return job.results
+
+
+def _planned(job: _Job) -> list[str]:
+    """Every file this export may write, relative to its folder (the names of the folder's record)."""
+    options = job.options
+    formats = [FORMAT_BY_KEY["pruned" if options.prune else "keras"], *(QUANTIZE[q] for q in options.tflite)]
+    formats += [FORMAT_BY_KEY["qat_int8"]] if options.qat else []
+    made = {f.key for f in formats}
+    if options.onnx:
+        formats += [f for f in FORMATS if f.kind == "onnx" and (f.source is None or f.source in made)]
+    names = [job.path(f).name for f in formats] + ["labels.txt", "model.json"]
+    if {"int8", "mixed"} & set(options.tflite):
+        names += [p.name for p in sens.report_paths(job.out, job.name).values()]
+    if options.qat:
+        names.append(f"{QAT_FOLDER}/{job.name}_qat.h5")
+    return names
+
+
+def _claim_folder(job: _Job, force: bool) -> kfolder.ExportRecord:
+    """The folder's record, once no file this export would replace is someone else's (or ``force``)."""
+    try:
+        record = kfolder.ExportRecord.read(job.out)
+    except kfolder.RecordError as e:
+        if not force:
+            raise ExportError(f"{e}; pass --force to start a new record (and replace the files)") from None
+        job.log(f"  --force: {e}; starting a new record")
+        record = kfolder.ExportRecord(job.out)
+    conflicts = record.conflicts(_planned(job))
+    if conflicts and not force:
+        raise ExportError(record.conflict_message(conflicts, job.source.model_file))
+    if conflicts:
+        job.log(f"  --force: replacing {', '.join(conflicts)} (not as kerascnn export wrote them)")
+    return record
+
+
+def _identity(source: Source) -> dict:
+    meta = source.metadata
+    return kfolder.model_identity(source.model_file, meta.model_name, meta.model_version, source.run_dir)
 
 
 MIN_CALIBRATION = 100  # int8 calibration images below which export warns
@@ -625,10 +682,13 @@ def _write_sidecars(job: _Job, report_files: dict | None) -> None:
     atomic_write_json(job.out / "model.json", sidecar)
 
 
+QAT_FOLDER = "qat"
+
+
 def _qat_model_path(out: Path, name: str) -> Path:
     """The fake-quantized tf_keras model (reloads from .h5 only), kept for further QAT; in a sub-folder
     so that ``validate`` does not take it for a Keras 3 model."""
-    folder = out / "qat"
+    folder = out / QAT_FOLDER
     folder.mkdir(exist_ok=True)
     return folder / f"{name}_qat.h5"
 

@@ -3,7 +3,9 @@
 
 Each file is run by :mod:`kerascnn.export.runtime` with the preprocessing its *own* metadata describes,
 and its labels are checked against the sidecar ``labels.txt`` and mapped by name onto the data's classes: a
-wrong normalization or a swapped label file shows up as lost accuracy or a failed check.
+wrong normalization or a swapped label file shows up as lost accuracy or a failed check. In a folder with
+an export record (:mod:`kerascnn.export.folder`), a file of another model than the recorded export's, or
+one no export wrote, is a ``stale`` row, named and not run; named on its own, it is validated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from kerascnn.errors import KerascnnError
 from kerascnn.evaluate import format_interval, wilson_interval
 
+from . import folder as kfolder
 from . import metadata as md
 from .formats import KIND_BY_SUFFIX, KINDS
 from .runtime import RuntimeLoadError, file_format, load_predictor
@@ -180,9 +183,15 @@ def validate(
     (RGB, at their own size); its category names must equal the file's labels. A file MediaPipe cannot
     run by design (grayscale or int8 input) gets status ``n/a`` with what to do, and does not fail."""
     files = collect_files(paths)
+    stale = _stale_files(paths, log)
+    if stale:
+        log(f"not validating {len(stale)} stale file(s): {', '.join(p.name for p in stale)} (see the notes)")
     entries: list[tuple[Row, object]] = []  # (row, predictor or None)
     mediapipe_note = None
     for f in files:
+        if f in stale:
+            entries.append((Row(file_format(f), f.name, STALE, f.stat().st_size / 1e6, error=stale[f]), None))
+            continue
         try:
             pred = load_predictor(f, threads=threads)
             if pred.metadata is None:
@@ -203,7 +212,7 @@ def validate(
                 entries.append((row, mp_pred))
     metas = [p.metadata for _, p in entries if p is not None and p.format != "mediapipe"]
     if not metas:
-        return [r for r, _ in entries], {"data": data, "images": 0, "passed": False}
+        return [r for r, _ in entries], {"data": data, "images": 0, "passed": False, "stale": _names(stale)}
     sizes = {(tuple(m.input_size), m.channels) for m in metas}
     if len(sizes) > 1:
         raise ValidateError(
@@ -270,12 +279,35 @@ def validate(
         "reference": "keras" if ref_probs is not None else None,
         "max_drop": max_drop,
         "mediapipe": mediapipe_note or ("on" if mediapipe else "off"),
-        "passed": all(r.status in ("ok", NOT_APPLICABLE) for r in rows),
+        "passed": all(r.status in ("ok", NOT_APPLICABLE, STALE) for r in rows),
+        "stale": _names(stale),
     }
     return rows, summary
 
 
 NOT_APPLICABLE = "n/a"
+STALE = "stale"  # a file of a folder that its export record does not give to the folder's model
+
+
+def _stale_files(paths, log) -> dict[Path, str]:
+    """The stale files of the folders in ``paths`` (:func:`kerascnn.export.folder.stale_files`), with
+    why; a file also named on its own is validated."""
+    named = {Path(p) for p in paths if not Path(p).is_dir()}
+    stale = {}
+    for folder in (Path(p) for p in paths if Path(p).is_dir()):
+        try:
+            found = kfolder.stale_files(folder)
+        except kfolder.RecordError as e:
+            log(f"{e}: its files are validated without it")
+            continue
+        stale |= {folder / name: why for name, why in found.items() if folder / name not in named}
+    return stale
+
+
+def _names(stale: dict[Path, str]) -> list[str]:
+    return [str(p) for p in stale]
+
+
 FLOAT_FILES = ("none", "float16")  # the quantizations the GPU delegate runs in float16 by default
 
 

@@ -31,8 +31,25 @@ EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
     "--out",
     default=None,
     type=OUT_DIR,
-    help="Export folder (created; files in it are replaced atomically) [default: RUN/export for a run "
-    "folder or a model file in one].",
+    help="Export folder (created) [default: RUN/export for a run folder or a model file in one]. Its "
+    ".kerascnn-export.json records what kerascnn export wrote there: those files are replaced atomically; "
+    "a file it did not write (your own labels.txt or model.json) is not replaced without --force; an "
+    "earlier export's files of the same model are kept, another model's are removed (see --keep-stale); "
+    "other files are left alone.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace files in --out that kerascnn export did not write or that were modified since (without "
+    "it the export stops before writing anything, naming them).",
+)
+@click.option(
+    "--remove-stale/--keep-stale",
+    default=True,
+    show_default=True,
+    help="Remove the files an earlier export of another model wrote into --out that this one does not "
+    "replace (a retrained model's folder would keep the old .onnx), once this export is done; a file "
+    "modified since is kept and named.",
 )
 @click.option("--tflite", is_flag=True, help="Write TFLite (float32 unless --quantize says otherwise).")
 @click.option(
@@ -147,7 +164,9 @@ EXPORT_DEFAULTS = ExportOptions()  # the defaults `kerascnn export` shows
     default=None,
     help="Android project (mobile_demo/android): copy the int8 (else float) .tflite into its assets.",
 )
-def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, android, **opts):
+def export_cmd(
+    run_or_model, out, tflite, quantize, onnx, labels, mean, std, android, force, remove_stale, **opts
+):
     """Export a run folder or a .keras/.h5 model to TFLite and/or ONNX, with embedded metadata."""
     from kerascnn.export import metadata as md
     from kerascnn.export.pipeline import (
@@ -180,7 +199,7 @@ def export_cmd(run_or_model, out, tflite, quantize, onnx, labels, mean, std, and
             check_android_project(android)
             if not variants:
                 raise ExportError("--android needs a .tflite export (add --tflite or --quantize)")
-        results = export_model(source, out, options, log=click.echo)
+        results = export_model(source, out, options, log=click.echo, force=force, keep_stale=not remove_stale)
         click.echo(format_results(results))
         if android:
             install_android_assets(out, results, android, log=click.echo)
@@ -286,7 +305,11 @@ def inspect_cmd(files, as_json, report):
     help="Also run each .tflite alone through MediaPipe Tasks' ImageClassifier (as phone apps do).",
 )
 def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path, mediapipe):
-    """Accuracy parity: the Keras model and every exported file on the same images, one table."""
+    """Accuracy parity: the Keras model and every exported file on the same images, one table.
+
+    In an export folder, a file that its .kerascnn-export.json gives to another model than the last
+    export's, or that no export wrote, is a "stale" row: named, not run, and no failure (name the file
+    itself to validate it)."""
     from kerascnn.export import validate as kvalidate
 
     rows, summary = kvalidate.validate(
@@ -305,7 +328,7 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
     if json_path:
         kvalidate.write_json(rows, summary, json_path)
     if not summary["passed"]:
-        failed = [r.file for r in rows if r.status != "ok"]
+        failed = [r.file for r in rows if r.status not in ("ok", kvalidate.STALE)]
         raise click.ClickException(f"validation failed for {', '.join(failed)}")
 
 
