@@ -578,13 +578,20 @@ def _fit(run: _Run, phase: str, train_ds, val_ds, class_weight, initial_epoch: i
 
 def _report(run: _Run) -> None:
     """The best model (and the last, when it is another epoch) scored on the test split (val when there is
-    none): metrics.json, the plots and the log line (:func:`kerascnn.evaluate.report_run`)."""
+    none): metrics.json, the plots, the log line (kerascnn.evaluate.report_run) and RUN/report.html."""
     from . import evaluate as kevaluate
 
     line = kevaluate.report_run(
         run.run_dir, run.dataset, run.normalize, run.state, run.cfg.batch_size, run.cfg.model, write=run.chief
     )
     run.log(line)
+    if run.chief:  # RUN/report.html (kerascnn.report): a failure of the page is said, never the run's
+        from .report import write_report
+
+        try:
+            write_report(run.run_dir, dataset=run.dataset, say=run.log)
+        except KerascnnError as e:
+            run.log(f"run report not written: {e}")
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ The group :func:`main` (the ``kerascnn`` entry point) is here; its commands live
 * :mod:`.zoo`: ``models``, ``summary``;
 * :mod:`.training`: ``train``, ``evaluate``;
 * :mod:`.export`: ``export``, ``inspect``, ``validate``, ``benchmark``;
+* :mod:`.predict`: ``predict`` (top-k labels of images, by a run folder or a model file);
 * :mod:`.retrieval`: ``index``, ``search``;
 * :mod:`.lab`, :mod:`.explain`: ``lab``, ``explain``;
 * :mod:`.weights`: the ``weights`` group (``fetch``, ``add``, ``list``).
@@ -25,7 +26,7 @@ import click  # noqa: E402
 
 from kerascnn.errors import KerascnnError  # noqa: E402
 
-from . import explain, export, lab, retrieval, training, weights, zoo  # noqa: E402
+from . import explain, export, lab, predict, retrieval, training, weights, zoo  # noqa: E402
 
 __all__ = ["main"]
 
@@ -34,6 +35,7 @@ COMMANDS = (
     zoo.summary_cmd,
     training.train_cmd,
     training.evaluate_cmd,
+    predict.predict_cmd,
     export.export_cmd,
     export.inspect_cmd,
     export.validate_cmd,

@@ -205,6 +205,10 @@ def export_cmd(
             install_android_assets(out, results, android, log=click.echo)
     except FileNotFoundError as e:  # (kerascnn's own errors are reported by the group)
         raise click.ClickException(str(e)) from None
+    if source.run_dir is not None and Path(out).resolve() == (Path(source.run_dir) / "export").resolve():
+        from .training import refresh_report
+
+        refresh_report(source.run_dir)  # RUN/report.html shows the run's export table
     failed = [r.format for r in results if r.status != "ok"]
     if failed:
         raise click.ClickException(f"{len(failed)} format(s) failed: {', '.join(failed)} (see above)")
@@ -311,6 +315,7 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
     export's, or that no export wrote, is a "stale" row: named, not run, and no failure (name the file
     itself to validate it)."""
     from kerascnn.export import validate as kvalidate
+    from kerascnn.report import run_of_export_folder, validate_json_path
 
     rows, summary = kvalidate.validate(
         paths,
@@ -327,6 +332,12 @@ def validate_cmd(paths, data, max_drop, min_agreement, limit, threads, json_path
         click.echo(summary["mediapipe"], err=True)
     if json_path:
         kvalidate.write_json(rows, summary, json_path)
+    run = run_of_export_folder(paths[0]) if len(paths) == 1 else None
+    if run is not None:  # a run's export folder: its table goes into RUN/report.html
+        from .training import refresh_report
+
+        kvalidate.write_json(rows, summary, validate_json_path(run))
+        refresh_report(run)
     if not summary["passed"]:
         failed = [r.file for r in rows if r.status not in ("ok", kvalidate.STALE)]
         raise click.ClickException(f"validation failed for {', '.join(failed)}")

@@ -342,6 +342,19 @@ def evaluate_cmd(run_or_model, data, tta, batch_size, json_path, confusion, clas
         kevaluate.write_json(metrics, json_path)
     if confusion:
         kevaluate.plot_confusion(metrics["confusion_matrix"], names, confusion)
+    if run.folder is not None and model_file.name == "model_best.keras":
+        refresh_report(run.folder, model=model)
+
+
+def refresh_report(run_dir, **kwargs) -> None:
+    """Rewrite RUN/report.html (kerascnn.report); a page that cannot be written is said, not fatal."""
+    from kerascnn.errors import KerascnnError
+    from kerascnn.report import write_report
+
+    try:
+        write_report(run_dir, say=click.echo, **kwargs)
+    except KerascnnError as e:
+        click.echo(f"run report not written: {e}", err=True)
 
 
 def _parse_class_map(values) -> dict:
