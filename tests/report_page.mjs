@@ -1,7 +1,8 @@
 // Opens a kerascnn run report (RUN/report.html) in headless Chromium from file://, as a person would,
 // and prints what it found as one JSON object on stdout: the console and page errors, every request
 // that left the page (a self-contained page makes none), each <img> (loaded, natural size), the
-// sections and the page's size; a 1280x800 screenshot is written to SCREENSHOT.
+// sections and the page's size; a 1280x800 screenshot is written to SCREENSHOT (FULL_PAGE=1: the whole
+// page at 1280 px wide).
 //
 //   node tests/report_page.mjs REPORT.html SCREENSHOT.png
 //
@@ -58,7 +59,7 @@ try {
     page_width: document.documentElement.scrollWidth,
     page_height: document.documentElement.scrollHeight,
   })));
-  await page.screenshot({ path: screenshot, fullPage: false });
+  await page.screenshot({ path: screenshot, fullPage: process.env.FULL_PAGE === "1" });  // FULL_PAGE=1: the whole page
 } finally {
   await browser.close();
 }
