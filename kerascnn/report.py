@@ -272,7 +272,8 @@ def _recipe_section(facts: _Facts, loaded: _Loaded) -> str:
     recipe = cfg.get("recipe") or {}
     parts = []
     if recipe.get("reason"):
-        parts.append(f'<p class="recipe"><b>recipe:</b> {_e(str(recipe["reason"]).removeprefix("recipe: "))}</p>')
+        reason = str(recipe["reason"]).removeprefix("recipe: ")
+        parts.append(f'<p class="recipe"><b>recipe:</b> {_e(reason)}</p>')
     else:
         chosen = [c for c in recipe.get("chosen", []) if c != "best_by"]
         derived = f" (derived: {', '.join(chosen)})" if chosen else ""

@@ -6,6 +6,7 @@ The group :func:`main` (the ``kerascnn`` entry point) is here; its commands live
 * :mod:`.options`: the option types and parsers several commands share;
 * :mod:`.zoo`: ``models``, ``summary``;
 * :mod:`.training`: ``train``, ``evaluate``;
+* :mod:`.check`: ``check`` (duplicates, leaks, bad files, class counts and label issues of a dataset);
 * :mod:`.export`: ``export``, ``inspect``, ``validate``, ``benchmark``;
 * :mod:`.predict`: ``predict`` (top-k labels of images, by a run folder or a model file);
 * :mod:`.retrieval`: ``index``, ``search``;
@@ -26,7 +27,7 @@ import click  # noqa: E402
 
 from kerascnn.errors import KerascnnError  # noqa: E402
 
-from . import explain, export, lab, predict, retrieval, training, weights, zoo  # noqa: E402
+from . import check, explain, export, lab, predict, retrieval, training, weights, zoo  # noqa: E402
 
 __all__ = ["main"]
 
@@ -35,6 +36,7 @@ COMMANDS = (
     zoo.summary_cmd,
     training.train_cmd,
     training.evaluate_cmd,
+    check.check_cmd,
     predict.predict_cmd,
     export.export_cmd,
     export.inspect_cmd,

@@ -36,7 +36,7 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     given = {}
     for param in ctx.command.params:
         explicit = ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
-        if param.name not in ("resume", "overwrite") and explicit:
+        if param.name not in ("resume", "overwrite", "check_first") and explicit:
             given.setdefault(_TRAIN_FIELD.get(param.name, param.name), param.opts[0])
     return given
 
@@ -238,6 +238,13 @@ def _given_train_fields(ctx: click.Context) -> dict[str, str]:
     "it is kept) once the new one's data and model are ready. A folder of other files is never deleted.",
 )
 @click.option("--quiet", is_flag=True, help="One log line per epoch instead of progress bars.")
+@click.option(
+    "--check",
+    "check_first",
+    is_flag=True,
+    help="Run `kerascnn check` on DATA first (duplicates, leaks, bad files, likely label errors) and print "
+    "its table [default: only the cheap exact-duplicate and leak check, a one-line warning].",
+)
 @click.pass_context
 def train_cmd(ctx, **opts):
     """Train MODEL on DATA into a run folder (models, config, history, plots, metrics)."""
@@ -249,7 +256,7 @@ def train_cmd(ctx, **opts):
     exclude = parse_exclude(opts.pop("no_aug_for"))
     if exclude:
         overrides["exclude"] = exclude
-    resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
+    resume, overwrite, check_first = opts.pop("resume"), opts.pop("overwrite"), opts.pop("check_first")
     shape = parse_shape(opts.pop("input_shape"))
     if shape is not None and len(shape) == 2:
         raise click.BadParameter("give H,W,C", param_hint="--input-shape")
@@ -262,6 +269,8 @@ def train_cmd(ctx, **opts):
         model_options=model_options,
         augment_overrides={k: v for k, v in overrides.items() if v is not None},
     )
+    if not resume:
+        _look_at_data(cfg.data, check_first)
     try:
         train(cfg, resume=resume, given=given, overwrite=overwrite)
     except models.UnknownModelError as e:
@@ -355,6 +364,23 @@ def refresh_report(run_dir, **kwargs) -> None:
         write_report(run_dir, say=click.echo, **kwargs)
     except KerascnnError as e:
         click.echo(f"run report not written: {e}", err=True)
+
+
+def _look_at_data(data: str, full: bool) -> None:
+    """Before a new run: the full ``kerascnn check`` of DATA (``--check``), else its cheap exact-duplicate
+    and leak check, said in one line when it finds something. Bad DATA is left for train to name."""
+    from kerascnn import check as kcheck
+    from kerascnn.data import DataError
+
+    try:
+        if full:
+            click.echo(kcheck.check_data(data, say=lambda line: click.echo(line, err=True)).table())
+        else:
+            warning = kcheck.quick_check(data)
+            if warning:
+                click.echo(warning, err=True)
+    except DataError:
+        pass
 
 
 def _parse_class_map(values) -> dict:
