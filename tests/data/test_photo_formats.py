@@ -167,7 +167,7 @@ def test_train_evaluate_validate_index_search_explain_on_photos(photos, tmp_path
     index = tmp_path / "photos.npz"
     result = runner.invoke(main, ["index", str(run), "--data", str(root), "--out", str(index)])
     assert result.exit_code == 0, result.output
-    assert "14 images (14 added, 0 already indexed, 0 unreadable)" in result.output
+    assert "14 images (14 added, 0 changed, 0 removed, 0 unchanged)" in result.output
     heic = next(p for p in written if p.suffix == ".HEIC")
     webp = next(p for p in written if p.suffix == ".webp")
     result = runner.invoke(main, ["search", str(index), str(heic), str(webp), "-k", "1", "--no-grid",
