@@ -113,8 +113,8 @@ def gradcam(model, x: np.ndarray, layer=None, class_index: int | None = None):
     x = tf.convert_to_tensor(x, tf.float32)
     softmax = _ends_in_softmax(model)
     with tf.GradientTape() as tape:
-        maps, outputs = grad_model(x, training=False)
-        maps, outputs = tf.cast(maps, tf.float32), tf.cast(outputs, tf.float32)
+        raw_maps, outputs = grad_model(x, training=False)  # (bfloat16/float16 under mixed precision)
+        maps, outputs = tf.cast(raw_maps, tf.float32), tf.cast(outputs, tf.float32)
         n_classes = int(outputs.shape[-1])
         if class_index is None:
             classes = tf.argmax(outputs, axis=-1, output_type=tf.int32)
@@ -124,7 +124,7 @@ def gradcam(model, x: np.ndarray, layer=None, class_index: int | None = None):
             classes = tf.fill([tf.shape(outputs)[0]], class_index)
         picked = tf.gather(outputs, classes, axis=1, batch_dims=1)
         score = tf.math.log(picked + 1e-12) if softmax else picked
-    grads = tape.gradient(score, maps)
+    grads = tf.cast(tape.gradient(score, raw_maps), tf.float32)  # (the cast maps are not on the path)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (N, 1, 1, K)
     cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))  # (N, h, w)
     cam = tf.image.resize(cam[..., None], tuple(int(s) for s in x.shape[1:3]), method="bilinear")[..., 0]

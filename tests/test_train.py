@@ -313,6 +313,9 @@ def test_mixed_precision_trains(tmp_path):
     )
     assert json.loads((out / "metrics.json").read_text())["top1"] > 0.3
     assert "mixed_bfloat16" in (out / "run.log").read_text()
+    # the run report's Grad-CAM of a bfloat16 model (its gradient was None: the cast maps were not on the
+    # path to the scores)
+    assert "run report not written" not in (out / "run.log").read_text() and (out / "report.html").exists()
 
 
 @pytest.mark.parametrize("balance, mixup", [("weights", 0.0), ("oversample", 0.4)])
