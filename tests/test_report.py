@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kerascnn import data as kdata
 from kerascnn import report as kreport
 from kerascnn.report import ReportError, report_path, run_of_export_folder, validate_json_path, write_report
 from kerascnn.train import TrainConfig, train
@@ -28,18 +29,7 @@ PLAYWRIGHT = ROOT / "mobile_demo" / "web" / "node_modules" / "playwright-core" /
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 SCREENSHOT_COPY = Path("/tmp/kerascnn-report.png")  # the last screenshot, kept to look at
 TINY = dict(model="lenet5", input_shape=(28, 28, 1), batch_size=64, quiet=True, epochs=1)
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = kdata.FASHION_MNIST_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,6 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A run on a folder of class folders (3 classes x 30 PNGs, val split 0.25): no test split."""
-    from kerascnn import data as kdata
 
     base = tmp_path_factory.mktemp("report_folder")
     images, labels = kdata.builtin_splits("fashion_mnist")["train"]
@@ -161,7 +150,7 @@ def test_report_of_a_run_has_every_section_and_needs_nothing_else(run_dir):
 
 def test_report_from_the_training_process_reuses_its_model_and_data(run_dir, monkeypatch):
     """At the end of train: the dataset as loaded (not loaded again), model_best.keras's model given."""
-    from kerascnn import data as kdata
+
     from kerascnn.runs import load_keras_model
 
     dataset = kdata.load_dataset("fashion_mnist", (28, 28), 1, train_fraction=0.005, eval_fraction=0.1)

@@ -23,23 +23,13 @@ from kerascnn.export.runtime import MediaPipePredictor
 from kerascnn.export.tflite import compact
 from kerascnn.export.validate import validate
 
+from kerascnn import data as kdata
 from kerascnn.cli import main
 
 fb = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")
 
 VARIANTS = ("none", "dynamic", "float16", "int8")
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = kdata.FASHION_MNIST_CLASSES
 QUIET = dict(log=lambda *_: None)
 
 
