@@ -78,6 +78,7 @@ class _Facts:
     metrics: dict | None
     class_names: list[str]
     notes: list[str] = field(default_factory=list)  # lines for the header (what is missing, and why)
+    failed: list[str] = field(default_factory=list)  # the parts that failed unexpectedly (a bug), said
 
 
 @dataclass
@@ -100,8 +101,9 @@ def write_report(run_dir, *, model=None, dataset=None, say=None) -> Path:
     ``dataset``: the run's :class:`kerascnn.data.ImageData` as training loaded it (loaded again from
     ``config.json`` otherwise: its data, fractions, validation split and seed). ``say`` gets one line
     (where the page is, how long it took). A section whose data is missing (no finished epoch, the data
-    gone, a model without a spatial layer) is left out or says why; anything else that fails raises
-    :class:`ReportError`, naming the run folder and the part."""
+    gone, a model without a spatial layer) is left out or says why; a part that fails otherwise (a bug)
+    is named in the page and in the line ``say`` gets, and the other parts are still shown. Raises
+    :class:`ReportError` when the folder is no run or the page cannot be written."""
     start = time.monotonic()
     run_dir = Path(run_dir)
     facts = _read_run(run_dir)
@@ -126,22 +128,25 @@ def write_report(run_dir, *, model=None, dataset=None, say=None) -> Path:
     except OSError as e:
         raise ReportError(f"{path}: cannot write the run report ({e.strerror or e})") from None
     if say is not None:
-        say(f"run report: {path} ({time.monotonic() - start:.1f} s)")
+        failed = f"; {'; '.join(facts.failed)}" if facts.failed else ""
+        say(f"run report: {path} ({time.monotonic() - start:.1f} s){failed}")
     return path
 
 
 def _part(facts: _Facts, name: str, build) -> str | None:
     """One section's HTML; a KerascnnError (data gone, a model Grad-CAM cannot explain) becomes a note
-    in the page, anything else a ReportError naming the section."""
+    in the page; anything else (a bug) too, naming the part and the error, and the line ``say`` gets
+    names it: one broken part never costs the others."""
     try:
         return build()
     except KerascnnError as e:
         facts.notes.append(f"{name}: {e}")
         return None
-    except Exception as e:  # noqa: BLE001 - any other failure: say which part of whose report
-        raise ReportError(
-            f"the run report of '{facts.run_dir}' failed in its {name} part ({type(e).__name__}: {e})"
-        ) from e
+    except Exception as e:  # noqa: BLE001 - a bug in one part: the others are still shown, this one named
+        failure = f"the {name} part failed ({type(e).__name__}: {e})"
+        facts.notes.append(f"{failure}; the other parts are shown")
+        facts.failed.append(failure)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------
