@@ -24,13 +24,13 @@ files of a folder that are not the recorded export's model (:func:`stale_files`)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kerascnn.errors import KerascnnError
+from kerascnn.runs import file_digest
 
 from .formats import KIND_BY_SUFFIX
 
@@ -48,11 +48,7 @@ class RecordError(KerascnnError, ValueError):
 
 
 def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def now() -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import runs
 from .data.decode import ImageReadError, open_image, viewable
 
 THUMB = 32  # the grey thumbnail's side (pHash's input)
@@ -76,11 +77,7 @@ class Facts:
 
 def file_digest(path) -> str:
     """blake2b (128 bits) of a file's bytes, read a megabyte at a time."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return runs.file_digest(path, "blake2b", digest_size=16)
 
 
 def _end_marker_missing(path, fmt: str | None) -> str | None:

@@ -40,7 +40,14 @@ from kerascnn.data.decode import decode_many
 from kerascnn.errors import KerascnnError
 from kerascnn.keras_internals import producer
 from kerascnn.lock import WriteLock
-from kerascnn.runs import ModelFileError, Run, RunFileError, atomic_write_bytes, image_input_shape
+from kerascnn.runs import (
+    ModelFileError,
+    Run,
+    RunFileError,
+    atomic_write_bytes,
+    file_digest,
+    image_input_shape,
+)
 
 INDEX_FORMAT = 1
 FAISS_THRESHOLD = 100_000  # "auto" uses FAISS (when installed) from this many gallery vectors on
@@ -261,14 +268,10 @@ def is_file_item(item: str) -> bool:
 
 def file_hash(path) -> str | None:
     """blake2b (128-bit) of the file's bytes, None when it cannot be read."""
-    digest = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return file_digest(path, "blake2b", digest_size=16)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def file_record(item: str) -> tuple[int, int, str]:

@@ -15,6 +15,7 @@ an interrupted command never leaves a truncated file (:func:`atomic_path` for wr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -46,6 +47,13 @@ class RunError(KerascnnError, RuntimeError):
 # ------------------------------------------------------------------------------------------------
 # Atomic writes
 # ------------------------------------------------------------------------------------------------
+
+
+def file_digest(path, algorithm: str = "sha256", **options) -> str:
+    """The hex digest of a file's bytes (``hashlib.file_digest``: read in blocks, never whole);
+    ``algorithm`` and ``options`` as ``hashlib.new`` takes them (``"blake2b", digest_size=16``)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.new(algorithm, **options)).hexdigest()
 
 
 @contextlib.contextmanager

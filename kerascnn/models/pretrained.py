@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -53,6 +52,7 @@ import numpy as np
 
 from kerascnn.errors import KerascnnError
 from kerascnn.keras_internals import hdf5_attribute
+from kerascnn.runs import file_digest
 
 STORE = "https://storage.googleapis.com/tensorflow/keras-applications/"  # Keras' weights store
 CACHE_SUBDIR = "models"  # keras.applications' cache_subdir
@@ -230,7 +230,7 @@ def hash_status(wanted: WeightsFile) -> str:
     Keras publishes none, so nothing can tell a file of that name from another)."""
     if wanted.file_hash is None:
         return "no published hash"
-    md5 = _digest(wanted.path(), hashlib.md5(usedforsecurity=False))
+    md5 = file_digest(wanted.path(), "md5", usedforsecurity=False)
     return "md5 checked" if md5 == wanted.file_hash else "md5 mismatch"
 
 
@@ -342,7 +342,7 @@ def check_file(path, wanted: WeightsFile, label: str | None = None) -> str:
     how the message names the file (default: the path). Returns what was checked."""
     label = label or str(path)
     if wanted.file_hash is not None:
-        md5 = _digest(path, hashlib.md5(usedforsecurity=False))
+        md5 = file_digest(path, "md5", usedforsecurity=False)
         if md5 != wanted.file_hash:
             raise WeightsError(
                 f"{label}: not the {wanted.name} Keras publishes: its md5 is {md5}, the published file's "
@@ -554,18 +554,6 @@ def load_imagenet(model, name: str, alpha: float = 1.0, top: bool | None = None,
 # ------------------------------------------------------------------------------------------------
 
 
-def _digest(path, digest) -> str:
-    """The hex ``digest`` (a hashlib object) of the file, read a megabyte at a time."""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256(path) -> str:
-    return _digest(path, hashlib.sha256())
-
-
 def _read_manifest(path: Path, mend: str) -> list[dict]:
     """The entries (each with a "name" and a "sha256") of a manifest :func:`fetch` wrote; a damaged one is
     a :class:`WeightsError` naming it and ``mend`` (how to mend it)."""
@@ -610,7 +598,9 @@ def fetch(files: list[WeightsFile], out, base_url: str | None = None, timeout: f
         for tmp, wanted in got:
             os.replace(tmp, out / wanted.name)
             entries = [e for e in entries if e["name"] != wanted.name]
-            entries.append({"name": wanted.name, "sha256": _sha256(out / wanted.name), "model": wanted.model})
+            entries.append(
+                {"name": wanted.name, "sha256": file_digest(out / wanted.name), "model": wanted.model}
+            )
     finally:
         for tmp, _ in got:
             tmp.unlink(missing_ok=True)
@@ -659,7 +649,7 @@ def add(source, force: bool = False) -> list[Added]:
             )
         if not path.is_file():
             raise WeightsError(f"{path}: listed in {source / MANIFEST} but missing")
-        sha = _sha256(path)
+        sha = file_digest(path)
         if path.name in sums and sha != sums[path.name]:
             raise WeightsError(f"{path}: its sha256 is not the one {MANIFEST} records (damaged in transfer)")
         try:
@@ -673,7 +663,7 @@ def add(source, force: bool = False) -> list[Added]:
     for path, known, sha in files:
         status = "added"
         if known.cached():
-            old = _sha256(known.path())
+            old = file_digest(known.path())
             if old == sha:
                 done.append(Added(known, "already cached"))
                 continue
